@@ -1,0 +1,54 @@
+//! A cap on the share of a registry's breakers that may be open at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Shared by every breaker of one registry. A breaker takes a slot before it
+/// trips and gives it back when it closes; past the cap, it stays closed and
+/// reports the suppressed trip (the registry *fails open*, so an outage of the
+/// breakers' own making cannot cut off every key).
+#[derive(Debug)]
+pub(crate) struct OpenGate {
+    max_share: f64,
+    open: AtomicUsize,
+    members: AtomicUsize,
+}
+
+impl OpenGate {
+    pub(crate) fn new(max_share: f64) -> Self {
+        OpenGate {
+            max_share,
+            open: AtomicUsize::new(0),
+            members: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn try_take(&self) -> bool {
+        let members = self.members.load(Ordering::Acquire).max(1);
+        let allowed = (self.max_share * members as f64).floor() as usize;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < allowed).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
+    }
+
+    pub(crate) fn joined(&self) {
+        self.members.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn left(&self) {
+        let _ = self
+            .members
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| m.checked_sub(1));
+    }
+
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,920 @@
+//! The circuit breaker.
+//!
+//! # States
+//!
+//! ```text
+//!            trip rule holds                 open duration elapsed
+//!  Closed ───────────────────────▶ Open ──────────────────────────▶ HalfOpen
+//!    ▲                              ▲  (and recovery check passed)     │
+//!    │ enough probes succeeded      │ a probe failed, or no verdict    │
+//!    └──────────────────────────────┴──────────────────────────────────┘
+//! ```
+//!
+//! plus three manual states: [`ForcedOpen`](State::ForcedOpen) (reject all),
+//! [`Disabled`](State::Disabled) (allow all, record nothing) and
+//! [`MetricsOnly`](State::MetricsOnly) (allow all, record, never trip). Every
+//! transition bumps the breaker's **epoch**.
+//!
+//! # Trip rules
+//!
+//! Evaluated whenever a failure or a slow call is recorded while closed:
+//!
+//! - `failure_rate(r)`: the window's failure rate is at least `r`;
+//! - `slow_calls(d, r)`: at least `r` of the window's calls took `d` or longer;
+//! - `consecutive_failures(n)`: `n` failures in a row;
+//! - `trip_when(f)`: a predicate over [`WindowStats`] (counts, rates, latency
+//!   quantiles).
+//!
+//! Rate rules and the custom rule apply only once the window holds at least
+//! `minimum_calls` calls. With no rule configured, the breaker trips at a 50 %
+//! failure rate. Ignored outcomes are not counted at all.
+//!
+//! # Half-open
+//!
+//! When the open duration (from the [`Backoff`], by number of consecutive
+//! openings) has elapsed, the next call moves the breaker to half-open
+//! (or a timer does, with `eager_transitions`). At most `half_open_calls`
+//! probes are admitted; it closes after `half_open_successes` successes and
+//! re-opens once that has become impossible (by default: on the first failed
+//! or slow probe), or when no verdict came within `max_half_open_wait`. A probe
+//! dropped without a verdict frees its slot.
+//!
+//! # Epochs
+//!
+//! A [`Permit`] belongs to the epoch that admitted it. If the breaker moved on
+//! before the call finished, its outcome is reported as a
+//! [`StaleOutcome`](crate::EventKind::StaleOutcome) event and otherwise
+//! ignored: it never counts in the new state's window, never decides a
+//! half-open verdict, and never frees a probe slot it did not take.
+//!
+//! # Cost
+//!
+//! Deciding a call reads one atomic; recording a success in a closed breaker
+//! writes only to the calling core's stripe of the window (no lock, no shared
+//! write, no allocation). Locks are taken only to change state, and never
+//! while listeners run.
+
+mod config;
+pub(crate) mod gate;
+mod permit;
+mod recovery;
+mod state;
+mod window;
+
+pub use config::{
+    CircuitBreakerBuilder, CircuitBreakerConfig, SlowCalls, TripRule, MAX_HALF_OPEN_CALLS,
+};
+pub use permit::{OwnedPermit, Permit};
+pub use state::State;
+pub use window::{Window, WindowStats, MAX_BUCKETS, MAX_COUNT_WINDOW};
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::ClockHandle;
+use crate::event::{Event, EventKind, Events, TransitionReason};
+use crate::random::SplitMix64;
+use crate::sync::{lock, AtomicU32, AtomicU64, CachePadded, Mutex, Ordering};
+use crate::{Backoff, Classify, Error, ErrorsAsFailures, Name, Outcome, Rejected};
+use state::{word, HalfOpenCounts};
+use window::WindowState;
+
+/// A circuit breaker. Cheap to clone: clones share one state.
+///
+/// ```
+/// use ripcord::{CircuitBreaker, Error, ManualClock, State};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let clock = ManualClock::new();
+/// let breaker = CircuitBreaker::builder("inventory")
+///     .consecutive_failures(3)
+///     .open_for(ripcord::Backoff::fixed(Duration::from_secs(10)))
+///     .half_open_calls(1)
+///     .clock(clock.clone())
+///     .build()
+///     .unwrap();
+///
+/// for _ in 0..3 {
+///     let r: Result<(), Error<&str>> = breaker.call(|| async { Err("down") }).await;
+///     assert!(matches!(r, Err(Error::Inner("down"))));
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+///
+/// // Rejected at once, with the time until the next probe.
+/// let Err(Error::Rejected(r)) = breaker.call(|| async { Ok::<_, &str>(()) }).await else { panic!() };
+/// assert_eq!(r.retry_after(), Duration::from_secs(10));
+///
+/// // After the open duration, one probe goes through and closes the breaker.
+/// clock.advance(Duration::from_secs(10));
+/// assert!(breaker.call(|| async { Ok::<_, &str>(()) }).await.is_ok());
+/// assert_eq!(breaker.state(), State::Closed);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Trip rules, resolved from the configuration.
+struct Rules {
+    failure_rate: Option<f64>,
+    slow_rate: Option<f64>,
+    consecutive: Option<u32>,
+    minimum_calls: u64,
+    custom: Option<config::TripRule>,
+}
+
+pub(crate) struct Inner {
+    /// A weak handle to this breaker, for background tasks.
+    me: std::sync::Weak<Inner>,
+    name: Name,
+    rules: Rules,
+    /// Calls at or above this many nanoseconds are slow (`u64::MAX`: no rule).
+    slow_nanos: u64,
+    /// Whether a call needs the clock read at its start and end.
+    timed: bool,
+    half_open_calls: u16,
+    half_open_successes: u16,
+    max_half_open_wait: u64,
+    ramp_up: u64,
+    eager: bool,
+    backoff: Backoff,
+    pub(crate) clock: ClockHandle,
+
+    /// `epoch << 4 | ramp << 3 | state`: the only word the hot path reads.
+    state: CachePadded<AtomicU64>,
+    /// Consecutive failures while closed.
+    consecutive: CachePadded<AtomicU32>,
+    /// Half-open probe counters, tagged with the epoch.
+    half_open: CachePadded<AtomicU64>,
+    /// Written before the state word is published, read after it.
+    timing: Timing,
+    window: WindowState,
+
+    control: Mutex<Control>,
+    events: Events,
+    recovery: Option<recovery::RecoveryCheck>,
+    gate: Option<Arc<gate::OpenGate>>,
+}
+
+#[derive(Default)]
+struct Timing {
+    /// When an open breaker may admit probes (clock nanos).
+    open_until: AtomicU64,
+    /// When a half-open breaker gives up waiting for a verdict.
+    half_open_deadline: AtomicU64,
+    /// Ramp-up after recovery: start and end (clock nanos).
+    ramp_start: AtomicU64,
+    ramp_end: AtomicU64,
+    ramp_seq: AtomicU64,
+    /// Epoch (+1) in which the recovery check passed; 0 if none.
+    recovery_passed: AtomicU64,
+}
+
+/// State changed only under the control lock.
+struct Control {
+    consecutive_openings: u32,
+    rng: SplitMix64,
+    /// Whether this breaker holds a slot of its registry's open-breaker cap.
+    holds_gate: bool,
+}
+
+/// What a permit is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PermitKind {
+    /// A call in a closed (or metrics-only) breaker: recorded in the window.
+    Counted,
+    /// A half-open probe: decides the verdict.
+    Probe,
+    /// A call through a disabled breaker: not recorded.
+    Untracked,
+}
+
+impl CircuitBreaker {
+    /// Starts building a breaker named `name`.
+    pub fn builder(name: &str) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::new(name)
+    }
+
+    fn from_builder(b: CircuitBreakerBuilder) -> Self {
+        let c = &b.config;
+        let mut rules = Rules {
+            failure_rate: c.failure_rate,
+            slow_rate: c.slow_calls.map(|s| s.rate),
+            consecutive: c.consecutive_failures,
+            minimum_calls: u64::from(c.minimum_calls),
+            custom: b.custom_rule.clone(),
+        };
+        if rules.failure_rate.is_none()
+            && rules.slow_rate.is_none()
+            && rules.consecutive.is_none()
+            && rules.custom.is_none()
+        {
+            rules.failure_rate = Some(0.5);
+        }
+        let latency = c.latency_histogram.unwrap_or(b.custom_rule.is_some());
+        let slow_nanos = c.slow_calls.map_or(u64::MAX, |s| {
+            u64::try_from(s.duration.as_nanos()).unwrap_or(u64::MAX)
+        });
+        let timed = slow_nanos != u64::MAX || latency || c.window.is_time();
+        let half_open_calls = c.half_open_calls as u16;
+        let inner = |me: &std::sync::Weak<Inner>| Inner {
+            me: me.clone(),
+            name: b.name.clone(),
+            rules,
+            slow_nanos,
+            timed,
+            half_open_calls,
+            half_open_successes: c.half_open_successes.map_or(half_open_calls, |k| k as u16),
+            max_half_open_wait: nanos(c.max_half_open_wait),
+            ramp_up: nanos(b.ramp_up),
+            eager: c.eager_transitions,
+            backoff: c.open_for.clone(),
+            clock: b.clock.clone(),
+            state: CachePadded(AtomicU64::new(word::pack(State::Closed, 0, false))),
+            consecutive: CachePadded(AtomicU32::new(0)),
+            half_open: CachePadded(AtomicU64::new(0)),
+            timing: Timing::default(),
+            window: WindowState::new(&c.window, latency),
+            control: Mutex::new(Control {
+                consecutive_openings: 0,
+                rng: b
+                    .seed
+                    .map_or_else(SplitMix64::from_entropy, SplitMix64::new),
+                holds_gate: false,
+            }),
+            events: Events::new(b.listeners.clone(), b.event_capacity),
+            recovery: b.recovery.clone(),
+            gate: b.open_gate.clone(),
+        };
+        if let Some(g) = &b.open_gate {
+            g.joined();
+        }
+        CircuitBreaker {
+            inner: Arc::new_cyclic(inner),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        self.inner.name.as_str()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        word::state(self.inner.state.load(Ordering::Acquire))
+    }
+
+    /// The current epoch: the number of transitions so far.
+    pub fn epoch(&self) -> u64 {
+        word::epoch(self.inner.state.load(Ordering::Acquire))
+    }
+
+    /// Whether a closed breaker is still ramping traffic up after a recovery.
+    pub fn is_ramping(&self) -> bool {
+        word::ramping(self.inner.state.load(Ordering::Acquire))
+    }
+
+    /// The statistics of the current window (empty unless closed or metrics-only).
+    pub fn stats(&self) -> WindowStats {
+        let now = self.inner.clock.now_nanos();
+        self.inner.window.stats(self.epoch(), now)
+    }
+
+    /// Consecutive failures recorded while closed.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.inner.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// Asks for a permit to make one call. Record its outcome with
+    /// [`Permit::record`]; a permit dropped without a verdict counts as
+    /// [`Outcome::Ignored`] (and frees its half-open slot).
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let (epoch, kind, start) = self.inner.acquire()?;
+        Ok(Permit::new(&self.inner, epoch, kind, start))
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but the permit owns a handle to
+    /// the breaker, so it can be moved into a `'static` future or task.
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        let (epoch, kind, start) = self.inner.acquire()?;
+        Ok(OwnedPermit::new(self.inner.clone(), epoch, kind, start))
+    }
+
+    /// Runs `f` through the breaker: `Ok` is a success, `Err` a failure.
+    ///
+    /// A rejected call returns [`Error::Rejected`] without running `f`. If the
+    /// returned future is dropped before it finishes, the call is ignored.
+    pub async fn call<F, Fut, T, E>(&self, f: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_classified(&ErrorsAsFailures, f).await
+    }
+
+    /// Runs `f` through the breaker, classifying its result with `classify`.
+    pub async fn call_classified<C, F, Fut, T, E>(&self, classify: &C, f: F) -> Result<T, Error<E>>
+    where
+        C: Classify<T, E> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let permit = self.try_acquire()?;
+        let result = f().await;
+        permit.record(classify.classify(&result));
+        result.map_err(Error::Inner)
+    }
+
+    /// Runs the blocking function `f` through the breaker: `Ok` is a success,
+    /// `Err` a failure. If `f` panics, the call is ignored and the panic goes on.
+    #[inline]
+    pub fn call_sync<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, Error<E>> {
+        self.call_sync_classified(&ErrorsAsFailures, f)
+    }
+
+    /// Runs the blocking function `f` through the breaker, classifying its
+    /// result with `classify`.
+    #[inline]
+    pub fn call_sync_classified<C, T, E>(
+        &self,
+        classify: &C,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, Error<E>>
+    where
+        C: Classify<T, E> + ?Sized,
+    {
+        let permit = self.try_acquire()?;
+        let result = f();
+        permit.record(classify.classify(&result));
+        result.map_err(Error::Inner)
+    }
+
+    /// Opens the breaker until [`reset`](Self::reset): every call is rejected.
+    pub fn force_open(&self) {
+        self.inner.transition_any(State::ForcedOpen);
+    }
+
+    /// Lets every call through and records nothing, until [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.inner.transition_any(State::Disabled);
+    }
+
+    /// Lets every call through and records outcomes (events, statistics)
+    /// without ever tripping, until [`reset`](Self::reset).
+    pub fn metrics_only(&self) {
+        self.inner.transition_any(State::MetricsOnly);
+    }
+
+    /// Closes the breaker with an empty window and forgets past openings.
+    pub fn reset(&self) {
+        self.inner.transition_any(State::Closed);
+    }
+
+    /// Performs the time-based transitions that are due now: open → half-open
+    /// when the open duration has elapsed (and the recovery check, if any, has
+    /// passed), half-open → open when no verdict came in time, and the end of a
+    /// ramp. Calls do this lazily; call `tick` to have it happen without
+    /// traffic (the eager timer does). Returns the state afterwards.
+    pub fn tick(&self) -> State {
+        self.inner.tick();
+        self.state()
+    }
+
+    /// Runs the recovery check once, now, if the breaker is open and has one.
+    /// Returns whether it passed (`None` if there is no check or the breaker is
+    /// not open). A pass lets the breaker move to half-open once the open
+    /// duration has elapsed.
+    pub async fn run_recovery_check(&self) -> Option<bool> {
+        recovery::run_once(&self.inner).await
+    }
+
+    /// Receives every event from now on (feature `tokio`). A receiver that
+    /// falls behind loses the oldest events; it never slows the breaker.
+    #[cfg(feature = "tokio")]
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether two handles share the same breaker.
+    pub fn same_as(&self, other: &CircuitBreaker) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.inner.name)
+            .field("state", &self.state())
+            .field("epoch", &self.epoch())
+            .finish()
+    }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Inner {
+    #[inline]
+    fn now_if_timed(&self) -> u64 {
+        if self.timed {
+            self.clock.now_nanos()
+        } else {
+            0
+        }
+    }
+
+    /// Decides one call: `(epoch, kind, start time)` or a rejection.
+    #[inline]
+    fn acquire(&self) -> Result<(u64, PermitKind, u64), Rejected> {
+        let w = self.state.load(Ordering::Acquire);
+        if w & word::FAST_MASK == 0 {
+            return Ok((word::epoch(w), PermitKind::Counted, self.now_if_timed()));
+        }
+        self.acquire_slow(w)
+    }
+
+    fn acquire_slow(&self, mut w: u64) -> Result<(u64, PermitKind, u64), Rejected> {
+        loop {
+            let epoch = word::epoch(w);
+            match word::state(w) {
+                State::Closed if word::ramping(w) => {
+                    let now = self.clock.now_nanos();
+                    if self.ramp_admits(now) {
+                        return Ok((epoch, PermitKind::Counted, self.now_if_timed()));
+                    }
+                    return Err(self.reject(State::Closed, epoch, Duration::ZERO, now));
+                }
+                State::Closed | State::MetricsOnly => {
+                    return Ok((epoch, PermitKind::Counted, self.now_if_timed()))
+                }
+                State::Disabled => return Ok((epoch, PermitKind::Untracked, 0)),
+                State::ForcedOpen => {
+                    let now = self.clock.now_nanos();
+                    return Err(self.reject(State::ForcedOpen, epoch, Duration::ZERO, now));
+                }
+                State::Open => {
+                    let now = self.clock.now_nanos();
+                    let until = self.timing.open_until.load(Ordering::Acquire);
+                    if now < until || !self.recovery_allows(epoch) {
+                        let left = Duration::from_nanos(until.saturating_sub(now));
+                        return Err(self.reject(State::Open, epoch, left, now));
+                    }
+                    self.transition(
+                        epoch,
+                        State::Open,
+                        State::HalfOpen,
+                        TransitionReason::OpenElapsed,
+                    );
+                }
+                State::HalfOpen => {
+                    let now = self.clock.now_nanos();
+                    if let Some(()) = self.take_probe(epoch) {
+                        return Ok((epoch, PermitKind::Probe, self.now_if_timed()));
+                    }
+                    if now >= self.timing.half_open_deadline.load(Ordering::Acquire) {
+                        self.transition(
+                            epoch,
+                            State::HalfOpen,
+                            State::Open,
+                            TransitionReason::HalfOpenTimeout,
+                        );
+                    } else {
+                        return Err(self.reject(State::HalfOpen, epoch, Duration::ZERO, now));
+                    }
+                }
+            }
+            w = self.state.load(Ordering::Acquire);
+        }
+    }
+
+    fn recovery_allows(&self, epoch: u64) -> bool {
+        self.recovery.is_none() || self.timing.recovery_passed.load(Ordering::Acquire) == epoch + 1
+    }
+
+    /// Takes a half-open probe slot of `epoch`, if one is free.
+    fn take_probe(&self, epoch: u64) -> Option<()> {
+        let mut cur = self.half_open.load(Ordering::Acquire);
+        loop {
+            let mut c = HalfOpenCounts::unpack(cur);
+            if !c.belongs_to(epoch) || c.admitted >= self.half_open_calls {
+                return None;
+            }
+            c.admitted += 1;
+            match self.half_open.compare_exchange_weak(
+                cur,
+                c.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn ramp_admits(&self, now: u64) -> bool {
+        let start = self.timing.ramp_start.load(Ordering::Acquire);
+        let end = self.timing.ramp_end.load(Ordering::Acquire);
+        if now >= end {
+            self.end_ramp();
+            return true;
+        }
+        let share = (now.saturating_sub(start)) as f64 / (end - start).max(1) as f64;
+        let n = self.timing.ramp_seq.fetch_add(1, Ordering::Relaxed);
+        let mut rng = SplitMix64::new(n);
+        rng.next_f64() < share
+    }
+
+    fn end_ramp(&self) {
+        let guard = lock(&self.control);
+        let w = self.state.load(Ordering::Acquire);
+        if word::ramping(w) {
+            self.state.store(
+                word::pack(word::state(w), word::epoch(w), false),
+                Ordering::Release,
+            );
+        }
+        drop(guard);
+    }
+
+    #[cold]
+    fn reject(&self, state: State, epoch: u64, retry_after: Duration, now: u64) -> Rejected {
+        let r = Rejected {
+            name: self.name.clone(),
+            state,
+            retry_after,
+            epoch,
+        };
+        if self.events.active() {
+            self.events.emit(Event {
+                name: self.name.clone(),
+                at: Duration::from_nanos(now),
+                epoch,
+                kind: EventKind::Rejected { state, retry_after },
+            });
+        }
+        r
+    }
+
+    /// Records the verdict of a permit.
+    #[inline]
+    pub(crate) fn finish(&self, epoch: u64, kind: PermitKind, start: u64, outcome: Outcome) {
+        if kind == PermitKind::Untracked {
+            return;
+        }
+        let now = self.now_if_timed();
+        let took = now.saturating_sub(start);
+        let slow = took >= self.slow_nanos;
+        match kind {
+            PermitKind::Counted => self.finish_counted(epoch, outcome, slow, took, now),
+            PermitKind::Probe => self.finish_probe(epoch, outcome, slow, took, now),
+            PermitKind::Untracked => {}
+        }
+    }
+
+    #[inline]
+    fn finish_counted(&self, epoch: u64, outcome: Outcome, slow: bool, took: u64, now: u64) {
+        let w = self.state.load(Ordering::Acquire);
+        if word::epoch(w) != epoch {
+            return self.stale(epoch, outcome, now);
+        }
+        if self.events.active() {
+            self.outcome_event(epoch, outcome, slow, took, now, false);
+        }
+        let failure = match outcome {
+            Outcome::Ignored => return,
+            Outcome::Success => false,
+            Outcome::Failure => true,
+        };
+        self.window.record(epoch, now, failure, slow, took);
+        let consecutive = if failure {
+            self.consecutive
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        if (failure || slow) && word::state(w) == State::Closed {
+            self.evaluate(epoch, now, consecutive);
+        }
+    }
+
+    #[cold]
+    fn evaluate(&self, epoch: u64, now: u64, consecutive: u32) {
+        let now = if now == 0 {
+            self.clock.now_nanos()
+        } else {
+            now
+        };
+        let Some(reason) = self.trip_reason(epoch, now, consecutive) else {
+            return;
+        };
+        if let Some(gate) = &self.gate {
+            if !gate.try_take() {
+                if self.events.active() {
+                    self.events.emit(Event {
+                        name: self.name.clone(),
+                        at: Duration::from_nanos(now),
+                        epoch,
+                        kind: EventKind::TripSuppressed { reason },
+                    });
+                }
+                return;
+            }
+            if !self.transition_with(epoch, State::Closed, State::Open, reason, true) {
+                gate.release();
+            }
+            return;
+        }
+        self.transition(epoch, State::Closed, State::Open, reason);
+    }
+
+    fn trip_reason(&self, epoch: u64, now: u64, consecutive: u32) -> Option<TransitionReason> {
+        let r = &self.rules;
+        if r.consecutive.is_some_and(|n| consecutive >= n) {
+            return Some(TransitionReason::ConsecutiveFailures);
+        }
+        if r.failure_rate.is_none() && r.slow_rate.is_none() && r.custom.is_none() {
+            return None;
+        }
+        let stats = self.window.stats(epoch, now);
+        if stats.calls() < r.minimum_calls {
+            return None;
+        }
+        if r.failure_rate.is_some_and(|t| stats.failure_rate() >= t) {
+            return Some(TransitionReason::FailureRate);
+        }
+        if r.slow_rate.is_some_and(|t| stats.slow_rate() >= t) {
+            return Some(TransitionReason::SlowCallRate);
+        }
+        if r.custom.as_ref().is_some_and(|f| f(&stats)) {
+            return Some(TransitionReason::CustomRule);
+        }
+        None
+    }
+
+    fn finish_probe(&self, epoch: u64, outcome: Outcome, slow: bool, took: u64, now: u64) {
+        let mut cur = self.half_open.load(Ordering::Acquire);
+        let counts = loop {
+            let mut c = HalfOpenCounts::unpack(cur);
+            if !c.belongs_to(epoch) || word::epoch(self.state.load(Ordering::Acquire)) != epoch {
+                return self.stale(epoch, outcome, now);
+            }
+            match outcome {
+                Outcome::Ignored => c.admitted = c.admitted.saturating_sub(1),
+                Outcome::Success if !slow => c.successes += 1,
+                _ => c.failures += 1,
+            }
+            match self.half_open.compare_exchange_weak(
+                cur,
+                c.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break c,
+                Err(actual) => cur = actual,
+            }
+        };
+        if self.events.active() {
+            self.outcome_event(epoch, outcome, slow, took, now, true);
+        }
+        if counts.successes >= self.half_open_successes {
+            self.transition(
+                epoch,
+                State::HalfOpen,
+                State::Closed,
+                TransitionReason::ProbesSucceeded,
+            );
+        } else if counts.failures > self.half_open_calls - self.half_open_successes {
+            self.transition(
+                epoch,
+                State::HalfOpen,
+                State::Open,
+                TransitionReason::ProbeFailed,
+            );
+        }
+    }
+
+    #[cold]
+    fn stale(&self, epoch: u64, outcome: Outcome, now: u64) {
+        if self.events.active() {
+            let now = if now == 0 {
+                self.clock.now_nanos()
+            } else {
+                now
+            };
+            self.events.emit(Event {
+                name: self.name.clone(),
+                at: Duration::from_nanos(now),
+                epoch: self.epoch_now(),
+                kind: EventKind::StaleOutcome {
+                    outcome,
+                    admitted_in: epoch,
+                },
+            });
+        }
+    }
+
+    #[cold]
+    fn outcome_event(
+        &self,
+        epoch: u64,
+        outcome: Outcome,
+        slow: bool,
+        took: u64,
+        now: u64,
+        probe: bool,
+    ) {
+        let now = if now == 0 {
+            self.clock.now_nanos()
+        } else {
+            now
+        };
+        self.events.emit(Event {
+            name: self.name.clone(),
+            at: Duration::from_nanos(now),
+            epoch,
+            kind: EventKind::Outcome {
+                outcome,
+                duration: Duration::from_nanos(took),
+                slow,
+                probe,
+            },
+        });
+    }
+
+    fn epoch_now(&self) -> u64 {
+        word::epoch(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves from `from` in `epoch` to `to`; does nothing (and returns false)
+    /// if the breaker is no longer there.
+    fn transition(&self, epoch: u64, from: State, to: State, reason: TransitionReason) -> bool {
+        self.transition_with(epoch, from, to, reason, false)
+    }
+
+    fn transition_with(
+        &self,
+        epoch: u64,
+        from: State,
+        to: State,
+        reason: TransitionReason,
+        gate_taken: bool,
+    ) -> bool {
+        let mut control = lock(&self.control);
+        let w = self.state.load(Ordering::Acquire);
+        if word::epoch(w) != epoch || word::state(w) != from {
+            return false;
+        }
+        self.apply(&mut control, w, to, reason, gate_taken);
+        drop(control);
+        self.after_transition(to);
+        true
+    }
+
+    /// A manual transition from whatever state the breaker is in.
+    fn transition_any(&self, to: State) {
+        let mut control = lock(&self.control);
+        let w = self.state.load(Ordering::Acquire);
+        self.apply(&mut control, w, to, TransitionReason::Manual, false);
+        drop(control);
+        self.after_transition(to);
+    }
+
+    /// Prepares the new state's data, then publishes the state word. Runs under
+    /// the control lock, which orders transitions (and their events).
+    fn apply(
+        &self,
+        control: &mut Control,
+        w: u64,
+        to: State,
+        reason: TransitionReason,
+        gate_taken: bool,
+    ) {
+        let from = word::state(w);
+        let epoch = word::epoch(w) + 1;
+        let now = self.clock.now_nanos();
+        let mut ramp = false;
+        match to {
+            State::Open => {
+                control.consecutive_openings = control.consecutive_openings.saturating_add(1);
+                let d = self
+                    .backoff
+                    .delay(control.consecutive_openings, &mut control.rng);
+                self.timing
+                    .open_until
+                    .store(now.saturating_add(nanos(d)), Ordering::Release);
+            }
+            State::HalfOpen => {
+                self.half_open
+                    .store(HalfOpenCounts::fresh(epoch).pack(), Ordering::Release);
+                self.timing.half_open_deadline.store(
+                    now.saturating_add(self.max_half_open_wait),
+                    Ordering::Release,
+                );
+            }
+            State::Closed => {
+                control.consecutive_openings = 0;
+                self.consecutive.store(0, Ordering::Relaxed);
+                if from == State::HalfOpen && self.ramp_up > 0 {
+                    self.timing.ramp_start.store(now, Ordering::Release);
+                    self.timing
+                        .ramp_end
+                        .store(now.saturating_add(self.ramp_up), Ordering::Release);
+                    ramp = true;
+                }
+            }
+            State::MetricsOnly => self.consecutive.store(0, Ordering::Relaxed),
+            State::ForcedOpen | State::Disabled => {}
+        }
+        if gate_taken {
+            control.holds_gate = true;
+        } else if control.holds_gate && !matches!(to, State::Open | State::HalfOpen) {
+            control.holds_gate = false;
+            if let Some(g) = &self.gate {
+                g.release();
+            }
+        }
+        self.state
+            .store(word::pack(to, epoch, ramp), Ordering::Release);
+        self.events.enqueue(Event {
+            name: self.name.clone(),
+            at: Duration::from_nanos(now),
+            epoch,
+            kind: EventKind::Transition { from, to, reason },
+        });
+    }
+
+    /// Work after a transition, with no lock held: deliver events, start timers.
+    fn after_transition(&self, to: State) {
+        self.events.drain();
+        if to == State::Open {
+            recovery::on_open(self);
+        }
+    }
+
+    fn tick(&self) {
+        let w = self.state.load(Ordering::Acquire);
+        let epoch = word::epoch(w);
+        let now = self.clock.now_nanos();
+        match word::state(w) {
+            State::Open => {
+                if now >= self.timing.open_until.load(Ordering::Acquire)
+                    && self.recovery_allows(epoch)
+                {
+                    self.transition(
+                        epoch,
+                        State::Open,
+                        State::HalfOpen,
+                        TransitionReason::OpenElapsed,
+                    );
+                }
+            }
+            State::HalfOpen => {
+                if now >= self.timing.half_open_deadline.load(Ordering::Acquire) {
+                    self.transition(
+                        epoch,
+                        State::HalfOpen,
+                        State::Open,
+                        TransitionReason::HalfOpenTimeout,
+                    );
+                }
+            }
+            State::Closed if word::ramping(w) => {
+                if now >= self.timing.ramp_end.load(Ordering::Acquire) {
+                    self.end_ramp();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn open_until(&self) -> u64 {
+        self.timing.open_until.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn state_word(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gate {
+            g.left();
+            if lock(&self.control).holds_gate {
+                g.release();
+            }
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! Sliding windows of call outcomes, striped per core.
+//!
+//! A window is a ring of `buckets`. Each thread writes to its own *stripe* (a
+//! cache-line-aligned copy of the ring), so concurrent callers on different
+//! cores never write to the same cache line; reading the window sums the
+//! stripes. Recording is O(1) and allocation-free; evaluating is
+//! O(stripes × buckets), independent of the number of calls.
+//!
+//! Every bucket is tagged with the breaker epoch it belongs to, so a transition
+//! starts a fresh window without touching the counters: buckets of an older
+//! epoch simply stop counting and are reset lazily when next written.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::sync::{stripe_index, AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::ConfigError;
+
+/// Which calls a breaker's trip rules look at.
+///
+/// ```
+/// use ripcord::Window;
+/// use std::time::Duration;
+///
+/// let last_100_calls = Window::count(100);
+/// let last_10_seconds = Window::time(Duration::from_secs(10)).buckets(20);
+/// # let _ = (last_100_calls, last_10_seconds);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    kind: WindowKind,
+    buckets: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowKind {
+    Count(u32),
+    Time(Duration),
+}
+
+/// Largest count window, in calls.
+pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
+/// Largest number of buckets in a window.
+pub const MAX_BUCKETS: u32 = 1_000;
+
+impl Window {
+    /// The last `calls` calls, kept in buckets (by default one bucket per call
+    /// up to 32 calls, else 10 buckets); the oldest bucket is dropped whole when
+    /// a new one starts, so the window holds between `calls - calls/buckets` and
+    /// `calls` calls (the size is rounded up to a multiple of the bucket count).
+    ///
+    /// Under concurrency each stripe fills its own share of a bucket; a bucket
+    /// closes when one stripe has recorded a full bucket, so with `k` threads
+    /// calling at once the window may hold up to `k` times more calls. Rates
+    /// are unaffected; `minimum_calls` is reached sooner.
+    pub const fn count(calls: u32) -> Window {
+        Window {
+            kind: WindowKind::Count(calls),
+            buckets: None,
+        }
+    }
+
+    /// The calls that finished during the last `span`, in buckets of
+    /// `span / buckets` (10 buckets by default). A bucket drops out of the
+    /// window whole once it is older than `span`.
+    pub const fn time(span: Duration) -> Window {
+        Window {
+            kind: WindowKind::Time(span),
+            buckets: None,
+        }
+    }
+
+    /// Sets the number of buckets (1 to 1000): more buckets slide more
+    /// smoothly, fewer make evaluation cheaper.
+    pub const fn buckets(mut self, buckets: u32) -> Window {
+        self.buckets = Some(buckets);
+        self
+    }
+
+    pub(crate) fn bucket_count(&self) -> u32 {
+        match (self.kind, self.buckets) {
+            (_, Some(b)) => b,
+            (WindowKind::Count(n), None) if n <= 32 => n.max(1),
+            _ => 10,
+        }
+    }
+
+    /// The most calls the window holds from a single stripe (count windows).
+    pub(crate) fn capacity(&self) -> Option<u64> {
+        match self.kind {
+            WindowKind::Count(n) => {
+                let b = self.bucket_count().max(1);
+                Some(u64::from(n.div_ceil(b)) * u64::from(b))
+            }
+            WindowKind::Time(_) => None,
+        }
+    }
+
+    pub(crate) fn is_time(&self) -> bool {
+        matches!(self.kind, WindowKind::Time(_))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let b = self.bucket_count();
+        if !(1..=MAX_BUCKETS).contains(&b) {
+            return Err(ConfigError::new("window.buckets", b, "1 to 1000 buckets"));
+        }
+        match self.kind {
+            WindowKind::Count(n) => {
+                if !(1..=MAX_COUNT_WINDOW).contains(&n) {
+                    return Err(ConfigError::new(
+                        "window.count",
+                        n,
+                        "a count window of 1 to 1000000 calls",
+                    ));
+                }
+                if b > n {
+                    return Err(ConfigError::new(
+                        "window.buckets",
+                        b,
+                        "at most as many buckets as calls in the count window",
+                    ));
+                }
+            }
+            WindowKind::Time(span) => {
+                if span < Duration::from_millis(1) || span > Duration::from_secs(86_400) {
+                    return Err(ConfigError::new(
+                        "window.time",
+                        span,
+                        "a time window from 1ms to 24h",
+                    ));
+                }
+                if span / b < Duration::from_micros(100) {
+                    return Err(ConfigError::new(
+                        "window.buckets",
+                        b,
+                        "buckets of at least 100µs (span / buckets)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Window {
+    /// The last 100 calls.
+    fn default() -> Self {
+        Window::count(100)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Window {
+    /// `{ count = 100 }` or `{ time = "10s", buckets = 20 }`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Repr {
+            count: Option<u32>,
+            #[serde(default, with = "crate::duration::option")]
+            time: Option<Duration>,
+            buckets: Option<u32>,
+        }
+        let r = Repr::deserialize(d)?;
+        let w = match (r.count, r.time) {
+            (Some(n), None) => Window::count(n),
+            (None, Some(t)) => Window::time(t),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a window needs exactly one of `count` (calls) or `time` (a duration)",
+                ))
+            }
+        };
+        Ok(match r.buckets {
+            Some(b) => w.buckets(b),
+            None => w,
+        })
+    }
+}
+
+/// Number of latency histogram buckets: log-linear, 4 per power of two of
+/// microseconds, from 1µs to about 18 minutes.
+pub(crate) const LATENCY_BUCKETS: usize = 116;
+
+fn latency_index(nanos: u64) -> usize {
+    let us = (nanos / 1_000).min(1 << 30);
+    if us < 4 {
+        return us as usize;
+    }
+    let e = 63 - us.leading_zeros() as usize; // e ≥ 2
+    let sub = ((us >> (e - 2)) & 3) as usize;
+    (4 + (e - 2) * 4 + sub).min(LATENCY_BUCKETS - 1)
+}
+
+/// Upper bound, in microseconds, of a histogram bucket.
+fn latency_upper_us(idx: usize) -> u64 {
+    if idx < 4 {
+        return idx as u64 + 1;
+    }
+    let e = (idx - 4) / 4 + 2;
+    let sub = ((idx - 4) % 4) as u64;
+    (5 + sub) << (e - 2)
+}
+
+/// Statistics of a breaker's window at one moment: what trip rules, including
+/// a custom predicate, decide on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WindowStats {
+    calls: u64,
+    failures: u64,
+    slow: u64,
+    latency: Option<[u32; LATENCY_BUCKETS]>,
+}
+
+impl WindowStats {
+    pub(crate) fn empty(with_latency: bool) -> Self {
+        WindowStats {
+            calls: 0,
+            failures: 0,
+            slow: 0,
+            latency: with_latency.then_some([0; LATENCY_BUCKETS]),
+        }
+    }
+
+    /// Builds statistics from counts, e.g. to unit-test a custom trip predicate.
+    /// `latencies` (if given) are recorded into the latency histogram.
+    pub fn from_counts(
+        calls: u64,
+        failures: u64,
+        slow: u64,
+        latencies: Option<&[Duration]>,
+    ) -> Self {
+        let mut s = WindowStats {
+            calls,
+            failures: failures.min(calls),
+            slow: slow.min(calls),
+            latency: None,
+        };
+        if let Some(ls) = latencies {
+            let mut h = [0u32; LATENCY_BUCKETS];
+            for l in ls {
+                let i = latency_index(u64::try_from(l.as_nanos()).unwrap_or(u64::MAX));
+                h[i] = h[i].saturating_add(1);
+            }
+            s.latency = Some(h);
+        }
+        s
+    }
+
+    /// Calls counted (successes and failures; ignored calls are not counted).
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Failed calls.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Successful calls.
+    pub fn successes(&self) -> u64 {
+        self.calls - self.failures
+    }
+
+    /// Calls slower than the slow-call threshold (successes and failures).
+    pub fn slow(&self) -> u64 {
+        self.slow
+    }
+
+    /// `failures / calls`, 0 when there were no calls.
+    pub fn failure_rate(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.calls as f64
+        }
+    }
+
+    /// `slow / calls`, 0 when there were no calls.
+    pub fn slow_rate(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.slow as f64 / self.calls as f64
+        }
+    }
+
+    /// The `q`-quantile (0 ≤ q ≤ 1, e.g. 0.9 for p90) of call latencies, as the
+    /// upper bound of its histogram bucket (within 25 % of the true value).
+    ///
+    /// `None` when there were no calls or the breaker keeps no latency
+    /// histogram (it keeps one when a custom trip rule is set, or when asked
+    /// with `latency_histogram(true)`).
+    pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        let h = self.latency.as_ref()?;
+        let total: u64 = h.iter().map(|&c| u64::from(c)).sum();
+        if total == 0 {
+            return None;
+        }
+        let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, &c) in h.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return Some(Duration::from_micros(latency_upper_us(i)));
+            }
+        }
+        Some(Duration::from_micros(latency_upper_us(LATENCY_BUCKETS - 1)))
+    }
+}
+
+impl fmt::Debug for WindowStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WindowStats")
+            .field("calls", &self.calls)
+            .field("failures", &self.failures)
+            .field("slow", &self.slow)
+            .field("failure_rate", &self.failure_rate())
+            .field("slow_rate", &self.slow_rate())
+            .field("p50", &self.latency_quantile(0.5))
+            .field("p90", &self.latency_quantile(0.9))
+            .field("p99", &self.latency_quantile(0.99))
+            .finish()
+    }
+}
+
+/// One bucket of one stripe.
+#[derive(Default)]
+struct Slot {
+    /// `epoch(16) << 48 | bucket number(48)`.
+    tag: AtomicU64,
+    /// `failures << 32 | calls`.
+    counts: AtomicU64,
+    slow: AtomicU64,
+    _pad: u64,
+}
+
+const SLOTS_PER_LINE: usize = 4;
+
+const TAG_BUCKET_BITS: u32 = 48;
+const TAG_BUCKET_MASK: u64 = (1 << TAG_BUCKET_BITS) - 1;
+
+fn tag(epoch: u64, bucket: u64) -> u64 {
+    (epoch << TAG_BUCKET_BITS) | (bucket & TAG_BUCKET_MASK)
+}
+
+/// The live counters of a window.
+pub(crate) struct WindowState {
+    time_width: u64,
+    count_bucket_size: u32,
+    buckets: usize,
+    lines_per_stripe: usize,
+    stripe_mask: usize,
+    lines: Box<[CachePadded<[Slot; SLOTS_PER_LINE]>]>,
+    latency: Option<Box<[AtomicU32]>>,
+    /// Current bucket number of a count window.
+    count_bucket: CachePadded<AtomicU64>,
+}
+
+/// Number of stripes: twice the cores, as a power of two, at most 64.
+fn stripe_count() -> usize {
+    #[cfg(loom)]
+    {
+        1
+    }
+    #[cfg(not(loom))]
+    {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        (cores * 2).next_power_of_two().min(64)
+    }
+}
+
+impl WindowState {
+    pub(crate) fn new(window: &Window, latency: bool) -> Self {
+        let buckets = window.bucket_count().max(1) as usize;
+        let stripes = stripe_count();
+        let lines_per_stripe = buckets.div_ceil(SLOTS_PER_LINE);
+        let lines = (0..stripes * lines_per_stripe)
+            .map(|_| CachePadded(Default::default()))
+            .collect();
+        let latency = latency.then(|| {
+            (0..stripes * buckets * LATENCY_BUCKETS)
+                .map(|_| AtomicU32::new(0))
+                .collect()
+        });
+        let (time_width, count_bucket_size) = match window.kind {
+            WindowKind::Time(span) => (
+                (u64::try_from(span.as_nanos()).unwrap_or(u64::MAX) / buckets as u64).max(1),
+                0,
+            ),
+            WindowKind::Count(n) => (0, n.div_ceil(buckets as u32).max(1)),
+        };
+        WindowState {
+            time_width,
+            count_bucket_size,
+            buckets,
+            lines_per_stripe,
+            stripe_mask: stripes - 1,
+            lines,
+            latency,
+            count_bucket: CachePadded(AtomicU64::new(0)),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, stripe: usize, bucket: u64) -> &Slot {
+        let b = (bucket % self.buckets as u64) as usize;
+        &self.lines[stripe * self.lines_per_stripe + b / SLOTS_PER_LINE][b % SLOTS_PER_LINE]
+    }
+
+    #[inline]
+    fn current_bucket(&self, now: u64) -> u64 {
+        if self.time_width != 0 {
+            now / self.time_width
+        } else {
+            self.count_bucket.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Makes `slot` belong to `tag`, clearing it if it held an older bucket.
+    #[cold]
+    fn claim(&self, slot: &Slot, current: u64, want: u64, stripe: usize, bucket: u64) {
+        if slot
+            .tag
+            .compare_exchange(current, want, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            slot.counts.store(0, Ordering::Relaxed);
+            slot.slow.store(0, Ordering::Relaxed);
+            if let Some(h) = &self.latency {
+                let base = self.latency_base(stripe, bucket);
+                for c in &h[base..base + LATENCY_BUCKETS] {
+                    c.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn latency_base(&self, stripe: usize, bucket: u64) -> usize {
+        (stripe * self.buckets + (bucket % self.buckets as u64) as usize) * LATENCY_BUCKETS
+    }
+
+    /// Records one counted call of epoch `epoch` that finished at `now`.
+    #[inline]
+    pub(crate) fn record(&self, epoch: u64, now: u64, failure: bool, slow: bool, nanos: u64) {
+        let stripe = stripe_index() & self.stripe_mask;
+        let mut bucket = self.current_bucket(now);
+        let mut slot = self.slot(stripe, bucket);
+        let mut want = tag(epoch, bucket);
+        let mut have = slot.tag.load(Ordering::Acquire);
+        if self.time_width == 0
+            && have == want
+            && (slot.counts.load(Ordering::Relaxed) as u32) >= self.count_bucket_size
+        {
+            // This stripe filled the current bucket: start the next one.
+            let _ = self.count_bucket.compare_exchange(
+                bucket,
+                bucket + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            bucket = self.count_bucket.load(Ordering::Relaxed);
+            slot = self.slot(stripe, bucket);
+            want = tag(epoch, bucket);
+            have = slot.tag.load(Ordering::Acquire);
+        }
+        if have != want {
+            self.claim(slot, have, want, stripe, bucket);
+        }
+        slot.counts
+            .fetch_add(1 | (u64::from(failure) << 32), Ordering::Relaxed);
+        if slow {
+            slot.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(h) = &self.latency {
+            h[self.latency_base(stripe, bucket) + latency_index(nanos)]
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sums the window of epoch `epoch` as of `now`.
+    pub(crate) fn stats(&self, epoch: u64, now: u64) -> WindowStats {
+        let mut s = WindowStats::empty(self.latency.is_some());
+        let cur = self.current_bucket(now);
+        let oldest = cur.saturating_sub(self.buckets as u64 - 1);
+        for stripe in 0..=self.stripe_mask {
+            for bucket in oldest..=cur {
+                let slot = self.slot(stripe, bucket);
+                if slot.tag.load(Ordering::Acquire) != tag(epoch, bucket) {
+                    continue;
+                }
+                let c = slot.counts.load(Ordering::Relaxed);
+                s.calls += c & 0xFFFF_FFFF;
+                s.failures += c >> 32;
+                s.slow += slot.slow.load(Ordering::Relaxed);
+                if let (Some(h), Some(out)) = (&self.latency, s.latency.as_mut()) {
+                    let base = self.latency_base(stripe, bucket);
+                    for (o, c) in out.iter_mut().zip(&h[base..base + LATENCY_BUCKETS]) {
+                        *o = o.saturating_add(c.load(Ordering::Relaxed));
+                    }
+                }
+            }
+        }
+        s.failures = s.failures.min(s.calls);
+        s.slow = s.slow.min(s.calls);
+        s
+    }
+}
+
+impl fmt::Debug for WindowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WindowState")
+            .field("buckets", &self.buckets)
+            .field("stripes", &(self.stripe_mask + 1))
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for us in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            799,
+            800,
+            1_000,
+            65_000,
+            1 << 29,
+        ] {
+            let i = latency_index(us * 1000);
+            assert!(i >= last, "index must not decrease");
+            last = i;
+            let upper = latency_upper_us(i);
+            assert!(
+                upper > us,
+                "{us}µs must be below its bucket's upper bound {upper}"
+            );
+            assert!(
+                upper as f64 <= (us as f64 * 1.25).max(us as f64 + 1.0),
+                "{us} → {upper}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantiles_from_counts() {
+        let lat: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = WindowStats::from_counts(100, 0, 0, Some(&lat));
+        let p90 = s.latency_quantile(0.9).unwrap();
+        assert!(
+            p90 >= Duration::from_millis(90) && p90 <= Duration::from_millis(113),
+            "{p90:?}"
+        );
+        let p50 = s.latency_quantile(0.5).unwrap();
+        assert!(
+            p50 >= Duration::from_millis(50) && p50 <= Duration::from_millis(63),
+            "{p50:?}"
+        );
+        assert_eq!(
+            WindowStats::from_counts(0, 0, 0, None).latency_quantile(0.5),
+            None
+        );
+        assert_eq!(
+            WindowStats::from_counts(1, 0, 0, Some(&[])).latency_quantile(0.5),
+            None
+        );
+    }
+
+    #[test]
+    fn count_window_keeps_the_last_n_calls() {
+        let w = WindowState::new(&Window::count(4), false);
+        // 4 failures then 4 successes: the failures slide out one by one.
+        for _ in 0..4 {
+            w.record(0, 0, true, false, 0);
+        }
+        assert_eq!(w.stats(0, 0).failures(), 4);
+        for i in 1..=4 {
+            w.record(0, 0, false, false, 0);
+            let s = w.stats(0, 0);
+            assert_eq!((s.calls(), s.failures()), (4, 4 - i));
+        }
+    }
+
+    #[test]
+    fn count_window_with_buckets_drops_a_bucket_at_a_time() {
+        let w = WindowState::new(&Window::count(10).buckets(2), false);
+        for _ in 0..10 {
+            w.record(0, 0, true, false, 0);
+        }
+        assert_eq!(w.stats(0, 0).calls(), 10);
+        w.record(0, 0, false, false, 0);
+        let s = w.stats(0, 0);
+        assert_eq!((s.calls(), s.failures()), (6, 5));
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let sec = 1_000_000_000;
+        let w = WindowState::new(&Window::time(Duration::from_secs(10)), true);
+        w.record(0, 0, true, true, 900_000_000);
+        w.record(0, 5 * sec, false, false, 1_000_000);
+        let s = w.stats(0, 9 * sec);
+        assert_eq!((s.calls(), s.failures(), s.slow()), (2, 1, 1));
+        let s = w.stats(0, 10 * sec);
+        assert_eq!(
+            (s.calls(), s.failures()),
+            (1, 0),
+            "bucket 0 has left the window"
+        );
+        let s = w.stats(0, 15 * sec);
+        assert_eq!(s.calls(), 0);
+        // A bucket reused after a full turn of the ring starts from zero.
+        w.record(0, 20 * sec, false, false, 0);
+        assert_eq!(w.stats(0, 20 * sec).calls(), 1);
+    }
+
+    #[test]
+    fn a_new_epoch_starts_empty() {
+        let w = WindowState::new(&Window::count(10), false);
+        w.record(3, 0, true, false, 0);
+        assert_eq!(w.stats(3, 0).calls(), 1);
+        assert_eq!(w.stats(4, 0).calls(), 0);
+        w.record(4, 0, false, false, 0);
+        assert_eq!(w.stats(4, 0).failures(), 0);
+    }
+
+    #[test]
+    fn window_validation() {
+        assert!(Window::count(0).validate().is_err());
+        assert!(Window::count(2_000_000).validate().is_err());
+        assert!(Window::count(5).buckets(6).validate().is_err());
+        assert!(Window::count(5).buckets(0).validate().is_err());
+        assert!(Window::time(Duration::ZERO).validate().is_err());
+        assert!(Window::time(Duration::from_millis(10))
+            .buckets(1000)
+            .validate()
+            .is_err());
+        let e = Window::count(0).validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid `window.count` = 0: expected a count window of 1 to 1000000 calls"
+        );
+        assert!(Window::time(Duration::from_secs(10)).validate().is_ok());
+        assert_eq!(Window::count(101).capacity(), Some(110));
+    }
+}

@@ -1,0 +1,237 @@
+//! Events: every transition, rejection and recorded outcome of a policy.
+//!
+//! Metrics, tracing and the dashboard are built on events. Listeners receive
+//! them two ways:
+//!
+//! - **callbacks** given to a builder (`on_event`) run on the thread that caused
+//!   the event, after every lock of the policy is released. Keep them short (bump
+//!   a counter, send on a channel): the call that caused the event waits for them.
+//! - a **broadcast subscription** (`subscribe()`, feature `tokio`) never blocks a
+//!   call: a receiver that falls behind loses the oldest events and is told how
+//!   many it missed (`RecvError::Lagged`).
+//!
+//! Transitions are delivered in the order they happened, to callbacks and
+//! subscribers alike, even when several threads cause transitions at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sync::{lock, AtomicBool, Mutex, Ordering};
+use crate::{Name, Outcome, State};
+
+/// Something a policy did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The name of the policy instance.
+    pub name: Name,
+    /// When it happened, by the policy's clock.
+    pub at: Duration,
+    /// The breaker's epoch after the event (for transitions: the new epoch).
+    pub epoch: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The breaker changed state.
+    Transition {
+        /// The state it left.
+        from: State,
+        /// The state it entered.
+        to: State,
+        /// Why.
+        reason: TransitionReason,
+    },
+    /// A call was refused.
+    Rejected {
+        /// The state that refused it.
+        state: State,
+        /// How long until a probe is allowed (zero if unknown).
+        retry_after: Duration,
+    },
+    /// A call's outcome was recorded.
+    Outcome {
+        /// Its outcome.
+        outcome: Outcome,
+        /// How long it took (zero when the breaker does not measure time: no
+        /// slow-call rule, no time window and no latency statistics).
+        duration: Duration,
+        /// Whether it was slower than the slow-call threshold.
+        slow: bool,
+        /// Whether it was a half-open probe.
+        probe: bool,
+    },
+    /// A call admitted in an earlier epoch finished after the breaker had moved
+    /// on; its outcome was not counted.
+    StaleOutcome {
+        /// Its outcome.
+        outcome: Outcome,
+        /// The epoch that admitted it.
+        admitted_in: u64,
+    },
+    /// The breaker's rules said "trip", but its registry's cap on the share of
+    /// open breakers was reached, so it stayed closed (fails open).
+    TripSuppressed {
+        /// The rule that wanted to trip.
+        reason: TransitionReason,
+    },
+    /// The active recovery check ran while the breaker was open.
+    RecoveryCheck {
+        /// Whether the dependency looked healthy.
+        passed: bool,
+    },
+}
+
+/// Why a breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransitionReason {
+    /// The window's failure rate reached the threshold.
+    FailureRate,
+    /// The window's slow-call rate reached the threshold.
+    SlowCallRate,
+    /// Too many failures in a row.
+    ConsecutiveFailures,
+    /// The custom trip predicate held.
+    CustomRule,
+    /// The open duration elapsed (open → half-open).
+    OpenElapsed,
+    /// The recovery check passed (open → half-open).
+    RecoveryCheckPassed,
+    /// Enough half-open probes succeeded.
+    ProbesSucceeded,
+    /// A half-open probe failed (or was slow).
+    ProbeFailed,
+    /// No verdict came from the probes within `max_half_open_wait`.
+    HalfOpenTimeout,
+    /// A manual override (force open, disable, metrics only, reset).
+    Manual,
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransitionReason::FailureRate => "failure rate",
+            TransitionReason::SlowCallRate => "slow-call rate",
+            TransitionReason::ConsecutiveFailures => "consecutive failures",
+            TransitionReason::CustomRule => "custom rule",
+            TransitionReason::OpenElapsed => "open duration elapsed",
+            TransitionReason::RecoveryCheckPassed => "recovery check passed",
+            TransitionReason::ProbesSucceeded => "probes succeeded",
+            TransitionReason::ProbeFailed => "probe failed",
+            TransitionReason::HalfOpenTimeout => "no probe verdict in time",
+            TransitionReason::Manual => "manual",
+        })
+    }
+}
+
+/// A callback that receives events.
+pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Fan-out of one policy's events.
+pub(crate) struct Events {
+    /// Whether anybody listens; checked on the hot path before building an event.
+    active: AtomicBool,
+    callbacks: Vec<Listener>,
+    #[cfg(feature = "tokio")]
+    channel: std::sync::OnceLock<tokio::sync::broadcast::Sender<Event>>,
+    #[cfg(feature = "tokio")]
+    capacity: usize,
+    /// Transitions waiting for delivery, in the order they happened.
+    queue: Mutex<VecDeque<Event>>,
+    delivering: AtomicBool,
+}
+
+impl Events {
+    pub(crate) fn new(callbacks: Vec<Listener>, capacity: usize) -> Self {
+        #[cfg(not(feature = "tokio"))]
+        let _ = capacity;
+        Events {
+            active: AtomicBool::new(!callbacks.is_empty()),
+            callbacks,
+            #[cfg(feature = "tokio")]
+            channel: std::sync::OnceLock::new(),
+            #[cfg(feature = "tokio")]
+            capacity: capacity.max(1),
+            queue: Mutex::new(VecDeque::new()),
+            delivering: AtomicBool::new(false),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        let rx = self
+            .channel
+            .get_or_init(|| tokio::sync::broadcast::channel(self.capacity).0)
+            .subscribe();
+        self.active.store(true, Ordering::Relaxed);
+        rx
+    }
+
+    /// Delivers an event now, on this thread (outcomes, rejections).
+    pub(crate) fn emit(&self, event: Event) {
+        for cb in &self.callbacks {
+            cb(&event);
+        }
+        #[cfg(feature = "tokio")]
+        if let Some(tx) = self.channel.get() {
+            // No receivers is not an error worth reporting.
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Queues an event for ordered delivery. Call while holding the lock that
+    /// orders the events, then call [`drain`](Events::drain) after releasing it.
+    pub(crate) fn enqueue(&self, event: Event) {
+        if self.active() {
+            lock(&self.queue).push_back(event);
+        }
+    }
+
+    /// Delivers queued events in order. Whoever finds nobody delivering becomes
+    /// the deliverer until the queue is empty; the others return at once, so
+    /// events are never delivered concurrently or out of order.
+    pub(crate) fn drain(&self) {
+        loop {
+            if self
+                .delivering
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let next = lock(&self.queue).pop_front();
+                match next {
+                    Some(ev) => self.emit(ev),
+                    None => break,
+                }
+            }
+            self.delivering.store(false, Ordering::Release);
+            // An event queued after our last pop but before the store above
+            // would otherwise wait for the next transition.
+            if lock(&self.queue).is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("callbacks", &self.callbacks.len())
+            .field("active", &self.active())
+            .finish()
+    }
+}
