@@ -194,13 +194,13 @@ pub struct CircuitBreakerBuilder {
     pub(super) name: Name,
     pub(super) config: CircuitBreakerConfig,
     pub(super) custom_rule: Option<TripRule>,
-    pub(super) clock: ClockHandle,
+    pub(crate) clock: ClockHandle,
     pub(super) listeners: Vec<Listener>,
     pub(super) event_capacity: usize,
     pub(super) seed: Option<u64>,
     pub(super) recovery: Option<super::recovery::RecoveryCheck>,
     pub(super) ramp_up: Duration,
-    pub(super) open_gate: Option<Arc<super::gate::OpenGate>>,
+    pub(crate) open_gate: Option<Arc<super::gate::OpenGate>>,
 }
 
 impl Clone for CircuitBreakerBuilder {

@@ -918,3 +918,8 @@ impl Drop for Inner {
         }
     }
 }
+
+// A panic inside a protected call leaves the breaker consistent: the permit
+// counts as ignored, and every lock is recovered from poisoning.
+impl std::panic::UnwindSafe for CircuitBreaker {}
+impl std::panic::RefUnwindSafe for CircuitBreaker {}
