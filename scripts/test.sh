@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The whole test suite: fmt check, clippy -D warnings, docs -D warnings, all
+# tests (with a real Redis), and the loom model tests.
+#
+# Redis: uses $REDIS_URL if set, else a server already on 127.0.0.1:6379, else
+# starts `redis-server` on a free port (installing Debian's package first when
+# it is missing and this runs as root). Tests that kill or restart Redis spawn
+# their own servers; this one is never stopped or flushed by the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+redis_ping() { # host port
+    local reply
+    exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || return 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || true
+    exec 3<&- 3>&-
+    [[ "$reply" == +PONG* ]]
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 100); do
+        port=$(( (RANDOM % 20000) + 30000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
+STARTED_REDIS_PID=""
+cleanup() {
+    if [[ -n "$STARTED_REDIS_PID" ]]; then
+        kill "$STARTED_REDIS_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+if [[ -n "${REDIS_URL:-}" ]]; then
+    log "Redis: using REDIS_URL=$REDIS_URL"
+elif redis_ping 127.0.0.1 6379; then
+    export REDIS_URL="redis://127.0.0.1:6379"
+    log "Redis: found a server on 127.0.0.1:6379"
+else
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "Redis: installing Debian's redis-server"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+                || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+        else
+            echo "error: no Redis found (set REDIS_URL, run one on 127.0.0.1:6379, or install redis-server)" >&2
+            exit 1
+        fi
+    fi
+    port=$(free_port)
+    dir=$(mktemp -d)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+        --daemonize no --loglevel warning >"$dir/redis.log" 2>&1 &
+    STARTED_REDIS_PID=$!
+    for _ in $(seq 1 50); do
+        redis_ping 127.0.0.1 "$port" && break
+        sleep 0.1
+    done
+    redis_ping 127.0.0.1 "$port" || { echo "error: redis-server did not start" >&2; cat "$dir/redis.log" >&2; exit 1; }
+    export REDIS_URL="redis://127.0.0.1:$port"
+    log "Redis: started redis-server on port $port"
+fi
+# Tests that spawn their own servers need the binary on PATH.
+export REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+log "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+log "cargo test"
+cargo test --workspace --all-features
+
+log "loom model tests"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p ripcord --test loom --release
+
+log "all checks passed"
