@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ripcord::{Backoff, CircuitBreaker, Window};
+use ripcord::{Backoff, CircuitBreaker, Clock, SystemClock, Window};
 use tokio::task::JoinHandle;
 
 mod dependency;
@@ -114,8 +114,9 @@ impl Plan {
         })
     }
 
-    /// The breaker this plan describes.
-    fn breaker(&self) -> anyhow::Result<CircuitBreaker> {
+    /// The breaker this plan describes, reading `clock` and reporting its
+    /// transitions to `timeline`.
+    fn breaker(&self, clock: SystemClock, timeline: &Timeline) -> anyhow::Result<CircuitBreaker> {
         CircuitBreaker::builder("dependency")
             .failure_rate(self.failure_rate)
             .slow_calls(self.slow_threshold, self.slow_rate)
@@ -123,6 +124,9 @@ impl Plan {
             .window(Window::time(self.window))
             .open_for(Backoff::exponential(self.open_base, self.open_max))
             .half_open_calls(self.half_open_calls)
+            .clock(clock)
+            .seed(self.seed)
+            .on_event(timeline.listener())
             .build()
             .context("building the demo's circuit breaker")
     }
@@ -171,11 +175,12 @@ impl Load {
 /// Runs the demo to the end and prints its report.
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
-    let breaker = Arc::new(plan.breaker()?);
     let style = view::Style::detect(std::io::stdout().is_terminal());
 
+    let clock = SystemClock::new();
     let started = Instant::now();
-    let timeline = Timeline::start(&breaker, started);
+    let timeline = Timeline::new(&plan, clock.now());
+    let breaker = plan.breaker(clock, &timeline)?;
     let dependency = Arc::new(SimulatedDependency::new(
         started,
         plan.schedule,
@@ -192,7 +197,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             tokio::spawn(caller(
                 i,
                 plan.clone(),
-                Arc::clone(&breaker),
+                breaker.clone(),
                 Arc::clone(&dependency),
                 Arc::clone(&load),
             ))
@@ -225,7 +230,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let transitions = timeline.stop().await;
+    let transitions = timeline.transitions();
 
     report::print(
         &mut out,
@@ -247,7 +252,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn caller(
     index: usize,
     plan: Plan,
-    breaker: Arc<CircuitBreaker>,
+    breaker: CircuitBreaker,
     dependency: Arc<SimulatedDependency>,
     load: Arc<Load>,
 ) {

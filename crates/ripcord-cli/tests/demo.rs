@@ -54,15 +54,15 @@ fn demo_trips_rejects_and_recovers() {
     assert!(number(&stdout, "transitions") >= 2, "{stdout}");
     assert!(number(&stdout, "opened") >= 1, "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.contains("→ Open")),
-        "no transition to Open in the timeline:\n{stdout}"
+        stdout.lines().any(|l| l.contains("→ open")),
+        "no transition to open in the timeline:\n{stdout}"
     );
     assert!(number(&stdout, "rejected") > 0, "{stdout}");
     assert!(
         number(&stdout, "reached_while_failing") < number(&stdout, "calls"),
         "{stdout}"
     );
-    assert_eq!(value(&stdout, "final_state"), "Closed", "{stdout}");
+    assert_eq!(value(&stdout, "final_state"), "closed", "{stdout}");
     assert!(value(&stdout, "recovery").ends_with('s'), "{stdout}");
 }
 

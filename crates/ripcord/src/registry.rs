@@ -93,8 +93,10 @@ struct Slot<V> {
     last_used: AtomicU64,
 }
 
+type Shard<K, V> = RwLock<HashMap<K, Slot<V>>>;
+
 struct Shared<K, V> {
-    shards: Box<[RwLock<HashMap<K, Slot<V>>>]>,
+    shards: Box<[Shard<K, V>]>,
     factory: Factory<K, V>,
     max_keys: usize,
     idle_nanos: u64,
@@ -179,7 +181,7 @@ where
         }
     }
 
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, Slot<V>>> {
+    fn shard(&self, key: &K) -> &Shard<K, V> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         &self.shared.shards[(h.finish() as usize) % SHARDS]

@@ -579,7 +579,7 @@ async fn a_cancelled_call_is_ignored() {
     b.call_sync(|| Err::<(), ()>(())).unwrap_err();
     clock.advance(10 * SEC);
     {
-        let fut = b.call(|| std::future::pending::<Result<(), ()>>());
+        let fut = b.call(std::future::pending::<Result<(), ()>>);
         let fut = std::pin::pin!(fut);
         // Poll once so the probe permit is taken, then drop the call.
         assert!(futures_poll_once(fut).is_none());

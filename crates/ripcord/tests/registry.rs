@@ -66,7 +66,11 @@ fn one_failing_key_never_affects_another_under_concurrency() {
                     let b = reg.get(&key).unwrap();
                     match b.try_acquire() {
                         // Keys 0..5 always fail; the rest always succeed.
-                        Ok(p) => p.record(if key < 5 { Outcome::Failure } else { Outcome::Success }),
+                        Ok(p) => p.record(if key < 5 {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Success
+                        }),
                         Err(_) if key >= 5 => {
                             rejected_healthy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -106,14 +110,20 @@ fn bounded_size_evicts_idle_then_least_recently_used_but_never_open() {
     // Idle members go first, all at once.
     clock.advance(Duration::from_secs(120));
     reg.get(&4).unwrap();
-    assert!(reg.peek(&0).is_some(), "open breaker is never evicted, even idle");
+    assert!(
+        reg.peek(&0).is_some(),
+        "open breaker is never evicted, even idle"
+    );
     assert_eq!(reg.len(), 2);
 }
 
 #[test]
 fn a_registry_full_of_open_breakers_says_so() {
     let clock = ManualClock::new();
-    let reg: Registry<u32> = Registry::builder(template(&clock)).max_keys(2).build().unwrap();
+    let reg: Registry<u32> = Registry::builder(template(&clock))
+        .max_keys(2)
+        .build()
+        .unwrap();
     fail(&reg.get(&0).unwrap(), 3);
     fail(&reg.get(&1).unwrap(), 3);
     let e = reg.get(&2).unwrap_err();
@@ -175,12 +185,30 @@ fn open_share_cap_fails_open_and_reports_it() {
 #[test]
 fn registry_validation() {
     let clock = ManualClock::new();
-    let e = Registry::<u32>::builder(template(&clock)).max_keys(0).build().unwrap_err();
-    assert_eq!(e.to_string(), "invalid `max_keys` = 0: expected at least 1 key");
-    let e = Registry::<u32>::builder(template(&clock)).max_open_share(0.0).build().unwrap_err();
-    assert_eq!(e.to_string(), "invalid `max_open_share` = 0.0: expected a share in (0, 1]");
-    let e = Registry::<u32>::builder(template(&clock).failure_rate(2.0)).build().unwrap_err();
-    assert_eq!(e.field(), "failure_rate", "the template is validated at build");
+    let e = Registry::<u32>::builder(template(&clock))
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid `max_keys` = 0: expected at least 1 key"
+    );
+    let e = Registry::<u32>::builder(template(&clock))
+        .max_open_share(0.0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid `max_open_share` = 0.0: expected a share in (0, 1]"
+    );
+    let e = Registry::<u32>::builder(template(&clock).failure_rate(2.0))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.field(),
+        "failure_rate",
+        "the template is validated at build"
+    );
     let e = Registry::<u32>::builder(template(&clock))
         .idle_timeout(Duration::ZERO)
         .build()

@@ -5,10 +5,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Typical latency of the dependency when it is not slow.
+pub(crate) const FAST_LATENCY: Duration = Duration::from_millis(5);
+
 /// One act of the dependency's script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Answers in about 5 ms; about 2 % of calls fail.
+    /// Answers in about [`FAST_LATENCY`]; about 2 % of calls fail.
     Healthy,
     /// Answers fast, but about 80 % of calls fail.
     Failing,
@@ -43,7 +46,7 @@ impl Phase {
     }
 
     /// The probability that a call made during this phase fails.
-    fn failure_probability(self) -> f64 {
+    pub(crate) fn failure_probability(self) -> f64 {
         match self {
             Phase::Healthy | Phase::Recovering => 0.02,
             Phase::Failing => 0.80,
@@ -197,7 +200,7 @@ impl SimulatedDependency {
         SimulatedDependency {
             started,
             schedule,
-            fast_latency: Duration::from_millis(5),
+            fast_latency: FAST_LATENCY,
             slow_latency,
             rng: SplitMix64::new(seed),
             reached: Default::default(),

@@ -1,12 +1,16 @@
-//! Listens to the breaker's event stream and keeps its transitions, with the
-//! reason for each one when it can be told.
+//! Records the breaker's transitions from its events, with the reason for each.
+//!
+//! The recorder is an `on_event` callback rather than a broadcast subscription:
+//! a callback runs on the thread that caused the event and cannot fall behind,
+//! so no transition is ever lost, however many outcome events the load makes.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use ripcord::{CircuitBreaker, Event, EventKind, State};
-use tokio::sync::{broadcast, oneshot};
-use tokio::task::JoinHandle;
+use ripcord::{Event, EventKind, Outcome, State, TransitionReason};
+
+use super::view::{percent, secs, short};
+use super::Plan;
 
 /// One change of the breaker's state.
 #[derive(Debug, Clone)]
@@ -17,130 +21,167 @@ pub(crate) struct Transition {
     pub(crate) from: State,
     /// The state after.
     pub(crate) to: State,
-    /// Why, in a few words, if known.
-    pub(crate) why: Option<String>,
+    /// Why, in a few words.
+    pub(crate) why: String,
 }
 
-/// The transitions collected so far, and whether the stream lost any events.
-#[derive(Debug, Default)]
+/// The transitions recorded, and whether any are missing.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Transitions {
     /// Every transition seen, in order.
     pub(crate) list: Vec<Transition>,
     /// Transitions known to be missing: the breaker's epoch moved by more than
-    /// one between two transitions we saw (the listener fell behind).
+    /// one between two transitions seen. Zero unless events are lost.
     pub(crate) missed: u64,
 }
 
-/// A background task that records the breaker's transitions.
-#[derive(Debug)]
+/// Shared handle to the recorder; cheap to clone.
+#[derive(Debug, Clone)]
 pub(crate) struct Timeline {
-    /// Tells the task to drain what is queued and return.
-    stop: oneshot::Sender<()>,
-    /// The task, returning what it collected.
-    task: JoinHandle<Transitions>,
+    /// The recorder, shared with the breaker's callback.
+    recorder: Arc<Mutex<Recorder>>,
 }
 
 impl Timeline {
-    /// Subscribes to `breaker` and starts recording; times are measured from
-    /// `started`.
-    pub(crate) fn start(breaker: &Arc<CircuitBreaker>, started: Instant) -> Self {
-        let events = breaker.subscribe();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(collect(events, Arc::clone(breaker), started, stopped));
-        Timeline { stop, task }
+    /// A timeline for a demo started when the breaker's clock read `origin`.
+    pub(crate) fn new(plan: &Plan, origin: Duration) -> Self {
+        let recorder = Recorder {
+            origin,
+            failure_rate: plan.failure_rate,
+            slow_rate: plan.slow_rate,
+            slow_threshold: plan.slow_threshold,
+            half_open_calls: plan.half_open_calls,
+            transitions: Transitions::default(),
+            epoch: None,
+            last_probe: None,
+        };
+        Timeline {
+            recorder: Arc::new(Mutex::new(recorder)),
+        }
     }
 
-    /// Stops recording and returns the transitions.
-    pub(crate) async fn stop(self) -> Transitions {
-        // The task may have ended already (the stream closed); that is fine.
-        let _ = self.stop.send(());
-        self.task.await.unwrap_or_default()
-    }
-}
-
-/// The collecting loop.
-async fn collect(
-    mut events: broadcast::Receiver<Event>,
-    breaker: Arc<CircuitBreaker>,
-    started: Instant,
-    mut stopped: oneshot::Receiver<()>,
-) -> Transitions {
-    let mut recorder = Recorder::new(breaker, started);
-    loop {
-        tokio::select! {
-            biased;
-            received = events.recv() => match received {
-                Ok(event) => recorder.on_event(&event),
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            _ = &mut stopped => {
-                // Take what is already queued, then stop.
-                loop {
-                    match events.try_recv() {
-                        Ok(event) => recorder.on_event(&event),
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                        Err(_) => break,
-                    }
-                }
-                break;
+    /// The callback to give the breaker's builder (`on_event`).
+    pub(crate) fn listener(&self) -> impl Fn(&Event) + Send + Sync + 'static {
+        let recorder = Arc::clone(&self.recorder);
+        move |event: &Event| {
+            // Outcomes arrive by the thousand: skip all but probes before locking.
+            let wanted = match &event.kind {
+                EventKind::Transition { .. } => true,
+                EventKind::Outcome { probe, .. } => *probe,
+                _ => false,
+            };
+            if wanted {
+                recorder
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_event(event);
             }
         }
     }
-    recorder.transitions
+
+    /// The transitions recorded so far.
+    pub(crate) fn transitions(&self) -> Transitions {
+        self.recorder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .transitions
+            .clone()
+    }
+}
+
+/// How the last half-open probe ended.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// Its outcome.
+    outcome: Outcome,
+    /// How long it took.
+    took: Duration,
+    /// Whether it was slow.
+    slow: bool,
 }
 
 /// Turns events into [`Transition`]s.
 #[derive(Debug)]
 struct Recorder {
-    /// The breaker, to read its window when it trips.
-    breaker: Arc<CircuitBreaker>,
-    /// The demo's start.
-    started: Instant,
+    /// The breaker's clock at the demo's start.
+    origin: Duration,
+    /// The failure-rate threshold, to explain trips.
+    failure_rate: f64,
+    /// The slow-call-rate threshold, to explain trips.
+    slow_rate: f64,
+    /// The slow-call threshold, to explain trips.
+    slow_threshold: Duration,
+    /// Probes per half-open period, to explain closings.
+    half_open_calls: u32,
     /// What was recorded so far.
     transitions: Transitions,
     /// The epoch of the last transition seen.
     epoch: Option<u64>,
+    /// The last half-open probe to finish, to explain re-openings.
+    last_probe: Option<Probe>,
 }
 
 impl Recorder {
-    /// An empty recorder.
-    fn new(breaker: Arc<CircuitBreaker>, started: Instant) -> Self {
-        Recorder {
-            breaker,
-            started,
-            transitions: Transitions::default(),
-            epoch: None,
-        }
-    }
-
-    /// Records `event` if it is a transition.
+    /// Takes one event.
     fn on_event(&mut self, event: &Event) {
-        let EventKind::Transition { from, to } = event.kind else {
-            return;
-        };
-        if let Some(last) = self.epoch {
-            self.transitions.missed += event.epoch.saturating_sub(last + 1);
+        match event.kind {
+            EventKind::Outcome {
+                outcome,
+                duration,
+                slow,
+                probe: true,
+            } => {
+                self.last_probe = Some(Probe {
+                    outcome,
+                    took: duration,
+                    slow,
+                });
+            }
+            EventKind::Transition { from, to, reason } => {
+                if let Some(last) = self.epoch {
+                    self.transitions.missed += event.epoch.saturating_sub(last + 1);
+                }
+                self.epoch = Some(event.epoch);
+                let at = event.at.saturating_sub(self.origin);
+                let why = self.why(at, reason);
+                self.transitions.list.push(Transition { at, from, to, why });
+                self.last_probe = None;
+            }
+            _ => {}
         }
-        self.epoch = Some(event.epoch);
-        let at = self.started.elapsed();
-        let why = self.why(at, from, to);
-        self.transitions.list.push(Transition { at, from, to, why });
     }
 
-    /// A short reason for a transition.
-    fn why(&self, at: Duration, from: State, to: State) -> Option<String> {
-        let _ = (at, &self.breaker);
-        match (from, to) {
-            (State::Open, State::HalfOpen) => {
-                let opened = self
-                    .transitions
-                    .list
-                    .last()
-                    .map(|t| at.saturating_sub(t.at))?;
-                Some(format!("open for {}", super::view::secs(opened)))
+    /// A short reason for a transition happening at `at`.
+    fn why(&self, at: Duration, reason: TransitionReason) -> String {
+        match reason {
+            TransitionReason::FailureRate => {
+                format!(
+                    "failure rate ≥ {} in the window",
+                    percent(self.failure_rate)
+                )
             }
-            _ => None,
+            TransitionReason::SlowCallRate => format!(
+                "slow-call rate ≥ {} (calls ≥ {}) in the window",
+                percent(self.slow_rate),
+                short(self.slow_threshold)
+            ),
+            TransitionReason::OpenElapsed => match self.transitions.list.last() {
+                Some(opened) => format!("open for {}", secs(at.saturating_sub(opened.at))),
+                None => reason.to_string(),
+            },
+            TransitionReason::ProbesSucceeded => {
+                format!("{} probes succeeded", self.half_open_calls)
+            }
+            TransitionReason::ProbeFailed => match self.last_probe {
+                Some(p) if p.outcome == Outcome::Failure => "a probe failed".to_owned(),
+                Some(p) if p.slow => format!(
+                    "a probe was slow ({} ≥ {})",
+                    secs(p.took),
+                    short(self.slow_threshold)
+                ),
+                _ => reason.to_string(),
+            },
+            _ => reason.to_string(),
         }
     }
 }

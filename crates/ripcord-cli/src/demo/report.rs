@@ -88,7 +88,7 @@ fn print_timeline(
     for t in &transitions.list {
         let change = format!("{} → {}", t.from, t.to);
         let change = style.state(t.to, &format!("{change:<20}"));
-        let why = t.why.as_deref().unwrap_or("");
+        let why = &t.why;
         writeln!(out, "  {:>7}  {change}  {why}", secs(t.at))?;
     }
     if transitions.missed > 0 {
@@ -201,7 +201,7 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
         &shed(Phase::Slow),
     )?;
     line(out, "transitions", &transitions.list.len(), "")?;
-    line(out, "opened", &opened, "transitions to Open")?;
+    line(out, "opened", &opened, "transitions to open")?;
     line(out, "final_state", final_state, "")?;
     let healthy_at = plan.schedule.start(Phase::Recovering);
     match Recovery::find(&transitions.list, healthy_at) {
@@ -216,7 +216,7 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
             "recovery",
             &secs(after),
             &format!(
-                "dependency healthy again at {}, breaker Closed at {}",
+                "dependency healthy again at {}, breaker closed at {}",
                 secs(healthy_at),
                 secs(at)
             ),
@@ -242,7 +242,7 @@ mod tests {
             at: Duration::from_millis(at_ms),
             from,
             to,
-            why: None,
+            why: String::new(),
         }
     }
 

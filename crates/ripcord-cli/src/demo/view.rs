@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ripcord::State;
 
-use super::dependency::Phase;
+use super::dependency::{Phase, FAST_LATENCY};
 use super::Plan;
 
 /// How to write to the output.
@@ -87,7 +87,9 @@ pub(crate) fn secs(d: Duration) -> String {
 
 /// Formats a duration briefly: `800ms`, `1.5s`.
 pub(crate) fn short(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else {
         let s = format!("{:.2}", d.as_secs_f64());
@@ -105,37 +107,44 @@ pub(crate) fn print_intro(out: &mut impl Write, plan: &Plan, style: &Style) -> i
     let s = &plan.schedule;
     writeln!(
         out,
-        "{} one circuit breaker, {} callers, a simulated dependency; {} (seed {})",
+        "{} {} callers → one circuit breaker → a simulated dependency, {} (seed {})",
         style.bold("ripcord demo:"),
         plan.callers,
         short(plan.duration),
         plan.seed,
     )?;
-    writeln!(
-        out,
-        "  breaker: trips at {} failed or {} slower than {}, with at least {} calls in a {} window;",
-        percent(plan.failure_rate),
-        percent(plan.slow_rate),
-        short(plan.slow_threshold),
-        plan.minimum_calls,
-        short(plan.window),
-    )?;
-    writeln!(
-        out,
-        "           stays open {} doubling up to {}, then lets {} probes through",
-        short(plan.open_base),
-        short(plan.open_max),
-        plan.half_open_calls,
-    )?;
     let phases: Vec<String> = Phase::ALL
         .iter()
         .map(|&p| format!("{} {}–{}", p, short(s.start(p)), short(s.end(p))))
         .collect();
-    writeln!(out, "  dependency: {}", phases.join(", "))?;
+    writeln!(out, "  dependency  {}", phases.join(", "))?;
     writeln!(
         out,
-        "              (2% failures in 5ms when healthy, 80% when failing, {} when slow)",
+        "              ({} with {} failures when healthy, {} failures when failing, {} when slow)",
+        short(FAST_LATENCY),
+        percent(Phase::Healthy.failure_probability()),
+        percent(Phase::Failing.failure_probability()),
         short(plan.slow_latency),
+    )?;
+    writeln!(
+        out,
+        "  breaker     opens when ≥ {} of the calls in its {} window fail,",
+        percent(plan.failure_rate),
+        short(plan.window),
+    )?;
+    writeln!(
+        out,
+        "              or ≥ {} take ≥ {} (once the window holds ≥ {} calls);",
+        percent(plan.slow_rate),
+        short(plan.slow_threshold),
+        plan.minimum_calls,
+    )?;
+    writeln!(
+        out,
+        "              stays open {}, doubling up to {}, then lets {} probes through",
+        short(plan.open_base),
+        short(plan.open_max),
+        plan.half_open_calls,
     )?;
     writeln!(out)?;
     writeln!(
@@ -247,6 +256,7 @@ mod tests {
         assert_eq!(short(Duration::from_millis(800)), "800ms");
         assert_eq!(short(Duration::from_millis(1500)), "1.5s");
         assert_eq!(short(Duration::from_secs(20)), "20s");
+        assert_eq!(short(Duration::ZERO), "0s");
         assert_eq!(secs(Duration::from_millis(4050)), "4.05s");
         assert_eq!(percent(0.81), "81%");
         assert_eq!(percent(0.0), "0%");

@@ -868,32 +868,29 @@ impl Inner {
         let epoch = word::epoch(w);
         let now = self.clock.now_nanos();
         match word::state(w) {
-            State::Open => {
+            State::Open
                 if now >= self.timing.open_until.load(Ordering::Acquire)
-                    && self.recovery_allows(epoch)
-                {
-                    self.transition(
-                        epoch,
-                        State::Open,
-                        State::HalfOpen,
-                        TransitionReason::OpenElapsed,
-                    );
-                }
+                    && self.recovery_allows(epoch) =>
+            {
+                self.transition(
+                    epoch,
+                    State::Open,
+                    State::HalfOpen,
+                    TransitionReason::OpenElapsed,
+                );
             }
-            State::HalfOpen => {
-                if now >= self.timing.half_open_deadline.load(Ordering::Acquire) {
-                    self.transition(
-                        epoch,
-                        State::HalfOpen,
-                        State::Open,
-                        TransitionReason::HalfOpenTimeout,
-                    );
-                }
+            State::HalfOpen if now >= self.timing.half_open_deadline.load(Ordering::Acquire) => {
+                self.transition(
+                    epoch,
+                    State::HalfOpen,
+                    State::Open,
+                    TransitionReason::HalfOpenTimeout,
+                );
             }
-            State::Closed if word::ramping(w) => {
-                if now >= self.timing.ramp_end.load(Ordering::Acquire) {
-                    self.end_ramp();
-                }
+            State::Closed
+                if word::ramping(w) && now >= self.timing.ramp_end.load(Ordering::Acquire) =>
+            {
+                self.end_ramp();
             }
             _ => {}
         }

@@ -23,7 +23,7 @@ use crate::Outcome;
 ///         permit.record(if ok { Outcome::Success } else { Outcome::Failure });
 ///     }
 ///     Err(rejected) => eprintln!("not calling: {rejected}"),
-/// }
+/// };
 /// ```
 #[must_use = "a permit records its outcome when told; dropping it ignores the call"]
 pub struct Permit<'a> {

@@ -412,10 +412,9 @@ impl WindowState {
 
     #[inline]
     fn current_bucket(&self, now: u64) -> u64 {
-        if self.time_width != 0 {
-            now / self.time_width
-        } else {
-            self.count_bucket.load(Ordering::Relaxed)
+        match now.checked_div(self.time_width) {
+            Some(bucket) => bucket,
+            None => self.count_bucket.load(Ordering::Relaxed),
         }
     }
 
