@@ -12,6 +12,7 @@
 //! faster.
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use events::Timeline;
 pub(crate) struct DemoArgs {
     /// How long the demo runs; its phases and the breaker's timings scale with it
     /// (e.g. `20s`, `1m`; at least 2s).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
 
     /// Seed of the simulated dependency's randomness (failures and latency jitter).
@@ -48,6 +49,18 @@ pub(crate) struct DemoArgs {
 /// The shortest `--duration` the demo accepts: below it the scaled timings get
 /// too close to the dependency's 5 ms latency and the timer's resolution.
 const MIN_DURATION: Duration = Duration::from_secs(2);
+
+/// Parses `--duration`: a humantime duration of at least [`MIN_DURATION`].
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < MIN_DURATION {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_DURATION)
+        ));
+    }
+    Ok(d)
+}
 
 /// The duration every other timing of the demo is quoted for.
 const REFERENCE_DURATION: Duration = Duration::from_secs(20);
@@ -87,16 +100,10 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Scales the reference timings to `args.duration`.
-    fn new(args: &DemoArgs) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            args.duration >= MIN_DURATION,
-            "--duration must be at least {}, got {}",
-            humantime::format_duration(MIN_DURATION),
-            humantime::format_duration(args.duration),
-        );
+    fn new(args: &DemoArgs) -> Self {
         let scale = args.duration.as_secs_f64() / REFERENCE_DURATION.as_secs_f64();
         let scaled = |d: Duration| d.mul_f64(scale);
-        Ok(Plan {
+        Plan {
             duration: args.duration,
             seed: args.seed,
             callers: usize::from(args.callers),
@@ -111,7 +118,7 @@ impl Plan {
             open_base: scaled(Duration::from_millis(500)),
             open_max: scaled(Duration::from_secs(2)),
             half_open_calls: 3,
-        })
+        }
     }
 
     /// The breaker this plan describes, reading `clock` and reporting its
@@ -143,12 +150,14 @@ pub(crate) struct Load {
 }
 
 impl Load {
-    /// Counts one attempt during `phase`, and whether the breaker refused it.
-    fn record(&self, phase: Phase, rejected: bool) {
+    /// Counts a call attempted during `phase`.
+    fn attempt(&self, phase: Phase) {
         self.attempted[phase.index()].fetch_add(1, Ordering::Relaxed);
-        if rejected {
-            self.rejected[phase.index()].fetch_add(1, Ordering::Relaxed);
-        }
+    }
+
+    /// Counts a call attempted during `phase` that the breaker refused.
+    fn reject(&self, phase: Phase) {
+        self.rejected[phase.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Calls attempted during `phase`.
@@ -172,9 +181,10 @@ impl Load {
     }
 }
 
-/// Runs the demo to the end and prints its report.
-pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let plan = Plan::new(&args)?;
+/// Runs the demo to the end (or until Ctrl-C) and prints its report. Returns
+/// the process's exit code: success, or 130 when interrupted.
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::new(&args);
     let style = view::Style::detect(std::io::stdout().is_terminal());
 
     let clock = SystemClock::new();
@@ -207,11 +217,17 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut live = view::Live::new(style);
     let mut ticker = tokio::time::interval(style.refresh());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = None;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut ctrl_c => interrupted = Some(started.elapsed()),
+        }
         let elapsed = started.elapsed().min(plan.duration);
         live.draw(&mut out, &status(elapsed, &dependency, &breaker, &load))?;
-        if elapsed >= plan.duration {
+        if elapsed >= plan.duration || interrupted.is_some() {
             break;
         }
     }
@@ -240,11 +256,16 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             final_state: breaker.state(),
             load: &load,
             dependency: &dependency,
+            interrupted,
         },
         &style,
     )?;
     out.flush()?;
-    Ok(())
+    Ok(match interrupted {
+        None => ExitCode::SUCCESS,
+        // The shell's convention for "ended by SIGINT".
+        Some(_) => ExitCode::from(130),
+    })
 }
 
 /// One caller: calls the dependency through the breaker, one call every
@@ -263,8 +284,11 @@ async fn caller(
     loop {
         ticker.tick().await;
         let phase = dependency.phase();
-        let result = breaker.call(|| dependency.call()).await;
-        load.record(phase, matches!(&result, Err(e) if e.is_rejected()));
+        load.attempt(phase);
+        let result = breaker.call(|| dependency.call(phase)).await;
+        if matches!(&result, Err(e) if e.is_rejected()) {
+            load.reject(phase);
+        }
     }
 }
 

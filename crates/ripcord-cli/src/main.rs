@@ -4,6 +4,8 @@
 //! protecting a crowd of callers from a flaky dependency, live, in-process.
 //! `proxy`, `simulate` and `fleet` come later.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod demo;
@@ -25,7 +27,7 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => {

@@ -213,10 +213,10 @@ impl SimulatedDependency {
         self.schedule.phase_at(self.started.elapsed())
     }
 
-    /// Serves one call: waits for the phase's latency (±20 % jitter), then succeeds
-    /// or fails. The phase is the one in force when the call arrives.
-    pub(crate) async fn call(&self) -> Result<(), DependencyError> {
-        let phase = self.phase();
+    /// Serves one call made during `phase` (read with [`phase`](Self::phase) just
+    /// before): waits for the phase's latency (±20 % jitter), then succeeds or
+    /// fails.
+    pub(crate) async fn call(&self, phase: Phase) -> Result<(), DependencyError> {
         self.reached[phase.index()].fetch_add(1, Ordering::Relaxed);
         let typical = match phase {
             Phase::Slow => self.slow_latency,

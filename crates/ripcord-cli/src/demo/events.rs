@@ -185,3 +185,76 @@ impl Recorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ripcord::Name;
+
+    fn event(at_ms: u64, epoch: u64, kind: EventKind) -> Event {
+        Event {
+            name: Name::new("dependency"),
+            at: Duration::from_millis(at_ms),
+            epoch,
+            kind,
+        }
+    }
+
+    fn transition(from: State, to: State, reason: TransitionReason) -> EventKind {
+        EventKind::Transition { from, to, reason }
+    }
+
+    #[test]
+    fn transitions_are_timed_from_the_origin_and_explained() {
+        let plan = Plan::new(&crate::demo::DemoArgs {
+            duration: Duration::from_secs(20),
+            seed: 1,
+            callers: 4,
+        });
+        let timeline = Timeline::new(&plan, Duration::from_secs(100));
+        let listen = timeline.listener();
+        use State::{Closed, HalfOpen, Open};
+        use TransitionReason as R;
+        listen(&event(105_000, 1, transition(Closed, Open, R::FailureRate)));
+        listen(&event(
+            105_500,
+            2,
+            transition(Open, HalfOpen, R::OpenElapsed),
+        ));
+        listen(&event(
+            107_000,
+            2,
+            EventKind::Outcome {
+                outcome: Outcome::Success,
+                duration: Duration::from_millis(1_500),
+                slow: true,
+                probe: true,
+            },
+        ));
+        listen(&event(
+            107_000,
+            3,
+            transition(HalfOpen, Open, R::ProbeFailed),
+        ));
+        // Epoch 4 never arrives.
+        listen(&event(
+            109_000,
+            5,
+            transition(HalfOpen, Closed, R::ProbesSucceeded),
+        ));
+
+        let t = timeline.transitions();
+        let whys: Vec<&str> = t.list.iter().map(|t| t.why.as_str()).collect();
+        assert_eq!(
+            whys,
+            [
+                "failure rate ≥ 50% in the window",
+                "open for 0.50s",
+                "a probe was slow (1.50s ≥ 800ms)",
+                "3 probes succeeded",
+            ]
+        );
+        assert_eq!(t.list[0].at, Duration::from_secs(5));
+        assert_eq!(t.missed, 1);
+    }
+}

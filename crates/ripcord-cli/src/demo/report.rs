@@ -26,6 +26,8 @@ pub(crate) struct Report<'a> {
     pub(crate) load: &'a Load,
     /// What the dependency saw.
     pub(crate) dependency: &'a SimulatedDependency,
+    /// When the demo was interrupted (Ctrl-C), if it was.
+    pub(crate) interrupted: Option<Duration>,
 }
 
 /// How long the breaker took to close once the dependency was healthy again.
@@ -140,6 +142,7 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
         final_state,
         load,
         dependency,
+        interrupted,
     } = report;
     let line = |out: &mut dyn Write, key: &str, value: &dyn std::fmt::Display, note: &str| {
         let key_value = format!("{key}: {value}");
@@ -175,6 +178,9 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
 
     writeln!(out, "{}", style.bold("summary"))?;
     let out: &mut dyn Write = out;
+    if let Some(at) = interrupted {
+        line(out, "interrupted", &secs(*at), "Ctrl-C")?;
+    }
     line(
         out,
         "calls",
@@ -204,6 +210,14 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
     line(out, "opened", &opened, "transitions to open")?;
     line(out, "final_state", final_state, "")?;
     let healthy_at = plan.schedule.start(Phase::Recovering);
+    if interrupted.is_some_and(|at| at < healthy_at) {
+        return line(
+            out,
+            "recovery",
+            &"none",
+            "interrupted before the dependency recovered",
+        );
+    }
     match Recovery::find(&transitions.list, healthy_at) {
         Recovery::AlreadyClosed => line(
             out,
