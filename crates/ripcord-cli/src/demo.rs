@@ -144,9 +144,9 @@ impl Plan {
 #[derive(Debug, Default)]
 pub(crate) struct Load {
     /// Calls the callers attempted.
-    attempted: [AtomicU64; 4],
+    attempted: [AtomicU64; Phase::COUNT],
     /// Calls the breaker refused without running them.
-    rejected: [AtomicU64; 4],
+    rejected: [AtomicU64; Phase::COUNT],
 }
 
 impl Load {

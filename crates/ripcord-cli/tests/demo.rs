@@ -57,6 +57,18 @@ fn demo_trips_rejects_and_recovers() {
         stdout.lines().any(|l| l.contains("→ open")),
         "no transition to open in the timeline:\n{stdout}"
     );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("→ open") && l.contains("failure rate")),
+        "no trip on the failure rate:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("→ open") && l.contains("slow-call rate")),
+        "no trip on the slow-call rate:\n{stdout}"
+    );
     assert!(number(&stdout, "rejected") > 0, "{stdout}");
     assert!(
         number(&stdout, "reached_while_failing") < number(&stdout, "calls"),

@@ -1,5 +1,5 @@
 //! The simulated dependency: a fake downstream service whose behaviour follows a
-//! script of phases (healthy → failing → slow → recovering), with seeded randomness.
+//! script of phases (healthy → failing → restarted → slow → recovering), with seeded randomness.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,8 @@ pub(crate) enum Phase {
     Healthy,
     /// Answers fast, but about 80 % of calls fail.
     Failing,
+    /// Restarted: healthy for a while, so the breaker closes before the next act.
+    Restarted,
     /// Answers successfully, but far slower than the breaker's slow-call threshold.
     Slow,
     /// Healthy again; the breaker should notice and close.
@@ -23,12 +25,16 @@ pub(crate) enum Phase {
 
 impl Phase {
     /// Every phase, in script order.
-    pub(crate) const ALL: [Phase; 4] = [
+    pub(crate) const ALL: [Phase; Phase::COUNT] = [
         Phase::Healthy,
         Phase::Failing,
+        Phase::Restarted,
         Phase::Slow,
         Phase::Recovering,
     ];
+
+    /// Number of phases.
+    pub(crate) const COUNT: usize = 5;
 
     /// The phase's position in [`Phase::ALL`], to index per-phase counters.
     pub(crate) fn index(self) -> usize {
@@ -38,17 +44,18 @@ impl Phase {
     /// Its share of the demo's duration.
     fn share(self) -> f64 {
         match self {
-            Phase::Healthy => 0.20,
-            Phase::Failing => 0.25,
+            Phase::Healthy => 0.15,
+            Phase::Failing => 0.20,
+            Phase::Restarted => 0.15,
             Phase::Slow => 0.20,
-            Phase::Recovering => 0.35,
+            Phase::Recovering => 0.30,
         }
     }
 
     /// The probability that a call made during this phase fails.
     pub(crate) fn failure_probability(self) -> f64 {
         match self {
-            Phase::Healthy | Phase::Recovering => 0.02,
+            Phase::Healthy | Phase::Restarted | Phase::Recovering => 0.02,
             Phase::Failing => 0.80,
             Phase::Slow => 0.0,
         }
@@ -59,6 +66,7 @@ impl Phase {
         match self {
             Phase::Healthy => "healthy",
             Phase::Failing => "failing",
+            Phase::Restarted => "restarted",
             Phase::Slow => "slow",
             Phase::Recovering => "recovering",
         }
@@ -76,7 +84,7 @@ impl fmt::Display for Phase {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {
     /// Start of each phase (indexed by [`Phase::index`]), relative to the demo's start.
-    starts: [Duration; 4],
+    starts: [Duration; Phase::COUNT],
     /// The end of the last phase: the demo's duration.
     end: Duration,
 }
@@ -84,7 +92,7 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// Splits `total` into the four phases, in proportion to their shares.
     pub(crate) fn new(total: Duration) -> Self {
-        let mut starts = [Duration::ZERO; 4];
+        let mut starts = [Duration::ZERO; Phase::COUNT];
         let mut at = 0.0;
         for phase in Phase::ALL {
             starts[phase.index()] = total.mul_f64(at);
@@ -184,9 +192,9 @@ pub(crate) struct SimulatedDependency {
     /// Seeded randomness for failures and latency jitter.
     rng: SplitMix64,
     /// Calls that reached the dependency, per phase.
-    reached: [AtomicU64; 4],
+    reached: [AtomicU64; Phase::COUNT],
     /// Calls that the dependency failed, per phase.
-    failed: [AtomicU64; 4],
+    failed: [AtomicU64; Phase::COUNT],
 }
 
 impl SimulatedDependency {
@@ -252,10 +260,11 @@ mod tests {
     fn schedule_splits_the_duration_in_order() {
         let schedule = Schedule::new(Duration::from_secs(20));
         assert_eq!(schedule.phase_at(Duration::ZERO), Phase::Healthy);
-        assert_eq!(schedule.start(Phase::Failing), Duration::from_secs(4));
-        assert_eq!(schedule.phase_at(Duration::from_secs(4)), Phase::Failing);
-        assert_eq!(schedule.phase_at(Duration::from_secs(9)), Phase::Slow);
-        assert_eq!(schedule.end(Phase::Slow), Duration::from_secs(13));
+        assert_eq!(schedule.start(Phase::Failing), Duration::from_secs(3));
+        assert_eq!(schedule.phase_at(Duration::from_secs(3)), Phase::Failing);
+        assert_eq!(schedule.phase_at(Duration::from_secs(8)), Phase::Restarted);
+        assert_eq!(schedule.phase_at(Duration::from_secs(11)), Phase::Slow);
+        assert_eq!(schedule.end(Phase::Slow), Duration::from_secs(14));
         assert_eq!(
             schedule.phase_at(Duration::from_secs(19)),
             Phase::Recovering

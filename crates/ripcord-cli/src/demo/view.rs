@@ -63,7 +63,7 @@ impl Style {
     /// `text` (already padded) in the colour of `phase`, if colours are on.
     pub(crate) fn phase(&self, phase: Phase, text: &str) -> String {
         let code = match phase {
-            Phase::Healthy | Phase::Recovering => "32",
+            Phase::Healthy | Phase::Restarted | Phase::Recovering => "32",
             Phase::Failing => "31",
             Phase::Slow => "33",
         };
