@@ -17,30 +17,242 @@ use crate::{Name, State};
 pub enum Error<E> {
     /// The circuit breaker refused the call without running it.
     Rejected(Rejected),
+    /// The timeout policy cancelled the call at its deadline.
+    Timeout(Timeout),
+    /// The bulkhead was full (and its wait queue too, or the wait expired).
+    BulkheadFull(BulkheadFull),
+    /// The rate limiter refused the call (or the wait for a permit would be
+    /// too long).
+    RateLimited(RateLimited),
     /// The call ran and returned this error.
     Inner(E),
 }
+
+/// Which policy stopped a call (see [`Error::policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PolicyKind {
+    /// The circuit breaker.
+    CircuitBreaker,
+    /// The timeout.
+    Timeout,
+    /// The bulkhead.
+    Bulkhead,
+    /// The rate limiter.
+    RateLimiter,
+    /// The retry policy.
+    Retry,
+    /// The fallback chain.
+    Fallback,
+    /// Hedging.
+    Hedge,
+}
+
+impl PolicyKind {
+    /// The policy's name in `snake_case`, as used in metrics and headers.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::CircuitBreaker => "circuit_breaker",
+            PolicyKind::Timeout => "timeout",
+            PolicyKind::Bulkhead => "bulkhead",
+            PolicyKind::RateLimiter => "rate_limiter",
+            PolicyKind::Retry => "retry",
+            PolicyKind::Fallback => "fallback",
+            PolicyKind::Hedge => "hedge",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The timeout policy cancelled a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeout {
+    pub(crate) name: Name,
+    pub(crate) elapsed: Duration,
+}
+
+impl Timeout {
+    /// Makes a timeout error (for policies and adapters built on ripcord).
+    pub fn new(name: &str, elapsed: Duration) -> Self {
+        Timeout {
+            name: Name::new(name),
+            elapsed,
+        }
+    }
+
+    /// The name of the timeout policy.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// How long the call ran before it was cancelled.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timeout `{}` cancelled the call after {:?}",
+            self.name, self.elapsed
+        )
+    }
+}
+
+impl StdError for Timeout {}
+
+/// A bulkhead refused a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkheadFull {
+    pub(crate) name: Name,
+    pub(crate) max_concurrent: u32,
+    pub(crate) waited: Duration,
+}
+
+impl BulkheadFull {
+    /// Makes a bulkhead-full error.
+    pub fn new(name: &str, max_concurrent: u32, waited: Duration) -> Self {
+        BulkheadFull {
+            name: Name::new(name),
+            max_concurrent,
+            waited,
+        }
+    }
+
+    /// The name of the bulkhead.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Its limit of concurrent calls.
+    pub fn max_concurrent(&self) -> u32 {
+        self.max_concurrent
+    }
+
+    /// How long the call waited in the queue before being refused (zero when
+    /// the queue was full).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bulkhead `{}` is full ({} concurrent calls)",
+            self.name, self.max_concurrent
+        )?;
+        if !self.waited.is_zero() {
+            write!(f, " after waiting {:?}", self.waited)?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for BulkheadFull {}
+
+/// A rate limiter refused a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    pub(crate) name: Name,
+    pub(crate) retry_after: Duration,
+}
+
+impl RateLimited {
+    /// Makes a rate-limited error.
+    pub fn new(name: &str, retry_after: Duration) -> Self {
+        RateLimited {
+            name: Name::new(name),
+            retry_after,
+        }
+    }
+
+    /// The name of the rate limiter.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// How long until a permit would be available.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limiter `{}` refused the call; next permit in {:?}",
+            self.name, self.retry_after
+        )
+    }
+}
+
+impl StdError for RateLimited {}
 
 impl<E> Error<E> {
     /// The inner error, if the call ran and failed.
     pub fn into_inner(self) -> Option<E> {
         match self {
             Error::Inner(e) => Some(e),
-            Error::Rejected(_) => None,
+            _ => None,
         }
     }
 
-    /// The rejection, if a policy refused the call.
+    /// The circuit breaker's rejection, if the breaker refused the call.
     pub fn rejected(&self) -> Option<&Rejected> {
         match self {
             Error::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the circuit breaker refused the call.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Error::Rejected(_))
+    }
+
+    /// The policy that stopped the call, or `None` if the call itself failed.
+    pub fn policy(&self) -> Option<PolicyKind> {
+        match self {
+            Error::Rejected(_) => Some(PolicyKind::CircuitBreaker),
+            Error::Timeout(_) => Some(PolicyKind::Timeout),
+            Error::BulkheadFull(_) => Some(PolicyKind::Bulkhead),
+            Error::RateLimited(_) => Some(PolicyKind::RateLimiter),
             Error::Inner(_) => None,
         }
     }
 
-    /// Whether a policy refused the call.
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, Error::Rejected(_))
+    /// How long the caller should wait before trying again, when the policy
+    /// that stopped the call knows (an open breaker, a rate limiter).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Rejected(r) => Some(r.retry_after),
+            Error::RateLimited(r) => Some(r.retry_after),
+            _ => None,
+        }
+    }
+
+    /// Maps the inner error, keeping policy errors as they are.
+    pub fn map_inner<F, E2>(self, f: F) -> Error<E2>
+    where
+        F: FnOnce(E) -> E2,
+    {
+        match self {
+            Error::Rejected(r) => Error::Rejected(r),
+            Error::Timeout(t) => Error::Timeout(t),
+            Error::BulkheadFull(b) => Error::BulkheadFull(b),
+            Error::RateLimited(r) => Error::RateLimited(r),
+            Error::Inner(e) => Error::Inner(f(e)),
+        }
     }
 }
 
@@ -54,6 +266,9 @@ impl<E> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Rejected(r) => fmt::Display::fmt(r, f),
+            Error::Timeout(t) => fmt::Display::fmt(t, f),
+            Error::BulkheadFull(b) => fmt::Display::fmt(b, f),
+            Error::RateLimited(r) => fmt::Display::fmt(r, f),
             Error::Inner(_) => f.write_str("the protected call failed"),
         }
     }
@@ -63,6 +278,9 @@ impl<E: StdError + 'static> StdError for Error<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Rejected(r) => Some(r),
+            Error::Timeout(t) => Some(t),
+            Error::BulkheadFull(b) => Some(b),
+            Error::RateLimited(r) => Some(r),
             Error::Inner(e) => Some(e),
         }
     }

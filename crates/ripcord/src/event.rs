@@ -28,7 +28,8 @@ pub struct Event {
     pub name: Name,
     /// When it happened, by the policy's clock.
     pub at: Duration,
-    /// The breaker's epoch after the event (for transitions: the new epoch).
+    /// The breaker's epoch after the event (for transitions: the new epoch);
+    /// 0 for policies without epochs.
     pub epoch: u64,
     /// What happened.
     pub kind: EventKind,
@@ -85,6 +86,99 @@ pub enum EventKind {
         /// Whether the dependency looked healthy.
         passed: bool,
     },
+    /// Retry: an attempt is starting (1 for the first call).
+    Attempt {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Retry: the last attempt failed and another is scheduled after `delay`.
+    RetryScheduled {
+        /// The attempt that will run next.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// Retry: a retry was wanted but the retry budget was spent.
+    RetryBudgetExhausted,
+    /// Retry: no attempt left (attempts or total time), the last error stands.
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Timeout: the call was cancelled at its deadline.
+    TimedOut {
+        /// How long it ran.
+        elapsed: Duration,
+    },
+    /// Bulkhead: a call was refused (queue full or wait expired).
+    BulkheadFull {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Bulkhead: a call got a slot.
+    BulkheadAcquired {
+        /// Calls running now (including this one).
+        in_use: u32,
+        /// Calls waiting.
+        queued: u32,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Bulkhead: a call gave its slot back.
+    BulkheadReleased {
+        /// Calls running now.
+        in_use: u32,
+    },
+    /// Rate limiter: a call was refused.
+    RateLimited {
+        /// When a permit will be available.
+        retry_after: Duration,
+    },
+    /// Fallback: the primary failed (or was rejected) and fallback `index`
+    /// (0-based) produced the result.
+    FallbackUsed {
+        /// Which fallback of the chain answered.
+        index: usize,
+    },
+    /// Fallback: every fallback of the chain failed too.
+    FallbackFailed,
+    /// Hedge: an extra attempt started (1 for the first hedge).
+    HedgeStarted {
+        /// The hedge number.
+        hedge: u32,
+    },
+    /// Hedge: an attempt won (0 = the original call, n = the n-th hedge); the
+    /// others were cancelled.
+    HedgeWon {
+        /// The winning attempt.
+        attempt: u32,
+    },
+}
+
+impl EventKind {
+    /// The policy that emits this kind of event.
+    pub fn policy(&self) -> crate::PolicyKind {
+        use crate::PolicyKind as P;
+        match self {
+            EventKind::Transition { .. }
+            | EventKind::Rejected { .. }
+            | EventKind::Outcome { .. }
+            | EventKind::StaleOutcome { .. }
+            | EventKind::TripSuppressed { .. }
+            | EventKind::RecoveryCheck { .. } => P::CircuitBreaker,
+            EventKind::Attempt { .. }
+            | EventKind::RetryScheduled { .. }
+            | EventKind::RetryBudgetExhausted
+            | EventKind::RetriesExhausted { .. } => P::Retry,
+            EventKind::TimedOut { .. } => P::Timeout,
+            EventKind::BulkheadFull { .. }
+            | EventKind::BulkheadAcquired { .. }
+            | EventKind::BulkheadReleased { .. } => P::Bulkhead,
+            EventKind::RateLimited { .. } => P::RateLimiter,
+            EventKind::FallbackUsed { .. } | EventKind::FallbackFailed => P::Fallback,
+            EventKind::HedgeStarted { .. } | EventKind::HedgeWon { .. } => P::Hedge,
+        }
+    }
 }
 
 /// Why a breaker changed state.

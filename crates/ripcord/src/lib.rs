@@ -64,7 +64,7 @@ pub use circuit_breaker::{
 pub use clock::{Clock, ManualClock, PreciseClock, SystemClock};
 #[cfg(feature = "serde")]
 pub use config::duration;
-pub use error::{ConfigError, Error, Rejected};
+pub use error::{BulkheadFull, ConfigError, Error, PolicyKind, RateLimited, Rejected, Timeout};
 pub use event::{Event, EventKind, TransitionReason};
 pub use name::Name;
 pub use outcome::{Classify, ErrorsAsFailures, Outcome};
