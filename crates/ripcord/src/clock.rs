@@ -9,6 +9,7 @@
 //! | [`SystemClock`] (default) | one atomic load | 1 ms (a shared ticker thread) |
 //! | [`PreciseClock`] | `Instant::now()` | the OS monotonic clock |
 //! | [`ManualClock`] | one atomic load | whatever you advance it by |
+//! | [`TokioClock`] | `tokio::time::Instant::now()` | follows tokio's (pausable) time |
 
 use std::any::Any;
 use std::fmt;
@@ -142,6 +143,42 @@ impl PreciseClock {
 impl Clock for PreciseClock {
     fn now_nanos(&self) -> u64 {
         coarse::precise()
+    }
+}
+
+/// A clock that reads tokio's time (`tokio::time::Instant`), feature `tokio`.
+///
+/// Under `tokio::time::pause()` (e.g. `#[tokio::test(start_paused = true)]`) it
+/// stands still and moves only as tokio's virtual time advances, so policies
+/// that both measure time (through a [`Clock`]) and wait (through tokio's
+/// timers) stay consistent in tests that never sleep for real.
+#[cfg(feature = "tokio")]
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+#[cfg(feature = "tokio")]
+impl TokioClock {
+    /// A clock whose origin is tokio's "now".
+    pub fn new() -> Self {
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Clock for TokioClock {
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 

@@ -61,6 +61,8 @@ pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, OwnedPermit, Permit, State,
     Window, WindowStats,
 };
+#[cfg(feature = "tokio")]
+pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, PreciseClock, SystemClock};
 #[cfg(feature = "serde")]
 pub use config::duration;
