@@ -9,8 +9,14 @@
 //!     cargo test -p ripcord --test loom --release
 //! ```
 //!
+//! `loom` must be a `[target.'cfg(loom)'.dependencies]` entry of `ripcord`,
+//! not a dev-dependency: `src/sync.rs` itself names `loom::…` under
+//! `cfg(loom)`, and an integration test links the library built without its
+//! dev-dependencies.
+//!
 //! Each model is kept small (two or three threads, a handful of operations
-//! each) and bounded in preemptions, so the whole file runs in seconds.
+//! each), so loom explores every interleaving exhaustively (no preemption
+//! bound) in a few seconds. Set `LOOM_MAX_PREEMPTIONS` to bound the search.
 #![cfg(loom)]
 
 use std::time::Duration;
@@ -23,14 +29,10 @@ use ripcord::{
     OwnedPermit, State,
 };
 
-/// Runs `f` under loom with a preemption bound, so models stay tractable.
+/// Runs `f` under loom: every interleaving (or as bounded by the `LOOM_*`
+/// environment variables, which `Builder::new` reads).
 fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        // `LOOM_MAX_PREEMPTIONS` overrides this, to search deeper by hand.
-        b.preemption_bound = Some(2);
-    }
-    b.check(f);
+    loom::model::Builder::new().check(f);
 }
 
 /// Transition events seen by a listener: `(from, to, new epoch)` in delivery order.
@@ -210,5 +212,67 @@ fn concurrent_transitions_are_delivered_in_order() {
         assert_eq!(seen[0].0, State::Closed);
         assert_eq!(seen[1].0, seen[0].1);
         assert_eq!(breaker.state(), seen[1].1);
+    });
+}
+
+/// A failure admitted in epoch 0 finishes while another thread resets the
+/// breaker. Whichever happens first, the new epoch must start with no
+/// consecutive failures: either the failure counted in epoch 0 and the reset
+/// cleared it, or it finished after the reset and is stale (ignored).
+///
+/// Guards against the interleaving "epoch check → reset → increment", in which
+/// a stale failure would count as the first failure of epoch 1 and a
+/// `consecutive_failures(2)` breaker would trip on the first real failure after
+/// the reset. The count is tagged with its epoch, so this cannot happen.
+#[test]
+fn a_failure_racing_a_reset_does_not_leak_into_the_new_epoch() {
+    model(|| {
+        let clock = ManualClock::new();
+        let breaker = builder(&clock).consecutive_failures(2).build().unwrap();
+        let stale = breaker.try_acquire_owned().unwrap();
+
+        let b = breaker.clone();
+        let t = thread::spawn(move || b.reset());
+        stale.record(Outcome::Failure);
+        t.join().unwrap();
+
+        assert_eq!(breaker.epoch(), 1);
+        assert_eq!(
+            breaker.consecutive_failures(),
+            0,
+            "a failure of epoch 0 counted in epoch 1"
+        );
+        // So one failure in the new epoch must not trip a breaker that needs two.
+        breaker.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(breaker.state(), State::Closed);
+    });
+}
+
+/// Two calls finish at once into a window bucket that neither has used yet;
+/// both must be counted.
+///
+/// Under loom every thread writes to the one stripe (`stripe_count() == 1`),
+/// which is what happens in production whenever more threads record than
+/// there are stripes (at most 2 × cores, ≤ 64). A claim that published the
+/// new bucket tag before zeroing the counters would let a thread add its call
+/// in between and have it erased; `WindowState::claim` locks the slot while it
+/// clears it.
+#[test]
+fn concurrent_calls_into_a_fresh_bucket_are_all_counted() {
+    model(|| {
+        let clock = ManualClock::new();
+        let breaker = builder(&clock)
+            .window(ripcord::Window::time(Duration::from_secs(1)).buckets(10))
+            .build()
+            .unwrap();
+        // Bucket 1 (100..200 ms): its slot still holds bucket 0's tag.
+        clock.advance(Duration::from_millis(100));
+
+        let b = breaker.clone();
+        let t = thread::spawn(move || b.try_acquire().unwrap().record(Outcome::Success));
+        breaker.try_acquire().unwrap().record(Outcome::Success);
+        t.join().unwrap();
+
+        assert_eq!(breaker.stats().calls(), 2, "a call was lost");
     });
 }

@@ -76,7 +76,7 @@ use std::time::Duration;
 use crate::clock::ClockHandle;
 use crate::event::{Event, EventKind, Events, TransitionReason};
 use crate::random::SplitMix64;
-use crate::sync::{lock, AtomicU32, AtomicU64, CachePadded, Mutex, Ordering};
+use crate::sync::{lock, AtomicU64, CachePadded, Mutex, Ordering};
 use crate::{Backoff, Classify, Error, ErrorsAsFailures, Name, Outcome, Rejected};
 use state::{word, HalfOpenCounts};
 use window::WindowState;
@@ -146,8 +146,9 @@ pub(crate) struct Inner {
 
     /// `epoch << 4 | ramp << 3 | state`: the only word the hot path reads.
     state: CachePadded<AtomicU64>,
-    /// Consecutive failures while closed.
-    consecutive: CachePadded<AtomicU32>,
+    /// Consecutive failures while closed: `epoch(32) << 32 | count(32)`, so a
+    /// permit of an older epoch can neither add to nor clear the count.
+    consecutive: CachePadded<AtomicU64>,
     /// Half-open probe counters, tagged with the epoch.
     half_open: CachePadded<AtomicU64>,
     /// Written before the state word is published, read after it.
@@ -172,6 +173,8 @@ struct Timing {
     ramp_seq: AtomicU64,
     /// Epoch (+1) in which the recovery check passed; 0 if none.
     recovery_passed: AtomicU64,
+    /// The latest epoch that counts failures (Closed or MetricsOnly).
+    counting_epoch: AtomicU64,
 }
 
 /// State changed only under the control lock.
@@ -235,7 +238,7 @@ impl CircuitBreaker {
             backoff: c.open_for.clone(),
             clock: b.clock.clone(),
             state: CachePadded(AtomicU64::new(word::pack(State::Closed, 0, false))),
-            consecutive: CachePadded(AtomicU32::new(0)),
+            consecutive: CachePadded(AtomicU64::new(0)),
             half_open: CachePadded(AtomicU64::new(0)),
             timing: Timing::default(),
             window: WindowState::new(&c.window, latency),
@@ -284,9 +287,16 @@ impl CircuitBreaker {
         self.inner.window.stats(self.epoch(), now)
     }
 
-    /// Consecutive failures recorded while closed.
+    /// Consecutive failures recorded while closed (kept after a trip, reset
+    /// when the breaker closes).
     pub fn consecutive_failures(&self) -> u32 {
-        self.inner.consecutive.load(Ordering::Relaxed)
+        let c = self.inner.consecutive.load(Ordering::Relaxed);
+        let counting = self.inner.timing.counting_epoch.load(Ordering::Acquire);
+        if consecutive_epoch(c) == counting as u32 {
+            c as u32
+        } else {
+            0 // the latest counting epoch has not failed yet
+        }
     }
 
     /// Asks for a permit to make one call. Record its outcome with
@@ -416,6 +426,14 @@ impl fmt::Debug for CircuitBreaker {
     }
 }
 
+fn consecutive_word(epoch: u64, count: u32) -> u64 {
+    (epoch << 32) | u64::from(count)
+}
+
+fn consecutive_epoch(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -475,9 +493,6 @@ impl Inner {
                 }
                 State::HalfOpen => {
                     let now = self.clock.now_nanos();
-                    if let Some(()) = self.take_probe(epoch) {
-                        return Ok((epoch, PermitKind::Probe, self.now_if_timed()));
-                    }
                     if now >= self.timing.half_open_deadline.load(Ordering::Acquire) {
                         self.transition(
                             epoch,
@@ -485,6 +500,8 @@ impl Inner {
                             State::Open,
                             TransitionReason::HalfOpenTimeout,
                         );
+                    } else if let Some(()) = self.take_probe(epoch) {
+                        return Ok((epoch, PermitKind::Probe, self.now_if_timed()));
                     } else {
                         return Err(self.reject(State::HalfOpen, epoch, Duration::ZERO, now));
                     }
@@ -595,17 +612,52 @@ impl Inner {
         };
         self.window.record(epoch, now, failure, slow, took);
         let consecutive = if failure {
-            self.consecutive
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1)
+            self.count_failure(epoch)
         } else {
-            if self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
+            let c = self.consecutive.load(Ordering::Relaxed);
+            if c as u32 != 0 && consecutive_epoch(c) == epoch as u32 {
+                // Clears only this epoch's count; fails harmlessly if a
+                // transition already replaced it.
+                let _ = self.consecutive.compare_exchange(
+                    c,
+                    consecutive_word(epoch, 0),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
             0
         };
         if (failure || slow) && word::state(w) == State::Closed {
             self.evaluate(epoch, now, consecutive);
+        }
+    }
+
+    /// Adds a failure to the consecutive count of `epoch`; returns the count
+    /// (0 if a later epoch has already counted: this failure is stale).
+    ///
+    /// Transitions never write the count: a count tagged with an older epoch
+    /// is simply zero for this one, so no transition can race with it.
+    fn count_failure(&self, epoch: u64) -> u32 {
+        let mut c = self.consecutive.load(Ordering::Relaxed);
+        loop {
+            let tag = consecutive_epoch(c);
+            let count = if tag == epoch as u32 {
+                c as u32
+            } else if (epoch as u32).wrapping_sub(tag) as i32 > 0 {
+                0
+            } else {
+                return 0;
+            };
+            let next = consecutive_word(epoch, count.saturating_add(1));
+            match self.consecutive.compare_exchange_weak(
+                c,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return count.saturating_add(1),
+                Err(actual) => c = actual,
+            }
         }
     }
 
@@ -825,7 +877,6 @@ impl Inner {
             }
             State::Closed => {
                 control.consecutive_openings = 0;
-                self.consecutive.store(0, Ordering::Relaxed);
                 if from == State::HalfOpen && self.ramp_up > 0 {
                     self.timing.ramp_start.store(now, Ordering::Release);
                     self.timing
@@ -834,8 +885,10 @@ impl Inner {
                     ramp = true;
                 }
             }
-            State::MetricsOnly => self.consecutive.store(0, Ordering::Relaxed),
-            State::ForcedOpen | State::Disabled => {}
+            State::MetricsOnly | State::ForcedOpen | State::Disabled => {}
+        }
+        if matches!(to, State::Closed | State::MetricsOnly) {
+            self.timing.counting_epoch.store(epoch, Ordering::Release);
         }
         if gate_taken {
             control.holds_gate = true;

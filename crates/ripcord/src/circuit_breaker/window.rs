@@ -343,7 +343,24 @@ const TAG_BUCKET_BITS: u32 = 48;
 const TAG_BUCKET_MASK: u64 = (1 << TAG_BUCKET_BITS) - 1;
 
 fn tag(epoch: u64, bucket: u64) -> u64 {
-    (epoch << TAG_BUCKET_BITS) | (bucket & TAG_BUCKET_MASK)
+    ((epoch << TAG_BUCKET_BITS) | (bucket & TAG_BUCKET_MASK)) & !CLAIMING_BIT
+}
+
+/// Marks a slot being cleared. Tags never have this bit: it would take 2^15
+/// epochs for one to reach it, and [`tag`] masks it off.
+const CLAIMING_BIT: u64 = 1 << 63;
+const CLAIMING: u64 = u64::MAX;
+
+/// Whether tag `a` is for a later epoch, or a later bucket of the same epoch,
+/// than tag `b` (epochs compared with wrap-around).
+fn newer(a: u64, b: u64) -> bool {
+    let (ea, eb) = ((a >> TAG_BUCKET_BITS) as u16, (b >> TAG_BUCKET_BITS) as u16);
+    if ea != eb {
+        // 15-bit wrap-around comparison (the top bit is the claiming bit).
+        let d = ea.wrapping_sub(eb) & 0x7FFF;
+        return d != 0 && d < 0x4000;
+    }
+    (a & TAG_BUCKET_MASK) > (b & TAG_BUCKET_MASK)
 }
 
 /// The live counters of a window.
@@ -418,21 +435,45 @@ impl WindowState {
         }
     }
 
-    /// Makes `slot` belong to `tag`, clearing it if it held an older bucket.
+    /// Makes `slot` belong to `want`, clearing it if it held an older bucket.
+    /// Returns false if the slot holds a *newer* bucket or epoch (the caller's
+    /// call is then too old to count).
+    ///
+    /// The slot is locked while it is cleared, so a concurrent writer on the
+    /// same stripe never adds to counters that are about to be zeroed.
     #[cold]
-    fn claim(&self, slot: &Slot, current: u64, want: u64, stripe: usize, bucket: u64) {
-        if slot
-            .tag
-            .compare_exchange(current, want, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            slot.counts.store(0, Ordering::Relaxed);
-            slot.slow.store(0, Ordering::Relaxed);
-            if let Some(h) = &self.latency {
-                let base = self.latency_base(stripe, bucket);
-                for c in &h[base..base + LATENCY_BUCKETS] {
-                    c.store(0, Ordering::Relaxed);
+    fn claim(&self, slot: &Slot, mut have: u64, want: u64, stripe: usize, bucket: u64) -> bool {
+        loop {
+            if have == want {
+                return true;
+            }
+            if have == CLAIMING {
+                std::hint::spin_loop();
+                #[cfg(loom)]
+                loom::thread::yield_now();
+                have = slot.tag.load(Ordering::Acquire);
+                continue;
+            }
+            if newer(have, want) {
+                return false;
+            }
+            match slot
+                .tag
+                .compare_exchange(have, CLAIMING, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    slot.counts.store(0, Ordering::Relaxed);
+                    slot.slow.store(0, Ordering::Relaxed);
+                    if let Some(h) = &self.latency {
+                        let base = self.latency_base(stripe, bucket);
+                        for c in &h[base..base + LATENCY_BUCKETS] {
+                            c.store(0, Ordering::Relaxed);
+                        }
+                    }
+                    slot.tag.store(want, Ordering::Release);
+                    return true;
                 }
+                Err(actual) => have = actual,
             }
         }
     }
@@ -465,8 +506,8 @@ impl WindowState {
             want = tag(epoch, bucket);
             have = slot.tag.load(Ordering::Acquire);
         }
-        if have != want {
-            self.claim(slot, have, want, stripe, bucket);
+        if have != want && !self.claim(slot, have, want, stripe, bucket) {
+            return;
         }
         slot.counts
             .fetch_add(1 | (u64::from(failure) << 32), Ordering::Relaxed);
