@@ -39,9 +39,16 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 /// resolution is therefore about 1 ms, which suits breaker windows, open
 /// durations and slow-call thresholds (typically tens of milliseconds or more).
 /// Use [`PreciseClock`] when you need sub-millisecond latencies.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     _private: (),
+}
+
+impl Default for SystemClock {
+    /// Same as [`SystemClock::new`]: starts the ticker thread if needed.
+    fn default() -> Self {
+        SystemClock::new()
+    }
 }
 
 #[cfg(not(loom))]

@@ -142,6 +142,26 @@ pub enum EventKind {
     },
     /// Fallback: every fallback of the chain failed too.
     FallbackFailed,
+    /// The fleet's state store became unreachable (`degraded: true`; the
+    /// breaker decides alone from local data) or reachable again.
+    StoreDegraded {
+        /// Whether the store is unreachable now.
+        degraded: bool,
+        /// The store's error, when degraded.
+        detail: Option<String>,
+    },
+    /// An operator (or another instance) overrode the breaker's state for the
+    /// whole fleet: the audit trail of manual control.
+    FleetOverride {
+        /// The state it was set to.
+        to: State,
+        /// Who did it.
+        actor: String,
+        /// Why, as given.
+        reason: String,
+        /// When the override lapses by itself, if it does.
+        expires_in: Option<Duration>,
+    },
     /// Hedge: an extra attempt started (1 for the first hedge).
     HedgeStarted {
         /// The hedge number.
@@ -165,7 +185,9 @@ impl EventKind {
             | EventKind::Outcome { .. }
             | EventKind::StaleOutcome { .. }
             | EventKind::TripSuppressed { .. }
-            | EventKind::RecoveryCheck { .. } => P::CircuitBreaker,
+            | EventKind::RecoveryCheck { .. }
+            | EventKind::StoreDegraded { .. }
+            | EventKind::FleetOverride { .. } => P::CircuitBreaker,
             EventKind::Attempt { .. }
             | EventKind::RetryScheduled { .. }
             | EventKind::RetryBudgetExhausted
@@ -205,6 +227,9 @@ pub enum TransitionReason {
     HalfOpenTimeout,
     /// A manual override (force open, disable, metrics only, reset).
     Manual,
+    /// The fleet's shared state changed (another instance, or an operator,
+    /// moved the breaker; see [`store`](crate::store)).
+    Fleet,
 }
 
 impl fmt::Display for TransitionReason {
@@ -220,6 +245,7 @@ impl fmt::Display for TransitionReason {
             TransitionReason::ProbeFailed => "probe failed",
             TransitionReason::HalfOpenTimeout => "no probe verdict in time",
             TransitionReason::Manual => "manual",
+            TransitionReason::Fleet => "fleet",
         })
     }
 }

@@ -54,6 +54,8 @@ mod name;
 mod outcome;
 mod random;
 pub mod registry;
+#[cfg(feature = "tokio")]
+pub mod store;
 mod sync;
 
 pub use backoff::Backoff;

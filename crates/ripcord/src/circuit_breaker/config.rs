@@ -201,6 +201,8 @@ pub struct CircuitBreakerBuilder {
     pub(super) recovery: Option<super::recovery::RecoveryCheck>,
     pub(super) ramp_up: Duration,
     pub(crate) open_gate: Option<Arc<super::gate::OpenGate>>,
+    #[cfg(feature = "tokio")]
+    pub(crate) fleet: Option<crate::store::Fleet>,
 }
 
 impl Clone for CircuitBreakerBuilder {
@@ -216,6 +218,8 @@ impl Clone for CircuitBreakerBuilder {
             recovery: self.recovery.clone(),
             ramp_up: self.ramp_up,
             open_gate: self.open_gate.clone(),
+            #[cfg(feature = "tokio")]
+            fleet: self.fleet.clone(),
         }
     }
 }
@@ -245,6 +249,8 @@ impl CircuitBreakerBuilder {
             recovery: None,
             ramp_up: Duration::ZERO,
             open_gate: None,
+            #[cfg(feature = "tokio")]
+            fleet: None,
         }
     }
 
@@ -419,6 +425,15 @@ impl CircuitBreakerBuilder {
     /// are rejected. Default: no ramp.
     pub fn ramp_up(mut self, ramp: Duration) -> Self {
         self.ramp_up = ramp;
+        self
+    }
+
+    /// Shares this breaker's state with every instance linked to `fleet`
+    /// under the same name (feature `tokio`; see [`store`](crate::store)).
+    /// Calls are still decided locally; the fleet is synced in the background.
+    #[cfg(feature = "tokio")]
+    pub fn fleet(mut self, fleet: &crate::store::Fleet) -> Self {
+        self.fleet = Some(fleet.clone());
         self
     }
 

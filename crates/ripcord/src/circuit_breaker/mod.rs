@@ -159,6 +159,9 @@ pub(crate) struct Inner {
     events: Events,
     recovery: Option<recovery::RecoveryCheck>,
     gate: Option<Arc<gate::OpenGate>>,
+    /// The link to a fleet's shared state, if any.
+    #[cfg(feature = "tokio")]
+    link: Option<crate::store::fleet::Link>,
 }
 
 #[derive(Default)]
@@ -252,13 +255,21 @@ impl CircuitBreaker {
             events: Events::new(b.listeners.clone(), b.event_capacity),
             recovery: b.recovery.clone(),
             gate: b.open_gate.clone(),
+            #[cfg(feature = "tokio")]
+            link: b.fleet.as_ref().map(crate::store::fleet::Link::new),
         };
         if let Some(g) = &b.open_gate {
             g.joined();
         }
-        CircuitBreaker {
+        let breaker = CircuitBreaker {
             inner: Arc::new_cyclic(inner),
+        };
+        #[cfg(feature = "tokio")]
+        if let Some(link) = &breaker.inner.link {
+            link.fleet.register(Arc::downgrade(&breaker.inner));
+            link.joined();
         }
+        breaker
     }
 
     /// The breaker's name.
@@ -515,12 +526,36 @@ impl Inner {
         self.recovery.is_none() || self.timing.recovery_passed.load(Ordering::Acquire) == epoch + 1
     }
 
+    /// The most probes this instance may have admitted now: all of them
+    /// alone, or as many as the fleet's shared counter granted.
+    fn probe_limit(&self) -> u16 {
+        #[cfg(feature = "tokio")]
+        if let Some(link) = self.link.as_ref().filter(|l| l.active()) {
+            let granted = link
+                .granted
+                .load(Ordering::Acquire)
+                .min(u32::from(self.half_open_calls));
+            return granted as u16;
+        }
+        self.half_open_calls
+    }
+
     /// Takes a half-open probe slot of `epoch`, if one is free.
     fn take_probe(&self, epoch: u64) -> Option<()> {
+        let limit = self.probe_limit();
         let mut cur = self.half_open.load(Ordering::Acquire);
         loop {
             let mut c = HalfOpenCounts::unpack(cur);
-            if !c.belongs_to(epoch) || c.admitted >= self.half_open_calls {
+            if !c.belongs_to(epoch) {
+                return None;
+            }
+            if c.admitted >= limit {
+                #[cfg(feature = "tokio")]
+                if let Some(link) = self.link.as_ref().filter(|l| l.active()) {
+                    if limit < self.half_open_calls {
+                        link.want_probe(self.me.clone());
+                    }
+                }
                 return None;
             }
             c.admitted += 1;
@@ -699,7 +734,13 @@ impl Inner {
         if r.failure_rate.is_none() && r.slow_rate.is_none() && r.custom.is_none() {
             return None;
         }
-        let stats = self.window.stats(epoch, now);
+        #[allow(unused_mut)]
+        let mut stats = self.window.stats(epoch, now);
+        #[cfg(feature = "tokio")]
+        if let Some(link) = self.link.as_ref().filter(|l| l.active()) {
+            let o = link.others();
+            stats.add_counts(o.calls, o.failures, o.slow);
+        }
         if stats.calls() < r.minimum_calls {
             return None;
         }
@@ -739,6 +780,30 @@ impl Inner {
         };
         if self.events.active() {
             self.outcome_event(epoch, outcome, slow, took, now, true);
+        }
+        #[cfg(feature = "tokio")]
+        if let Some(link) = self.link.as_ref().filter(|l| l.active()) {
+            // The fleet's verdict: the store counts every instance's probes.
+            if outcome != Outcome::Ignored {
+                let mut control = lock(&self.control);
+                let n = control.consecutive_openings.saturating_add(1);
+                let open_for = self.backoff.delay(n, &mut control.rng);
+                drop(control);
+                link.send_probe(
+                    self.me.clone(),
+                    crate::store::ProbeReport {
+                        name: self.name.to_string(),
+                        epoch: link.fleet_epoch.load(Ordering::Acquire),
+                        success: outcome == Outcome::Success && !slow,
+                        successes_needed: u32::from(self.half_open_successes),
+                        probes: u32::from(self.half_open_calls),
+                        open_for,
+                        actor: link.fleet.instance.clone(),
+                        ttl: link.fleet.ttl,
+                    },
+                );
+            }
+            return;
         }
         if counts.successes >= self.half_open_successes {
             self.transition(
@@ -828,7 +893,7 @@ impl Inner {
         if word::epoch(w) != epoch || word::state(w) != from {
             return false;
         }
-        self.apply(&mut control, w, to, reason, gate_taken);
+        self.apply(&mut control, w, to, reason, gate_taken, None);
         drop(control);
         self.after_transition(to);
         true
@@ -838,7 +903,7 @@ impl Inner {
     fn transition_any(&self, to: State) {
         let mut control = lock(&self.control);
         let w = self.state.load(Ordering::Acquire);
-        self.apply(&mut control, w, to, TransitionReason::Manual, false);
+        self.apply(&mut control, w, to, TransitionReason::Manual, false, None);
         drop(control);
         self.after_transition(to);
     }
@@ -852,22 +917,32 @@ impl Inner {
         to: State,
         reason: TransitionReason,
         gate_taken: bool,
+        fleet_open_for: Option<u64>,
     ) {
         let from = word::state(w);
         let epoch = word::epoch(w) + 1;
         let now = self.clock.now_nanos();
         let mut ramp = false;
+        let mut open_for = 0;
         match to {
             State::Open => {
                 control.consecutive_openings = control.consecutive_openings.saturating_add(1);
-                let d = self
-                    .backoff
-                    .delay(control.consecutive_openings, &mut control.rng);
+                let d = fleet_open_for.unwrap_or_else(|| {
+                    nanos(
+                        self.backoff
+                            .delay(control.consecutive_openings, &mut control.rng),
+                    )
+                });
+                open_for = d;
                 self.timing
                     .open_until
-                    .store(now.saturating_add(nanos(d)), Ordering::Release);
+                    .store(now.saturating_add(d), Ordering::Release);
             }
             State::HalfOpen => {
+                #[cfg(feature = "tokio")]
+                if let Some(link) = &self.link {
+                    link.reset_probes();
+                }
                 self.half_open
                     .store(HalfOpenCounts::fresh(epoch).pack(), Ordering::Release);
                 self.timing.half_open_deadline.store(
@@ -906,6 +981,26 @@ impl Inner {
             epoch,
             kind: EventKind::Transition { from, to, reason },
         });
+        #[cfg(feature = "tokio")]
+        if let Some(link) = &self.link {
+            if reason != TransitionReason::Fleet {
+                let manual = reason == TransitionReason::Manual;
+                link.send_transition(
+                    self.me.clone(),
+                    crate::store::TransitionRequest {
+                        name: self.name.to_string(),
+                        from_epoch: (!manual).then(|| link.fleet_epoch.load(Ordering::Acquire)),
+                        to,
+                        open_for: Duration::from_nanos(open_for),
+                        expires_in: None,
+                        actor: link.fleet.instance.clone(),
+                        reason: reason.to_string(),
+                        ttl: link.fleet.ttl,
+                    },
+                );
+            }
+        }
+        let _ = open_for;
     }
 
     /// Work after a transition, with no lock held: deliver events, start timers.
@@ -946,6 +1041,127 @@ impl Inner {
                 self.end_ramp();
             }
             _ => {}
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn link(&self) -> Option<&crate::store::fleet::Link> {
+        self.link.as_ref()
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn half_open_limit(&self) -> u32 {
+        u32::from(self.half_open_calls)
+    }
+
+    /// This instance's report of its window to the fleet.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn sync_entry(
+        &self,
+        fleet: &crate::store::fleet::Shared,
+    ) -> crate::store::SyncEntry {
+        let w = self.state.load(Ordering::Acquire);
+        let window = match word::state(w) {
+            State::Closed | State::MetricsOnly => {
+                let s = self.window.stats(word::epoch(w), self.clock.now_nanos());
+                crate::store::WindowTotals {
+                    calls: s.calls(),
+                    failures: s.failures(),
+                    slow: s.slow(),
+                }
+            }
+            _ => crate::store::WindowTotals::default(),
+        };
+        let fleet_epoch = self
+            .link
+            .as_ref()
+            .map_or(0, |l| l.fleet_epoch.load(Ordering::Acquire));
+        crate::store::SyncEntry {
+            name: self.name.to_string(),
+            fleet_epoch,
+            window,
+            stale_after: (fleet.sync_interval * 3).max(Duration::from_secs(1)),
+            ttl: fleet.ttl,
+        }
+    }
+
+    /// Applies the fleet's view of this breaker, if it is news.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn adopt(
+        &self,
+        view: &crate::store::FleetView,
+        notice: Option<&crate::store::FleetNotice>,
+    ) {
+        let Some(link) = &self.link else { return };
+        let mut control = lock(&self.control);
+        let known = link.fleet_epoch.load(Ordering::Acquire);
+        if view.epoch < known {
+            return; // old news
+        }
+        let newer = view.epoch > known;
+        link.fleet_epoch.store(view.epoch, Ordering::Release);
+        let w = self.state.load(Ordering::Acquire);
+        let local = word::state(w);
+        let in_flight = link.pending.load(Ordering::Acquire) > 0;
+        let now = self.clock.now_nanos();
+        let mut changed = false;
+        if local == view.state {
+            if view.state == State::Open && newer {
+                // Re-opened elsewhere: follow the fleet's open duration.
+                self.timing.open_until.store(
+                    now.saturating_add(nanos(view.open_remaining)),
+                    Ordering::Release,
+                );
+            }
+            if view.state == State::HalfOpen && newer {
+                link.reset_probes();
+            }
+        } else if newer || !in_flight {
+            self.apply(
+                &mut control,
+                w,
+                view.state,
+                TransitionReason::Fleet,
+                false,
+                Some(nanos(view.open_remaining)),
+            );
+            changed = true;
+        }
+        drop(control);
+        if let Some(n) = notice.filter(|n| newer && n.manual) {
+            if self.events.active() {
+                self.events.emit(Event {
+                    name: self.name.clone(),
+                    at: Duration::from_nanos(now),
+                    epoch: self.epoch_now(),
+                    kind: EventKind::FleetOverride {
+                        to: view.state,
+                        actor: n.actor.clone(),
+                        reason: n.reason.clone(),
+                        expires_in: view.override_expires_in,
+                    },
+                });
+            }
+        }
+        if changed {
+            self.after_transition(view.state);
+        }
+    }
+
+    /// Reports a change in the store's health to listeners.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn store_degraded(&self, degraded: bool, detail: Option<String>) {
+        if self.events.active() {
+            self.events.emit(Event {
+                name: self.name.clone(),
+                at: Duration::from_nanos(self.clock.now_nanos()),
+                epoch: self.epoch_now(),
+                kind: EventKind::StoreDegraded { degraded, detail },
+            });
         }
     }
 

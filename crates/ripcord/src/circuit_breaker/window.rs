@@ -248,6 +248,13 @@ impl WindowStats {
         s
     }
 
+    /// Adds another window's counts (e.g. the rest of the fleet's).
+    pub(crate) fn add_counts(&mut self, calls: u64, failures: u64, slow: u64) {
+        self.calls += calls;
+        self.failures = (self.failures + failures).min(self.calls);
+        self.slow = (self.slow + slow).min(self.calls);
+    }
+
     /// Calls counted (successes and failures; ignored calls are not counted).
     pub fn calls(&self) -> u64 {
         self.calls

@@ -1,0 +1,248 @@
+//! Sharing breaker state across a fleet of instances.
+//!
+//! A breaker linked to a [`Fleet`] still decides every call locally, from
+//! atomics; a background task per process talks to the [`StateStore`]:
+//!
+//! - every `sync_interval` (default 100 ms) it reports each breaker's local
+//!   window and learns the fleet-wide window and state, **for all breakers in
+//!   one round trip**; trip rules then judge the fleet-wide window;
+//! - a transition is a compare-and-set on the shared fleet epoch, published to
+//!   every instance at once (and repaired by the next sync if a message is
+//!   lost);
+//! - half-open probes come from one shared counter, so the whole fleet sends
+//!   `half_open_calls` probes, and their verdict closes or re-opens the
+//!   breaker everywhere;
+//! - manual overrides (force open, disable, metrics only, reset) apply to the
+//!   fleet, optionally with an expiry, and every instance receives them;
+//! - a new instance starts in the fleet's current state.
+//!
+//! If the store is slow or down, no call waits on it: the breaker keeps
+//! deciding from local data, reports [`StoreDegraded`](crate::EventKind::StoreDegraded),
+//! and re-joins the fleet when the store answers again.
+//!
+//! [`MemoryStore`] keeps the shared state in process (and lets a test run a
+//! simulated fleet); `ripcord-redis` provides a Redis store.
+
+pub(crate) mod fleet;
+mod memory;
+
+pub use fleet::{Fleet, FleetBuilder};
+pub use memory::MemoryStore;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::State;
+
+/// A boxed future, as returned by [`StateStore`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Counts of one window, as reported to and returned by a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowTotals {
+    /// Calls counted.
+    pub calls: u64,
+    /// Failed calls.
+    pub failures: u64,
+    /// Slow calls.
+    pub slow: u64,
+}
+
+impl WindowTotals {
+    /// `self − other`, saturating at zero per field.
+    pub fn saturating_sub(self, other: WindowTotals) -> WindowTotals {
+        WindowTotals {
+            calls: self.calls.saturating_sub(other.calls),
+            failures: self.failures.saturating_sub(other.failures),
+            slow: self.slow.saturating_sub(other.slow),
+        }
+    }
+}
+
+/// What one instance reports about one breaker at each sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncEntry {
+    /// The breaker's name (the fleet-wide key).
+    pub name: String,
+    /// The fleet epoch this instance's window belongs to.
+    pub fleet_epoch: u64,
+    /// This instance's current window (absolute, not a delta: a lost or
+    /// repeated sync never double-counts).
+    pub window: WindowTotals,
+    /// How long after its last report an instance's window stops counting
+    /// (it left the fleet or lost the store).
+    pub stale_after: Duration,
+    /// How long the breaker's keys live without any report.
+    pub ttl: Duration,
+}
+
+/// The fleet's view of one breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetView {
+    /// The breaker's name.
+    pub name: String,
+    /// The fleet-wide state.
+    pub state: State,
+    /// The fleet epoch (bumped by every fleet-wide transition).
+    pub epoch: u64,
+    /// While open: how long until probes are allowed.
+    pub open_remaining: Duration,
+    /// The fleet-wide window of this epoch: the sum of every live instance's
+    /// window, including the caller's.
+    pub window: WindowTotals,
+    /// Live instances that reported a window in this epoch.
+    pub instances: u32,
+    /// A manual override in force, and when it lapses (`None`: until reset).
+    pub override_expires_in: Option<Duration>,
+}
+
+impl FleetView {
+    /// The view of a breaker the store has never seen: closed, epoch 0.
+    pub fn new_closed(name: &str) -> FleetView {
+        FleetView {
+            name: name.to_string(),
+            state: State::Closed,
+            epoch: 0,
+            open_remaining: Duration::ZERO,
+            window: WindowTotals::default(),
+            instances: 0,
+            override_expires_in: None,
+        }
+    }
+}
+
+/// A request to change a breaker's fleet-wide state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionRequest {
+    /// The breaker's name.
+    pub name: String,
+    /// Apply only if the fleet epoch is still this one (compare-and-set);
+    /// `None` applies unconditionally (a manual override).
+    pub from_epoch: Option<u64>,
+    /// The state to enter.
+    pub to: State,
+    /// For `Open`: how long to stay open.
+    pub open_for: Duration,
+    /// For a manual override: when it lapses by itself (back to Closed).
+    pub expires_in: Option<Duration>,
+    /// Who asked (instance id, operator), for the audit trail.
+    pub actor: String,
+    /// Why, for the audit trail.
+    pub reason: String,
+    /// How long the breaker's keys live without any report.
+    pub ttl: Duration,
+}
+
+/// The answer to a [`TransitionRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionResult {
+    /// Whether this request changed the state (false: the epoch had moved on).
+    pub applied: bool,
+    /// The fleet's view after the request.
+    pub view: FleetView,
+}
+
+/// A half-open probe's verdict, reported to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// The breaker's name.
+    pub name: String,
+    /// The half-open fleet epoch the probe was admitted in.
+    pub epoch: u64,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Successes that close the breaker.
+    pub successes_needed: u32,
+    /// Probes in a half-open period.
+    pub probes: u32,
+    /// How long to stay open if the verdict re-opens the breaker.
+    pub open_for: Duration,
+    /// The reporting instance.
+    pub actor: String,
+    /// How long the breaker's keys live without any report.
+    pub ttl: Duration,
+}
+
+/// A fleet-wide state change, as published to every instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetNotice {
+    /// The new view.
+    pub view: FleetView,
+    /// Who caused it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Whether it was a manual override (an audit event on every instance).
+    pub manual: bool,
+}
+
+/// The store could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store is unreachable or the connection failed.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within the sync timeout.
+    #[error("state store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A value in the store was not what ripcord writes (foreign or corrupt);
+    /// it is reported and overwritten or ignored.
+    #[error("corrupt value in the state store at `{key}`: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Where a fleet of breakers keeps its shared state.
+///
+/// Implementations must be atomic per breaker: each method is one
+/// compare-and-set or merge on that breaker's keys (a Lua script for Redis, a
+/// lock for [`MemoryStore`]). Time inside the store is the store's own clock;
+/// durations cross the boundary, never instants.
+pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+    /// Reports this instance's windows and returns the fleet's views, in the
+    /// same order, for many breakers in one round trip. Also lapses expired
+    /// overrides.
+    fn sync<'a>(
+        &'a self,
+        instance: &'a str,
+        entries: &'a [SyncEntry],
+    ) -> BoxFuture<'a, Result<Vec<FleetView>, StoreError>>;
+
+    /// Compare-and-set of a breaker's fleet state; publishes the change.
+    fn transition<'a>(
+        &'a self,
+        request: &'a TransitionRequest,
+    ) -> BoxFuture<'a, Result<TransitionResult, StoreError>>;
+
+    /// Takes one half-open probe permit of `epoch` from the shared counter
+    /// (at most `limit` per epoch, fleet-wide). Returns whether one was given.
+    fn acquire_probe<'a>(
+        &'a self,
+        name: &'a str,
+        epoch: u64,
+        limit: u32,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Records a probe's verdict; closes or re-opens the breaker fleet-wide
+    /// when the verdict is reached (and publishes it). Returns the view after.
+    fn report_probe<'a>(
+        &'a self,
+        report: &'a ProbeReport,
+    ) -> BoxFuture<'a, Result<FleetView, StoreError>>;
+
+    /// Notices of fleet-wide transitions, as they happen (pub/sub). `None` if
+    /// the store cannot push; instances then learn at the next sync.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<FleetNotice>>;
+
+    /// The views of every breaker the store knows (for dashboards and
+    /// `ripcord fleet status`).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<FleetView>, StoreError>>;
+}
