@@ -204,7 +204,7 @@ where
     let spans: Vec<(Instant, Instant)> = thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|i| {
-                // Thread i takes calls i, i + THREADS, i + 2 * THREADS, ...
+                // An equal share each; the first threads take the remainder.
                 let calls = iters / THREADS + u64::from(i < iters % THREADS);
                 let mut worker = make_worker();
                 let barrier = &barrier;
@@ -272,14 +272,13 @@ fn two_threads(c: &mut Criterion) {
 }
 
 /// ripcord's cases, one function per group.
-#[cfg(any())]
 mod ripcord_cases {
     use std::hint::black_box;
     use std::time::Duration;
 
     use criterion::measurement::WallTime;
     use criterion::BenchmarkGroup;
-    use ripcord::{CircuitBreaker, Outcome, Window};
+    use ripcord::{CircuitBreaker, Clock, ManualClock, Outcome, PreciseClock, SystemClock, Window};
 
     use super::run_threads;
 
@@ -293,12 +292,14 @@ mod ripcord_cases {
             .expect("valid ripcord config")
     }
 
-    /// A 10 s time window with a slow-call rule, so every call reads the clock.
-    fn time_slow_calls() -> CircuitBreaker {
+    /// A 10 s time window with a slow-call rule, so every call reads `clock` twice
+    /// (at the start and at the end, to time it).
+    fn time_slow_calls(clock: impl Clock) -> CircuitBreaker {
         CircuitBreaker::builder("bench")
             .failure_rate(0.5)
             .slow_calls(Duration::from_millis(800), 0.5)
             .window(Window::time(Duration::from_secs(10)))
+            .clock(clock)
             .build()
             .expect("valid ripcord config")
     }
@@ -309,8 +310,21 @@ mod ripcord_cases {
             bench.iter(|| b.call_sync(|| Ok::<u64, ()>(black_box(1))))
         });
 
-        let b = time_slow_calls();
+        // The default clock, a 1 ms ticker read with one atomic load.
+        let b = time_slow_calls(SystemClock::new());
         g.bench_function("ripcord_time_slow_calls", |bench| {
+            bench.iter(|| b.call_sync(|| Ok::<u64, ()>(black_box(1))))
+        });
+
+        // A clock tests drive by hand: also one atomic load.
+        let b = time_slow_calls(ManualClock::new());
+        g.bench_function("ripcord_time_slow_calls_manual_clock", |bench| {
+            bench.iter(|| b.call_sync(|| Ok::<u64, ()>(black_box(1))))
+        });
+
+        // `Instant::now()` on every read.
+        let b = time_slow_calls(PreciseClock::new());
+        g.bench_function("ripcord_time_slow_calls_precise_clock", |bench| {
             bench.iter(|| b.call_sync(|| Ok::<u64, ()>(black_box(1))))
         });
 
@@ -337,28 +351,27 @@ mod ripcord_cases {
     }
 
     pub(super) fn two_threads(g: &mut BenchmarkGroup<'_, WallTime>) {
-        let b = count_failure_rate();
-        g.bench_function("ripcord_count_failure_rate", |bench| {
-            bench.iter_custom(|iters| {
-                run_threads(iters, || {
-                    let b = b.clone();
-                    move || {
-                        black_box(b.call_sync(|| Ok::<u64, ()>(black_box(1))))
-                            .expect("closed breaker");
-                    }
+        let cases = [
+            ("ripcord_count_failure_rate", count_failure_rate()),
+            (
+                "ripcord_time_slow_calls",
+                time_slow_calls(SystemClock::new()),
+            ),
+        ];
+        for (name, b) in cases {
+            g.bench_function(name, |bench| {
+                bench.iter_custom(|iters| {
+                    run_threads(iters, || {
+                        let b = b.clone();
+                        move || {
+                            black_box(b.call_sync(|| Ok::<u64, ()>(black_box(1))))
+                                .expect("closed breaker");
+                        }
+                    })
                 })
-            })
-        });
+            });
+        }
     }
-}
-
-#[cfg(all(not(any())))]
-mod ripcord_cases {
-    use criterion::measurement::WallTime;
-    use criterion::BenchmarkGroup;
-    pub(super) fn closed_success(_: &mut BenchmarkGroup<'_, WallTime>) {}
-    pub(super) fn rejection(_: &mut BenchmarkGroup<'_, WallTime>) {}
-    pub(super) fn two_threads(_: &mut BenchmarkGroup<'_, WallTime>) {}
 }
 
 /// The criterion group; a module so its generated function needs no doc comment.
