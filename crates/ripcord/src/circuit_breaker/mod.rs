@@ -310,6 +310,22 @@ impl CircuitBreaker {
         }
     }
 
+    /// Half-open probes admitted and still running (0 unless half-open).
+    pub fn probes_in_flight(&self) -> u32 {
+        let w = self.inner.state.load(Ordering::Acquire);
+        if word::state(w) != State::HalfOpen {
+            return 0;
+        }
+        let c = HalfOpenCounts::unpack(self.inner.half_open.load(Ordering::Acquire));
+        if !c.belongs_to(word::epoch(w)) {
+            return 0;
+        }
+        u32::from(
+            c.admitted
+                .saturating_sub(c.successes.saturating_add(c.failures)),
+        )
+    }
+
     /// Asks for a permit to make one call. Record its outcome with
     /// [`Permit::record`]; a permit dropped without a verdict counts as
     /// [`Outcome::Ignored`] (and frees its half-open slot).
@@ -466,9 +482,30 @@ impl Inner {
         if w & word::FAST_MASK == 0 {
             return Ok((word::epoch(w), PermitKind::Counted, self.now_if_timed()));
         }
+        self.acquire_not_closed(w)
+    }
+
+    /// Every state but a plain Closed. Rejection while open is decided here
+    /// without entering the general path: a plain value, no lock, no
+    /// allocation.
+    #[inline(never)]
+    fn acquire_not_closed(&self, w: u64) -> Result<(u64, PermitKind, u64), Rejected> {
+        if w & word::FAST_MASK == State::Open.code() && !self.events.active() {
+            let now = self.clock.now_nanos();
+            let until = self.timing.open_until.load(Ordering::Acquire);
+            if now < until {
+                return Err(Rejected {
+                    name: self.name.clone(),
+                    state: State::Open,
+                    retry_after: Duration::from_nanos(until - now),
+                    epoch: word::epoch(w),
+                });
+            }
+        }
         self.acquire_slow(w)
     }
 
+    #[inline(never)]
     fn acquire_slow(&self, mut w: u64) -> Result<(u64, PermitKind, u64), Rejected> {
         loop {
             let epoch = word::epoch(w);

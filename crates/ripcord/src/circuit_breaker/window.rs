@@ -13,7 +13,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::sync::{stripe_index, AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::sync::{
+    exclusive_stripes, stripe_index, AtomicU32, AtomicU64, CachePadded, Ordering, EXCLUSIVE,
+    SHARED_STRIPES,
+};
 use crate::ConfigError;
 
 /// Which calls a breaker's trip rules look at.
@@ -44,13 +47,20 @@ pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
 pub const MAX_BUCKETS: u32 = 1_000;
 
 impl Window {
-    /// The last `calls` calls, kept in buckets (by default one bucket per call
-    /// up to 32 calls, else 10 buckets); the oldest bucket is dropped whole when
-    /// a new one starts, so the window holds between `calls - calls/buckets` and
-    /// `calls` calls (the size is rounded up to a multiple of the bucket count).
+    /// The last `calls` calls, kept in buckets; the oldest bucket is dropped
+    /// whole when a new one starts, so the window holds between
+    /// `calls - calls/buckets` and `calls` calls (the size is rounded up to a
+    /// multiple of the bucket count).
     ///
-    /// Under concurrency each stripe fills its own share of a bucket; a bucket
-    /// closes when one stripe has recorded a full bucket, so with `k` threads
+    /// By default a window of up to 32 calls has one bucket per call (exact:
+    /// exactly the last `calls` calls); a larger one has buckets of at least
+    /// 32 calls (`calls / 32` buckets, 2 to 10). Starting a bucket is the only
+    /// write the window shares between threads, so bigger buckets let
+    /// concurrent callers scale; [`buckets`](Window::buckets) trades that for
+    /// a smoother slide.
+    ///
+    /// Under concurrency each thread fills its own share of a bucket; a bucket
+    /// closes when one of them has recorded a full bucket, so with `k` threads
     /// calling at once the window may hold up to `k` times more calls. Rates
     /// are unaffected; `minimum_calls` is reached sooner.
     pub const fn count(calls: u32) -> Window {
@@ -81,7 +91,8 @@ impl Window {
         match (self.kind, self.buckets) {
             (_, Some(b)) => b,
             (WindowKind::Count(n), None) if n <= 32 => n.max(1),
-            _ => 10,
+            (WindowKind::Count(n), None) => (n / 32).clamp(2, 10),
+            (WindowKind::Time(_), None) => 10,
         }
     }
 
@@ -335,6 +346,7 @@ impl fmt::Debug for WindowStats {
 
 /// One bucket of one stripe.
 #[derive(Default)]
+#[repr(align(32))]
 struct Slot {
     /// `epoch(16) << 48 | bucket number(48)`.
     tag: AtomicU64,
@@ -344,7 +356,9 @@ struct Slot {
     _pad: u64,
 }
 
-const SLOTS_PER_LINE: usize = 4;
+/// Padding slots between stripes (4 × 32 bytes = 128 bytes), so no cache
+/// line (or adjacent-line prefetch pair) holds slots of two stripes.
+const STRIPE_GAP: usize = 4;
 
 const TAG_BUCKET_BITS: u32 = 48;
 const TAG_BUCKET_MASK: u64 = (1 << TAG_BUCKET_BITS) - 1;
@@ -372,57 +386,58 @@ fn newer(a: u64, b: u64) -> bool {
 
 /// The live counters of a window.
 pub(crate) struct WindowState {
-    time_width: u64,
+    /// Time windows: `ceil(2^64 / bucket width)`, so a bucket number is a
+    /// multiply and a shift rather than a division (0 for count windows).
+    time_recip: u64,
     count_bucket_size: u32,
+    /// Buckets in the window.
     buckets: usize,
-    lines_per_stripe: usize,
-    stripe_mask: usize,
-    lines: Box<[CachePadded<[Slot; SLOTS_PER_LINE]>]>,
+    /// The ring holding them: a power of two, so a slot index is a mask.
+    ring_mask: usize,
+    /// Slots from one stripe's ring to the next (ring + gap).
+    stride: usize,
+    stripes: usize,
+    slots: Box<[Slot]>,
     latency: Option<Box<[AtomicU32]>>,
     /// Current bucket number of a count window.
     count_bucket: CachePadded<AtomicU64>,
 }
 
-/// Number of stripes: twice the cores, as a power of two, at most 64.
+/// Stripes per window: one per thread that owns one, plus the shared ones.
 fn stripe_count() -> usize {
-    #[cfg(loom)]
-    {
-        1
-    }
-    #[cfg(not(loom))]
-    {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        (cores * 2).next_power_of_two().min(64)
-    }
+    exclusive_stripes() + SHARED_STRIPES
 }
 
 impl WindowState {
     pub(crate) fn new(window: &Window, latency: bool) -> Self {
         let buckets = window.bucket_count().max(1) as usize;
+        let ring = buckets.next_power_of_two();
         let stripes = stripe_count();
-        let lines_per_stripe = buckets.div_ceil(SLOTS_PER_LINE);
-        let lines = (0..stripes * lines_per_stripe)
-            .map(|_| CachePadded(Default::default()))
-            .collect();
+        let stride = ring + STRIPE_GAP;
+        let slots = (0..stripes * stride).map(|_| Slot::default()).collect();
         let latency = latency.then(|| {
-            (0..stripes * buckets * LATENCY_BUCKETS)
+            (0..stripes * ring * LATENCY_BUCKETS)
                 .map(|_| AtomicU32::new(0))
                 .collect()
         });
-        let (time_width, count_bucket_size) = match window.kind {
-            WindowKind::Time(span) => (
-                (u64::try_from(span.as_nanos()).unwrap_or(u64::MAX) / buckets as u64).max(1),
-                0,
-            ),
+        let (time_recip, count_bucket_size) = match window.kind {
+            WindowKind::Time(span) => {
+                // Validation keeps a bucket at least 100µs wide, so the
+                // reciprocal fits in 64 bits.
+                let width =
+                    (u64::try_from(span.as_nanos()).unwrap_or(u64::MAX) / buckets as u64).max(2);
+                ((u64::MAX / width).saturating_add(1), 0)
+            }
             WindowKind::Count(n) => (0, n.div_ceil(buckets as u32).max(1)),
         };
         WindowState {
-            time_width,
+            time_recip,
             count_bucket_size,
             buckets,
-            lines_per_stripe,
-            stripe_mask: stripes - 1,
-            lines,
+            ring_mask: ring - 1,
+            stride,
+            stripes,
+            slots,
             latency,
             count_bucket: CachePadded(AtomicU64::new(0)),
         }
@@ -430,15 +445,17 @@ impl WindowState {
 
     #[inline]
     fn slot(&self, stripe: usize, bucket: u64) -> &Slot {
-        let b = (bucket % self.buckets as u64) as usize;
-        &self.lines[stripe * self.lines_per_stripe + b / SLOTS_PER_LINE][b % SLOTS_PER_LINE]
+        &self.slots[stripe * self.stride + (bucket as usize & self.ring_mask)]
     }
 
     #[inline]
     fn current_bucket(&self, now: u64) -> u64 {
-        match now.checked_div(self.time_width) {
-            Some(bucket) => bucket,
-            None => self.count_bucket.load(Ordering::Relaxed),
+        if self.time_recip != 0 {
+            // ⌊now / width⌋, or one more just below a bucket boundary: the
+            // same monotonic function for writers and readers.
+            ((u128::from(now) * u128::from(self.time_recip)) >> 64) as u64
+        } else {
+            self.count_bucket.load(Ordering::Relaxed)
         }
     }
 
@@ -486,18 +503,20 @@ impl WindowState {
     }
 
     fn latency_base(&self, stripe: usize, bucket: u64) -> usize {
-        (stripe * self.buckets + (bucket % self.buckets as u64) as usize) * LATENCY_BUCKETS
+        (stripe * (self.ring_mask + 1) + (bucket as usize & self.ring_mask)) * LATENCY_BUCKETS
     }
 
     /// Records one counted call of epoch `epoch` that finished at `now`.
     #[inline]
     pub(crate) fn record(&self, epoch: u64, now: u64, failure: bool, slow: bool, nanos: u64) {
-        let stripe = stripe_index() & self.stripe_mask;
+        let st = stripe_index();
+        let exclusive = st & EXCLUSIVE != 0;
+        let stripe = st & !EXCLUSIVE;
         let mut bucket = self.current_bucket(now);
         let mut slot = self.slot(stripe, bucket);
         let mut want = tag(epoch, bucket);
         let mut have = slot.tag.load(Ordering::Acquire);
-        if self.time_width == 0
+        if self.time_recip == 0
             && have == want
             && (slot.counts.load(Ordering::Relaxed) as u32) >= self.count_bucket_size
         {
@@ -516,14 +535,28 @@ impl WindowState {
         if have != want && !self.claim(slot, have, want, stripe, bucket) {
             return;
         }
-        slot.counts
-            .fetch_add(1 | (u64::from(failure) << 32), Ordering::Relaxed);
-        if slow {
-            slot.slow.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(h) = &self.latency {
-            h[self.latency_base(stripe, bucket) + latency_index(nanos)]
-                .fetch_add(1, Ordering::Relaxed);
+        let inc = 1 | (u64::from(failure) << 32);
+        if exclusive {
+            // Only this thread writes this stripe: no read-modify-write needed.
+            let c = slot.counts.load(Ordering::Relaxed);
+            slot.counts.store(c.wrapping_add(inc), Ordering::Relaxed);
+            if slow {
+                let c = slot.slow.load(Ordering::Relaxed);
+                slot.slow.store(c + 1, Ordering::Relaxed);
+            }
+            if let Some(h) = &self.latency {
+                let c = &h[self.latency_base(stripe, bucket) + latency_index(nanos)];
+                c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            }
+        } else {
+            slot.counts.fetch_add(inc, Ordering::Relaxed);
+            if slow {
+                slot.slow.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(h) = &self.latency {
+                h[self.latency_base(stripe, bucket) + latency_index(nanos)]
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -532,7 +565,7 @@ impl WindowState {
         let mut s = WindowStats::empty(self.latency.is_some());
         let cur = self.current_bucket(now);
         let oldest = cur.saturating_sub(self.buckets as u64 - 1);
-        for stripe in 0..=self.stripe_mask {
+        for stripe in 0..self.stripes {
             for bucket in oldest..=cur {
                 let slot = self.slot(stripe, bucket);
                 if slot.tag.load(Ordering::Acquire) != tag(epoch, bucket) {
@@ -560,7 +593,7 @@ impl fmt::Debug for WindowState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WindowState")
             .field("buckets", &self.buckets)
-            .field("stripes", &(self.stripe_mask + 1))
+            .field("stripes", &self.stripes)
             .finish()
     }
 }
@@ -701,6 +734,9 @@ mod tests {
             "invalid `window.count` = 0: expected a count window of 1 to 1000000 calls"
         );
         assert!(Window::time(Duration::from_secs(10)).validate().is_ok());
-        assert_eq!(Window::count(101).capacity(), Some(110));
+        assert_eq!(Window::count(101).capacity(), Some(102));
+        assert_eq!(Window::count(101).buckets(10).capacity(), Some(110));
+        assert_eq!(Window::count(1000).bucket_count(), 10);
+        assert_eq!(Window::count(20).bucket_count(), 20);
     }
 }
