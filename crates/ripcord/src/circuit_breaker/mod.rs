@@ -244,7 +244,7 @@ impl CircuitBreaker {
             consecutive: CachePadded(AtomicU64::new(0)),
             half_open: CachePadded(AtomicU64::new(0)),
             timing: Timing::default(),
-            window: WindowState::new(&c.window, latency),
+            window: WindowState::new(&c.window, latency, b.clock.clone()),
             control: Mutex::new(Control {
                 consecutive_openings: 0,
                 rng: b

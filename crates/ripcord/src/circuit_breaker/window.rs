@@ -2,8 +2,11 @@
 //!
 //! A window is a ring of `buckets`. Each thread writes to its own *stripe* (a
 //! cache-line-aligned copy of the ring), so concurrent callers on different
-//! cores never write to the same cache line; reading the window sums the
-//! stripes. Recording is O(1) and allocation-free; evaluating is
+//! cores never write to the same cache line; the first `2 × cores` threads own
+//! their stripe and update it with plain stores. Reading a time window sums
+//! the stripes' buckets of the last span; reading a count window merges the
+//! stripes' buckets from the most recently written back until it has the
+//! window's calls. Recording is O(1) and allocation-free; evaluating is
 //! O(stripes × buckets), independent of the number of calls.
 //!
 //! Every bucket is tagged with the breaker epoch it belongs to, so a transition
@@ -13,6 +16,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::clock::ClockHandle;
 use crate::sync::{
     exclusive_stripes, stripe_index, AtomicU32, AtomicU64, CachePadded, Ordering, EXCLUSIVE,
     SHARED_STRIPES,
@@ -52,17 +56,15 @@ impl Window {
     /// `calls - calls/buckets` and `calls` calls (the size is rounded up to a
     /// multiple of the bucket count).
     ///
-    /// By default a window of up to 32 calls has one bucket per call (exact:
-    /// exactly the last `calls` calls); a larger one has buckets of at least
-    /// 32 calls (`calls / 32` buckets, 2 to 10). Starting a bucket is the only
-    /// write the window shares between threads, so bigger buckets let
-    /// concurrent callers scale; [`buckets`](Window::buckets) trades that for
-    /// a smoother slide.
+    /// By default a window of up to 32 calls has one bucket per call (exactly
+    /// the last `calls` calls), a larger one 10 buckets.
     ///
-    /// Under concurrency each thread fills its own share of a bucket; a bucket
-    /// closes when one of them has recorded a full bucket, so with `k` threads
-    /// calling at once the window may hold up to `k` times more calls. Rates
-    /// are unaffected; `minimum_calls` is reached sooner.
+    /// Each thread fills buckets of its own (no write is shared between
+    /// threads); reading the window merges every thread's buckets from the
+    /// most recently written back until it holds `calls` calls. So the window
+    /// is the last `calls` calls whatever the number of threads, give or take
+    /// one partly filled bucket per thread, and a thread that stops calling
+    /// has its old outcomes pushed out by the others' newer ones.
     pub const fn count(calls: u32) -> Window {
         Window {
             kind: WindowKind::Count(calls),
@@ -91,8 +93,7 @@ impl Window {
         match (self.kind, self.buckets) {
             (_, Some(b)) => b,
             (WindowKind::Count(n), None) if n <= 32 => n.max(1),
-            (WindowKind::Count(n), None) => (n / 32).clamp(2, 10),
-            (WindowKind::Time(_), None) => 10,
+            _ => 10,
         }
     }
 
@@ -353,7 +354,9 @@ struct Slot {
     /// `failures << 32 | calls`.
     counts: AtomicU64,
     slow: AtomicU64,
-    _pad: u64,
+    /// Count windows: when the bucket was last written (clock nanos), to
+    /// order the stripes' buckets from newest to oldest.
+    last: AtomicU64,
 }
 
 /// Padding slots between stripes (4 × 32 bytes = 128 bytes), so no cache
@@ -399,8 +402,13 @@ pub(crate) struct WindowState {
     stripes: usize,
     slots: Box<[Slot]>,
     latency: Option<Box<[AtomicU32]>>,
-    /// Current bucket number of a count window.
-    count_bucket: CachePadded<AtomicU64>,
+    /// Count windows: each stripe's current bucket number. Every stripe keeps
+    /// its own sequence, so no write is shared between threads.
+    cursors: Box<[CachePadded<AtomicU64>]>,
+    /// Count windows: the calls the window holds (buckets × bucket size).
+    capacity: u64,
+    /// Count windows: stamps buckets with the time of their last write.
+    clock: ClockHandle,
 }
 
 /// Stripes per window: one per thread that owns one, plus the shared ones.
@@ -409,7 +417,7 @@ fn stripe_count() -> usize {
 }
 
 impl WindowState {
-    pub(crate) fn new(window: &Window, latency: bool) -> Self {
+    pub(crate) fn new(window: &Window, latency: bool, clock: ClockHandle) -> Self {
         let buckets = window.bucket_count().max(1) as usize;
         let ring = buckets.next_power_of_two();
         let stripes = stripe_count();
@@ -439,7 +447,11 @@ impl WindowState {
             stripes,
             slots,
             latency,
-            count_bucket: CachePadded(AtomicU64::new(0)),
+            cursors: (0..stripes)
+                .map(|_| CachePadded(AtomicU64::new(0)))
+                .collect(),
+            capacity: u64::from(count_bucket_size) * buckets as u64,
+            clock,
         }
     }
 
@@ -448,15 +460,42 @@ impl WindowState {
         &self.slots[stripe * self.stride + (bucket as usize & self.ring_mask)]
     }
 
+    /// Time windows: ⌊now / width⌋, or one more just below a bucket boundary:
+    /// the same monotonic function for writers and readers.
     #[inline]
-    fn current_bucket(&self, now: u64) -> u64 {
-        if self.time_recip != 0 {
-            // ⌊now / width⌋, or one more just below a bucket boundary: the
-            // same monotonic function for writers and readers.
-            ((u128::from(now) * u128::from(self.time_recip)) >> 64) as u64
-        } else {
-            self.count_bucket.load(Ordering::Relaxed)
+    fn time_bucket(&self, now: u64) -> u64 {
+        ((u128::from(now) * u128::from(self.time_recip)) >> 64) as u64
+    }
+
+    /// Count windows: the slot this stripe writes now, starting the stripe's
+    /// next bucket when its current one is full. `None` if the call is too old
+    /// to count.
+    #[inline]
+    fn count_slot(&self, stripe: usize, exclusive: bool, epoch: u64) -> Option<(u64, &Slot)> {
+        let cursor = &self.cursors[stripe];
+        let mut bucket = cursor.load(Ordering::Relaxed);
+        let mut slot = self.slot(stripe, bucket);
+        let mut want = tag(epoch, bucket);
+        let mut have = slot.tag.load(Ordering::Acquire);
+        if have == want && (slot.counts.load(Ordering::Relaxed) as u32) >= self.count_bucket_size {
+            let next = bucket + 1;
+            bucket = if exclusive {
+                cursor.store(next, Ordering::Relaxed);
+                next
+            } else {
+                match cursor.compare_exchange(bucket, next, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => next,
+                    Err(actual) => actual,
+                }
+            };
+            slot = self.slot(stripe, bucket);
+            want = tag(epoch, bucket);
+            have = slot.tag.load(Ordering::Acquire);
         }
+        if have != want && !self.claim(slot, have, want, stripe, bucket) {
+            return None;
+        }
+        Some((bucket, slot))
     }
 
     /// Makes `slot` belong to `want`, clearing it if it held an older bucket.
@@ -512,28 +551,23 @@ impl WindowState {
         let st = stripe_index();
         let exclusive = st & EXCLUSIVE != 0;
         let stripe = st & !EXCLUSIVE;
-        let mut bucket = self.current_bucket(now);
-        let mut slot = self.slot(stripe, bucket);
-        let mut want = tag(epoch, bucket);
-        let mut have = slot.tag.load(Ordering::Acquire);
-        if self.time_recip == 0
-            && have == want
-            && (slot.counts.load(Ordering::Relaxed) as u32) >= self.count_bucket_size
-        {
-            // This stripe filled the current bucket: start the next one.
-            let _ = self.count_bucket.compare_exchange(
-                bucket,
-                bucket + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            bucket = self.count_bucket.load(Ordering::Relaxed);
-            slot = self.slot(stripe, bucket);
-            want = tag(epoch, bucket);
-            have = slot.tag.load(Ordering::Acquire);
-        }
-        if have != want && !self.claim(slot, have, want, stripe, bucket) {
-            return;
+        let (bucket, slot) = if self.time_recip != 0 {
+            let bucket = self.time_bucket(now);
+            let slot = self.slot(stripe, bucket);
+            let want = tag(epoch, bucket);
+            let have = slot.tag.load(Ordering::Acquire);
+            if have != want && !self.claim(slot, have, want, stripe, bucket) {
+                return;
+            }
+            (bucket, slot)
+        } else {
+            match self.count_slot(stripe, exclusive, epoch) {
+                Some(found) => found,
+                None => return,
+            }
+        };
+        if self.time_recip == 0 {
+            slot.last.store(self.clock.now_nanos(), Ordering::Relaxed);
         }
         let inc = 1 | (u64::from(failure) << 32);
         if exclusive {
@@ -560,32 +594,82 @@ impl WindowState {
         }
     }
 
+    fn add_slot(&self, s: &mut WindowStats, slot: &Slot, stripe: usize, bucket: u64) {
+        let c = slot.counts.load(Ordering::Relaxed);
+        s.calls += c & 0xFFFF_FFFF;
+        s.failures += c >> 32;
+        s.slow += slot.slow.load(Ordering::Relaxed);
+        if let (Some(h), Some(out)) = (&self.latency, s.latency.as_mut()) {
+            let base = self.latency_base(stripe, bucket);
+            for (o, c) in out.iter_mut().zip(&h[base..base + LATENCY_BUCKETS]) {
+                *o = o.saturating_add(c.load(Ordering::Relaxed));
+            }
+        }
+    }
+
     /// Sums the window of epoch `epoch` as of `now`.
     pub(crate) fn stats(&self, epoch: u64, now: u64) -> WindowStats {
         let mut s = WindowStats::empty(self.latency.is_some());
-        let cur = self.current_bucket(now);
-        let oldest = cur.saturating_sub(self.buckets as u64 - 1);
-        for stripe in 0..self.stripes {
-            for bucket in oldest..=cur {
-                let slot = self.slot(stripe, bucket);
-                if slot.tag.load(Ordering::Acquire) != tag(epoch, bucket) {
-                    continue;
-                }
-                let c = slot.counts.load(Ordering::Relaxed);
-                s.calls += c & 0xFFFF_FFFF;
-                s.failures += c >> 32;
-                s.slow += slot.slow.load(Ordering::Relaxed);
-                if let (Some(h), Some(out)) = (&self.latency, s.latency.as_mut()) {
-                    let base = self.latency_base(stripe, bucket);
-                    for (o, c) in out.iter_mut().zip(&h[base..base + LATENCY_BUCKETS]) {
-                        *o = o.saturating_add(c.load(Ordering::Relaxed));
+        if self.time_recip != 0 {
+            let cur = self.time_bucket(now);
+            let oldest = cur.saturating_sub(self.buckets as u64 - 1);
+            for stripe in 0..self.stripes {
+                for bucket in oldest..=cur {
+                    let slot = self.slot(stripe, bucket);
+                    if slot.tag.load(Ordering::Acquire) == tag(epoch, bucket) {
+                        self.add_slot(&mut s, slot, stripe, bucket);
                     }
                 }
             }
+        } else {
+            self.count_stats(&mut s, epoch);
         }
         s.failures = s.failures.min(s.calls);
         s.slow = s.slow.min(s.calls);
         s
+    }
+
+    /// Count windows: merges the stripes' buckets from the most recently
+    /// written back, until the window's calls are reached. Each stripe's own
+    /// buckets are in order, so this is a k-way merge, allocation-free.
+    fn count_stats(&self, s: &mut WindowStats, epoch: u64) {
+        const MAX: usize = 64;
+        let stripes = self.stripes.min(MAX);
+        let mut head = [0u64; MAX];
+        let mut left = [0usize; MAX];
+        for (i, (h, l)) in head
+            .iter_mut()
+            .zip(left.iter_mut())
+            .take(stripes)
+            .enumerate()
+        {
+            *h = self.cursors[i].load(Ordering::Relaxed);
+            *l = self.buckets;
+        }
+        while s.calls < self.capacity {
+            let mut best: Option<(usize, u64)> = None;
+            for i in 0..stripes {
+                if left[i] == 0 {
+                    continue;
+                }
+                let slot = self.slot(i, head[i]);
+                if slot.tag.load(Ordering::Acquire) != tag(epoch, head[i]) {
+                    left[i] = 0; // older buckets of this stripe are older still
+                    continue;
+                }
+                let t = slot.last.load(Ordering::Relaxed);
+                if best.is_none_or(|(_, bt)| t > bt) {
+                    best = Some((i, t));
+                }
+            }
+            let Some((i, _)) = best else { break };
+            self.add_slot(s, self.slot(i, head[i]), i, head[i]);
+            left[i] -= 1;
+            match head[i].checked_sub(1) {
+                Some(b) => head[i] = b,
+                None => left[i] = 0,
+            }
+        }
     }
 }
 
@@ -661,7 +745,7 @@ mod tests {
 
     #[test]
     fn count_window_keeps_the_last_n_calls() {
-        let w = WindowState::new(&Window::count(4), false);
+        let w = WindowState::new(&Window::count(4), false, ClockHandle::default());
         // 4 failures then 4 successes: the failures slide out one by one.
         for _ in 0..4 {
             w.record(0, 0, true, false, 0);
@@ -676,7 +760,7 @@ mod tests {
 
     #[test]
     fn count_window_with_buckets_drops_a_bucket_at_a_time() {
-        let w = WindowState::new(&Window::count(10).buckets(2), false);
+        let w = WindowState::new(&Window::count(10).buckets(2), false, ClockHandle::default());
         for _ in 0..10 {
             w.record(0, 0, true, false, 0);
         }
@@ -687,9 +771,53 @@ mod tests {
     }
 
     #[test]
+    fn count_window_merges_threads_newest_first() {
+        let clock = crate::ManualClock::new();
+        let w = WindowState::new(
+            &Window::count(100).buckets(10),
+            false,
+            ClockHandle::from_clock(clock.clone()),
+        );
+        // A thread records 50 failures, then goes idle.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    w.record(0, 0, true, false, 0);
+                }
+            });
+        });
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(w.stats(0, 0).failures(), 50);
+        // Other threads' newer successes push the idle thread's failures out.
+        for n in 1..=4 {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        w.record(0, 0, false, false, 0);
+                    }
+                });
+            });
+            clock.advance(Duration::from_millis(1));
+            let st = w.stats(0, 0);
+            // Between N − one bucket and N (+ a partial bucket per stripe).
+            assert!(
+                st.calls() >= 90.min(50 + 25 * n) && st.calls() <= 110,
+                "{st:?}"
+            );
+            if n == 4 {
+                assert_eq!(st.failures(), 0, "100 newer calls: the old failures left");
+            }
+        }
+    }
+
+    #[test]
     fn time_window_forgets_old_buckets() {
         let sec = 1_000_000_000;
-        let w = WindowState::new(&Window::time(Duration::from_secs(10)), true);
+        let w = WindowState::new(
+            &Window::time(Duration::from_secs(10)),
+            true,
+            ClockHandle::default(),
+        );
         w.record(0, 0, true, true, 900_000_000);
         w.record(0, 5 * sec, false, false, 1_000_000);
         let s = w.stats(0, 9 * sec);
@@ -709,7 +837,7 @@ mod tests {
 
     #[test]
     fn a_new_epoch_starts_empty() {
-        let w = WindowState::new(&Window::count(10), false);
+        let w = WindowState::new(&Window::count(10), false, ClockHandle::default());
         w.record(3, 0, true, false, 0);
         assert_eq!(w.stats(3, 0).calls(), 1);
         assert_eq!(w.stats(4, 0).calls(), 0);
@@ -734,8 +862,7 @@ mod tests {
             "invalid `window.count` = 0: expected a count window of 1 to 1000000 calls"
         );
         assert!(Window::time(Duration::from_secs(10)).validate().is_ok());
-        assert_eq!(Window::count(101).capacity(), Some(102));
-        assert_eq!(Window::count(101).buckets(10).capacity(), Some(110));
+        assert_eq!(Window::count(101).capacity(), Some(110));
         assert_eq!(Window::count(1000).bucket_count(), 10);
         assert_eq!(Window::count(20).bucket_count(), 20);
     }
