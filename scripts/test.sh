@@ -86,6 +86,6 @@ cargo test --workspace --all-features
 
 log "loom model tests"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-    cargo test -p ripcord --test loom --release
+    cargo test -p ripcord --test loom --test loom_policies --release
 
 log "all checks passed"

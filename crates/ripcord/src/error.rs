@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+use crate::fallback::FallbackError;
 use crate::{Name, State};
 
 /// The error of a call made through a policy: either the policy refused the call,
@@ -26,6 +27,9 @@ pub enum Error<E> {
     RateLimited(RateLimited),
     /// The call ran and returned this error.
     Inner(E),
+    /// A fallback chain ran and every fallback failed too; the
+    /// [`FallbackError`] keeps the primary error and each fallback's error.
+    Fallback(Box<FallbackError<E>>),
 }
 
 /// Which policy stopped a call (see [`Error::policy`]).
@@ -228,23 +232,28 @@ impl<E> Error<E> {
             Error::BulkheadFull(_) => Some(PolicyKind::Bulkhead),
             Error::RateLimited(_) => Some(PolicyKind::RateLimiter),
             Error::Inner(_) => None,
+            Error::Fallback(_) => Some(PolicyKind::Fallback),
         }
     }
 
     /// How long the caller should wait before trying again, when the policy
-    /// that stopped the call knows (an open breaker, a rate limiter).
+    /// that stopped the call knows (an open breaker, a rate limiter; for a
+    /// failed fallback chain, the primary error's).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Rejected(r) => Some(r.retry_after),
             Error::RateLimited(r) => Some(r.retry_after),
+            Error::Fallback(f) => f.primary().retry_after(),
             _ => None,
         }
     }
 
-    /// Maps the inner error, keeping policy errors as they are.
-    pub fn map_inner<F, E2>(self, f: F) -> Error<E2>
+    /// Maps the inner error, keeping policy errors as they are. `f` runs once
+    /// per inner error: once for [`Error::Inner`], once per error kept in an
+    /// [`Error::Fallback`].
+    pub fn map_inner<F, E2>(self, mut f: F) -> Error<E2>
     where
-        F: FnOnce(E) -> E2,
+        F: FnMut(E) -> E2,
     {
         match self {
             Error::Rejected(r) => Error::Rejected(r),
@@ -252,6 +261,9 @@ impl<E> Error<E> {
             Error::BulkheadFull(b) => Error::BulkheadFull(b),
             Error::RateLimited(r) => Error::RateLimited(r),
             Error::Inner(e) => Error::Inner(f(e)),
+            Error::Fallback(fb) => {
+                Error::Fallback(Box::new(fb.map_inner(&mut f as &mut dyn FnMut(E) -> E2)))
+            }
         }
     }
 }
@@ -270,6 +282,7 @@ impl<E> fmt::Display for Error<E> {
             Error::BulkheadFull(b) => fmt::Display::fmt(b, f),
             Error::RateLimited(r) => fmt::Display::fmt(r, f),
             Error::Inner(_) => f.write_str("the protected call failed"),
+            Error::Fallback(fb) => fmt::Display::fmt(fb, f),
         }
     }
 }
@@ -282,6 +295,7 @@ impl<E: StdError + 'static> StdError for Error<E> {
             Error::BulkheadFull(b) => Some(b),
             Error::RateLimited(r) => Some(r),
             Error::Inner(e) => Some(e),
+            Error::Fallback(fb) => Some(&**fb),
         }
     }
 }

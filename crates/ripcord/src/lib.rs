@@ -36,29 +36,81 @@
 //! - [`Clock`]: every time-based behaviour runs on a clock you can drive by
 //!   hand ([`ManualClock`]).
 //! - [`event`]: every transition, rejection and outcome as an [`Event`].
+//! - [`Retry`] (backoff with jitter, retry budget, server-given delays,
+//!   deadlines), [`TimeoutPolicy`] (cancels at a deadline that nested policies
+//!   share), [`Bulkhead`] (concurrency limit with a fair bounded queue) and
+//!   [`RateLimiter`] (GCRA, exact under concurrency) — see the [`retry`],
+//!   [`timeout`], [`bulkhead`] and [`rate_limiter`] module docs.
+//! - [`Pipeline`]: several policies around one call, outermost first — see
+//!   below and the [`pipeline`] module docs; [`Fallback`] chains and
+//!   [`Hedge`]d requests are policies of it too.
+//!
+//! ## Pipeline
+//!
+//! ```
+//! use ripcord::{Bulkhead, CircuitBreaker, Error, Pipeline, Retry};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipeline = Pipeline::builder()
+//!     .timeout(Duration::from_secs(2))                     // bounds the whole call, retries included
+//!     .retry(Retry::builder("payments").max_attempts(3))   // each attempt runs what follows
+//!     .circuit_breaker(CircuitBreaker::builder("payments").failure_rate(0.5))
+//!     .bulkhead(Bulkhead::builder("payments").max_concurrent(32))
+//!     .build()?;
+//!
+//! match pipeline.execute(|| async { Ok::<_, std::io::Error>("paid") }).await {
+//!     Ok(receipt) => println!("{receipt}"),
+//!     Err(Error::Inner(e)) => println!("payments failed: {e}"),
+//!     Err(e) => println!("{:?} stopped the call: {e}", e.policy()), // breaker, timeout, bulkhead…
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A pipeline is cheap to clone and shared between tasks; a
+//! [`Registry`] of them gives each endpoint its own
+//! (`Registry::with_factory(move |k| template.build_named(k))`), and a
+//! [`PipelineConfig`] reads one from a TOML file.
 //!
 //! ## Features
 //!
 //! - `serde` (default): `Deserialize` for configurations, durations as `"800ms"`.
 //! - `tokio` (default): broadcast event subscriptions, the eager open timer and
-//!   the background recovery check.
+//!   the background recovery check; [`Retry`] and [`TimeoutPolicy`] (which wait
+//!   on tokio's timers), and the waiting `acquire`/`execute` of [`Bulkhead`]
+//!   and [`RateLimiter`].
 #![doc(test(attr(deny(warnings))))]
 
 mod backoff;
+pub mod bulkhead;
 pub mod circuit_breaker;
 mod clock;
 mod config;
 mod error;
 pub mod event;
+pub mod fallback;
+#[cfg(feature = "tokio")]
+pub mod hedge;
 mod name;
 mod outcome;
+#[cfg(feature = "tokio")]
+pub mod pipeline;
 mod random;
+pub mod rate_limiter;
 pub mod registry;
+#[cfg(feature = "tokio")]
+pub mod retry;
 #[cfg(feature = "tokio")]
 pub mod store;
 mod sync;
+#[cfg(feature = "tokio")]
+pub mod timeout;
 
 pub use backoff::Backoff;
+pub use bulkhead::{
+    Bulkhead, BulkheadBuilder, BulkheadConfig, BulkheadPermit, OwnedBulkheadPermit,
+};
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, OwnedPermit, Permit, State,
     Window, WindowStats,
@@ -70,6 +122,16 @@ pub use clock::{Clock, ManualClock, PreciseClock, SystemClock};
 pub use config::duration;
 pub use error::{BulkheadFull, ConfigError, Error, PolicyKind, RateLimited, Rejected, Timeout};
 pub use event::{Event, EventKind, TransitionReason};
+pub use fallback::{Fallback, FallbackBuilder, FallbackConfig, FallbackError};
+#[cfg(feature = "tokio")]
+pub use hedge::{Hedge, HedgeBuilder, HedgeConfig, HedgeDelay};
 pub use name::Name;
 pub use outcome::{Classify, ErrorsAsFailures, Outcome};
+#[cfg(feature = "tokio")]
+pub use pipeline::{Pipeline, PipelineBuilder, PipelineConfig};
+pub use rate_limiter::{RateLimiter, RateLimiterBuilder, RateLimiterConfig};
 pub use registry::Registry;
+#[cfg(feature = "tokio")]
+pub use retry::{Retry, RetryBudget, RetryBudgetConfig, RetryBuilder, RetryConfig};
+#[cfg(feature = "tokio")]
+pub use timeout::{TimeoutBuilder, TimeoutConfig, TimeoutPolicy};

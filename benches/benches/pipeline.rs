@@ -1,0 +1,153 @@
+//! The cost of a pipeline around a call that succeeds at once: ripcord's empty
+//! pipeline and its timeout → retry → circuit breaker → bulkhead pipeline,
+//! beside tower's own retry → timeout → concurrency-limit stack doing the same
+//! work, in one criterion run.
+//!
+//! ```text
+//! cargo bench -p ripcord-benches --bench pipeline
+//! ```
+//!
+//! Every case runs its calls inside one `block_on` of a current-thread tokio
+//! runtime (`iter_custom`), so the runtime's entry cost is not per call. The
+//! protected call is `std::future::ready(Ok(x))`. `benches/README.md`
+//! explains each case and records a run.
+
+use std::future::{ready, Ready};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_main, Criterion};
+use ripcord::{Backoff, Bulkhead, CircuitBreaker, Pipeline, Retry};
+use tower::retry::Policy;
+use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// tower's retry policy: up to 3 attempts in all, retrying errors at once.
+#[derive(Clone)]
+struct Attempts(u32);
+
+impl<E> Policy<u64, u64, E> for Attempts {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.0 > 1 => {
+                self.0 -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn pipeline(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("pipeline");
+
+    g.bench_function("direct_call", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    black_box(ready(Ok::<u64, ()>(black_box(i))).await.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let empty = Pipeline::<u64, ()>::builder().build().unwrap();
+    g.bench_function("ripcord_empty", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let r = empty.execute(|| ready(Ok(black_box(i)))).await;
+                    black_box(r.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let full = Pipeline::<u64, ()>::builder()
+        .timeout(TIMEOUT)
+        .retry(
+            Retry::builder("bench")
+                .max_attempts(3)
+                .backoff(Backoff::fixed(Duration::from_millis(10))),
+        )
+        .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
+        .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
+        .build()
+        .unwrap();
+    g.bench_function("ripcord_timeout_retry_breaker_bulkhead", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let r = full.execute(|| ready(Ok(black_box(i)))).await;
+                    black_box(r.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let mut tower_stack = rt.block_on(async {
+        ServiceBuilder::new()
+            .retry(Attempts(3))
+            .timeout(TIMEOUT)
+            .concurrency_limit(100)
+            .service(service_fn(|x: u64| ready(Ok::<u64, BoxError>(x))))
+    });
+    g.bench_function("tower_retry_timeout_concurrency_limit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let svc = tower_stack.ready().await.unwrap();
+                    let r = svc.call(black_box(i)).await;
+                    black_box(r.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+/// The criterion group; a module so its generated function needs no doc comment.
+mod group {
+    use std::time::Duration;
+
+    use criterion::{criterion_group, Criterion};
+
+    fn config() -> Criterion {
+        Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(2))
+            .sample_size(50)
+    }
+
+    criterion_group! {
+        name = benches;
+        config = config();
+        targets = super::pipeline
+    }
+}
+
+criterion_main!(group::benches);

@@ -1,0 +1,142 @@
+//! # ripcord-redis
+//!
+//! A Redis [`StateStore`](ripcord::store::StateStore) for ripcord: one circuit
+//! breaker for a whole fleet of service instances, with **no Redis round trip
+//! on the hot path**, and a fleet-wide rate limiter.
+//!
+//! A breaker linked to a [`Fleet`](ripcord::store::Fleet) on a [`RedisStore`]
+//! still decides every call from local atomics. The fleet's background task
+//! talks to Redis every `sync_interval` (default 100 ms): one pipelined round
+//! trip carries every breaker of the process (one `EVALSHA` each), reports
+//! this instance's window and brings back the fleet-wide window and state.
+//! Transitions are compare-and-sets on a shared epoch, published on pub/sub so
+//! every instance applies them within milliseconds; half-open probe permits
+//! come from one shared counter.
+//!
+//! ```no_run
+//! use ripcord::store::Fleet;
+//! use ripcord::CircuitBreaker;
+//! use ripcord_redis::RedisStore;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::builder("redis://127.0.0.1:6379")
+//!     .key_prefix("checkout")
+//!     .build()
+//!     .await?;
+//! let fleet = Fleet::builder(store).build()?;
+//! let breaker = CircuitBreaker::builder("payments")
+//!     .failure_rate(0.5)
+//!     .minimum_calls(20)
+//!     .half_open_calls(3) // for the whole fleet, not per instance
+//!     .fleet(&fleet)
+//!     .build()?;
+//! fleet.sync_now().await; // start in the fleet's current state
+//!
+//! let paid = breaker.call(|| async { Ok::<_, std::io::Error>("paid") }).await;
+//! # let _ = paid; Ok(()) }
+//! ```
+//!
+//! Without a server at hand, the same code runs on ripcord's
+//! [`MemoryStore`](ripcord::store::MemoryStore), whose semantics the Lua
+//! scripts mirror exactly. What is specific to Redis is plain data:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = ripcord_redis::RedisStore::builder("redis://127.0.0.1:1")
+//!     .key_prefix("checkout")
+//!     .connect_lazily() // no server needed until first use
+//!     .build()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(store.state_key("payments"), "checkout:{payments}:state");
+//! assert_eq!(store.reports_key("payments"), "checkout:{payments}:reports");
+//! assert_eq!(store.channel(), "checkout:events");
+//! # }
+//! ```
+//!
+//! ## Keys
+//!
+//! Every key of a breaker named `name` is `<prefix>:{<name>}:<part>`; the
+//! braces are a Redis Cluster hash tag, so all of them live in one slot and
+//! one script can update them atomically.
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `<prefix>:{<name>}:state` | hash | `v` (schema version, `1`), `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`), `epoch`, `open_until` and `override_until` (µs on the server's clock; 0 = none), `granted`, `successes`, `failures` (this half-open period's probes) |
+//! | `<prefix>:{<name>}:reports` | hash | one field per instance: `"<epoch> <calls> <failures> <slow> <at µs> <stale after µs>"` |
+//! | `<prefix>:{<name>}:gcra` | hash | a [`RedisRateLimiter`]: `v`, `origin` (Unix seconds), `tat` (ns since origin) |
+//! | `<prefix>:events` | channel | transitions: `1,<state>,<epoch>,<open µs>,<calls>,<failures>,<slow>,<instances>,<override µs or -1>,<manual>;` then name, actor and reason as `<len>:<bytes>` |
+//!
+//! (The empty breaker name is spelled `\0` in keys, so its hash tag is never
+//! empty.) Every write refreshes the TTL of the breaker's keys
+//! ([`Fleet`](ripcord::store::FleetBuilder::ttl)'s `ttl`, default 10
+//! minutes), so idle breakers leave nothing behind. Time inside the scripts is
+//! the server's (`TIME`), so instances' clocks never need to agree.
+//!
+//! ## Semantics
+//!
+//! One Lua script per operation — `sync`, `transition`, `acquire_probe`,
+//! `report_probe`, and a read-only `view` for `list` — each a line-by-line
+//! mirror of [`MemoryStore`](ripcord::store::MemoryStore): window reports
+//! count while fresh (`stale_after`) and of the current epoch; a transition
+//! applies only from the expected epoch (or unconditionally for a manual
+//! override, which may expire back to closed at the next operation); an open
+//! breaker may not move to half-open before the store's own `open_until`; at
+//! most `limit` probe permits per half-open epoch; probe verdicts close or
+//! re-open the breaker. Two additions:
+//!
+//! - **Lost data.** If Redis lost the keys (restart without persistence,
+//!   eviction) while instances still know epoch *e*, the next `sync` or
+//!   `transition` from them resumes the breaker at epoch *e* instead of 0, so
+//!   the fleet re-converges without a burst of transitions.
+//! - **Corrupt values.** A key of the wrong type, a missing or malformed
+//!   field, or another schema version is never an error for the whole
+//!   pipeline: the script deletes it, starts a closed state in a new epoch,
+//!   publishes that as a notice from actor `store` (every instance reports it
+//!   as an audit event), and says so in its reply; the store counts it
+//!   ([`RedisStore::corruptions`]) and broadcasts a
+//!   [`StoreError::Corrupt`](ripcord::store::StoreError::Corrupt)
+//!   ([`RedisStore::subscribe_corruptions`]). A malformed report entry is
+//!   dropped the same way. Nothing in Rust panics on a bad reply.
+//!
+//! ## Faults
+//!
+//! No call ever waits on Redis: the fleet task does, bounded by the
+//! [`Fleet`](ripcord::store::FleetBuilder::timeout) timeout and this store's
+//! [`response_timeout`](RedisStoreBuilder::response_timeout). A broken
+//! connection is dropped at once and re-made on the next use, with a backoff
+//! (50 ms doubling to [`max_reconnect_backoff`](RedisStoreBuilder::max_reconnect_backoff))
+//! during which store calls fail immediately. The pub/sub listener reconnects
+//! the same way and pings an idle subscription every 3 s. Scripts are reloaded
+//! when Redis forgot them (`NOSCRIPT` after a restart or failover).
+//!
+//! ## Redis Cluster
+//!
+//! [`RedisStoreBuilder::cluster`] uses redis-rs' Cluster client: a sync groups
+//! its scripts by slot and sends one pipeline per slot, all at once (one round
+//! trip in time). Notices use classic pub/sub, which a Cluster delivers to
+//! subscribers on every node.
+//!
+//! ## Features
+//!
+//! - `tls`: `rediss://` URLs (rustls with the ring provider and the system's
+//!   root certificates, or your own with
+//!   `RedisStoreBuilder::tls_root_certificates`).
+//!
+//! URLs carry credentials as usual: `redis://user:password@host:6379/0`, or
+//! `redis://:password@host` for `requirepass`. An ACL user needs the keys and
+//! channel under its prefix and the commands the scripts run, e.g.
+//! `ACL SETUSER fleet on >secret ~ripcord:* &ripcord:* +@all` (tested), or
+//! more narrowly `+evalsha +script|load +scan +subscribe +ping +cluster|nodes`
+//! plus `+time +type +hgetall +hset +hdel +del +pexpire +publish`.
+#![doc(test(attr(deny(warnings))))]
+
+mod connection;
+mod error;
+mod keys;
+pub mod rate_limiter;
+mod store;
+
+pub use error::BuildError;
+pub use rate_limiter::{OnUnavailable, RedisRateLimiter, RedisRateLimiterBuilder};
+pub use store::{RedisStore, RedisStoreBuilder};

@@ -1,0 +1,224 @@
+-- ripcord-redis, schema 1: shared by every breaker script.
+--
+-- KEYS[1] = <prefix>:{<name>}:state    hash: v, state, epoch, open_until,
+--                                      override_until, granted, successes, failures
+-- KEYS[2] = <prefix>:{<name>}:reports  hash: instance -> "epoch calls failures slow at stale"
+--
+-- Times are microseconds on the store's clock (TIME); every integer stays
+-- below 2^53 so Lua's doubles hold it exactly. `override_until` 0 means no
+-- override. Nothing here raises an error on a bad value: a corrupt or foreign
+-- value is described, deleted and replaced by a fresh state.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+
+local SCHEMA = '1'
+local STATES = {
+  closed = true, open = true, half_open = true,
+  forced_open = true, disabled = true, metrics_only = true,
+}
+local FIELDS = { 'epoch', 'open_until', 'override_until', 'granted', 'successes', 'failures' }
+local MAX_INT = 9007199254740992
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- An integer as decimal digits (never "1e+15").
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+-- A non-negative integer written by fmt, or nil.
+local function uint(s)
+  if type(s) ~= 'string' or #s == 0 or #s > 16 or not string.match(s, '^%d+$') then
+    return nil
+  end
+  local n = tonumber(s)
+  if n == nil or n > MAX_INT then return nil end
+  return n
+end
+
+local function shown(s)
+  s = tostring(s)
+  if #s > 40 then s = string.sub(s, 1, 40) .. '...' end
+  return s
+end
+
+local function key_type(key)
+  local t = redis.call('TYPE', key)
+  if type(t) == 'table' then t = t.ok end
+  return t
+end
+
+local function fresh(epoch)
+  return {
+    state = 'closed', epoch = epoch, open_until = 0, override_until = 0,
+    granted = 0, successes = 0, failures = 0, dirty = true,
+  }
+end
+
+-- The stored state, or nil. On a corrupt value: nil, what was wrong, and the
+-- stored epoch if it could still be read; with `repair` the value is deleted.
+local function load_state(key, repair)
+  local t = key_type(key)
+  if t == 'none' then return nil, nil, nil end
+  if t ~= 'hash' then
+    if repair then redis.call('DEL', key) end
+    return nil, 'a ' .. t .. ' where a hash was expected', nil
+  end
+  local raw = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  local epoch = uint(h.epoch)
+  local bad
+  if h.v ~= SCHEMA then
+    bad = 'schema version ' .. shown(h.v) .. ', expected ' .. SCHEMA
+  elseif not STATES[h.state] then
+    bad = 'field `state` = ' .. shown(h.state)
+  else
+    for _, f in ipairs(FIELDS) do
+      if uint(h[f]) == nil then
+        bad = 'field `' .. f .. '` = ' .. shown(h[f])
+        break
+      end
+    end
+  end
+  if bad then
+    if repair then redis.call('DEL', key) end
+    return nil, bad, epoch
+  end
+  return {
+    state = h.state, epoch = epoch, open_until = uint(h.open_until),
+    override_until = uint(h.override_until), granted = uint(h.granted),
+    successes = uint(h.successes), failures = uint(h.failures), dirty = false,
+  }, nil, nil
+end
+
+-- The state to work on. `floor` is an epoch the caller already knows (0 if
+-- none): a store that lost its data (restart without persistence, eviction,
+-- expiry) resumes from it rather than from 0, so instances keep adopting it.
+-- A corrupt value is replaced by a closed state in a new epoch.
+local function open_state(key, floor)
+  local st, corrupt, old = load_state(key, true)
+  if st == nil then
+    if corrupt then
+      st = fresh(math.max(floor, old or 0) + 1)
+      corrupt = 'corrupt value at `' .. key .. '` (' .. corrupt .. '), reset to closed'
+    else
+      st = fresh(floor)
+    end
+  elseif floor > st.epoch then
+    st.epoch = floor
+    st.dirty = true
+  end
+  return st, corrupt
+end
+
+local function save(key, st)
+  if st.dirty then
+    redis.call('HSET', key, 'v', SCHEMA, 'state', st.state, 'epoch', fmt(st.epoch),
+      'open_until', fmt(st.open_until), 'override_until', fmt(st.override_until),
+      'granted', fmt(st.granted), 'successes', fmt(st.successes), 'failures', fmt(st.failures))
+  end
+end
+
+local function touch(ttl_ms)
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+  redis.call('PEXPIRE', KEYS[2], ttl_ms)
+end
+
+-- Enters `to` in a new epoch (MemoryStore's Entry::set).
+local function set(st, to, now, open_for)
+  st.state = to
+  st.epoch = st.epoch + 1
+  if to == 'open' then st.open_until = now + open_for else st.open_until = 0 end
+  st.override_until = 0
+  st.granted = 0
+  st.successes = 0
+  st.failures = 0
+  st.dirty = true
+end
+
+-- Lapses an expired override back to closed; true if it did.
+local function lapse(st, now)
+  if st.override_until > 0 and now >= st.override_until then
+    set(st, 'closed', now, 0)
+    return true
+  end
+  return false
+end
+
+local function parse_report(s)
+  if type(s) ~= 'string' then return nil end
+  local e, c, f, sl, at, stale = string.match(s, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  if e == nil then return nil end
+  local r = {
+    epoch = uint(e), calls = uint(c), failures = uint(f), slow = uint(sl),
+    at = uint(at), stale = uint(stale),
+  }
+  if r.epoch == nil or r.calls == nil or r.failures == nil or r.slow == nil
+    or r.at == nil or r.stale == nil then
+    return nil
+  end
+  return r
+end
+
+-- Every instance's report; a corrupt entry is described (and with `repair`
+-- deleted).
+local function load_reports(key, repair)
+  local t = key_type(key)
+  if t == 'none' then return {}, nil end
+  if t ~= 'hash' then
+    if repair then redis.call('DEL', key) end
+    return {}, 'corrupt value at `' .. key .. '` (a ' .. t .. ' where a hash was expected), deleted'
+  end
+  local raw = redis.call('HGETALL', key)
+  local reps, bad = {}, nil
+  for i = 1, #raw, 2 do
+    local r = parse_report(raw[i + 1])
+    if r then
+      reps[raw[i]] = r
+    else
+      if repair then redis.call('HDEL', key, raw[i]) end
+      bad = 'corrupt report of `' .. shown(raw[i]) .. '` at `' .. key .. '` (' .. shown(raw[i + 1]) .. '), deleted'
+    end
+  end
+  return reps, bad
+end
+
+local function encode_report(r)
+  return table.concat({ fmt(r.epoch), fmt(r.calls), fmt(r.failures), fmt(r.slow), fmt(r.at), fmt(r.stale) }, ' ')
+end
+
+-- The fleet's view (MemoryStore's Entry::view): the live reports of this epoch.
+local function view(st, reps, now)
+  local calls, failures, slow, n = 0, 0, 0, 0
+  for _, r in pairs(reps) do
+    if r.epoch == st.epoch and now - r.at <= r.stale then
+      calls = calls + r.calls
+      failures = failures + r.failures
+      slow = slow + r.slow
+      n = n + 1
+    end
+  end
+  local ovr = -1
+  if st.override_until > 0 then ovr = math.max(0, st.override_until - now) end
+  return { st.state, st.epoch, math.max(0, st.open_until - now), calls, failures, slow, n, ovr }
+end
+
+-- Publishes a transition: "1,<view>,<manual>;" then name, actor and reason as
+-- <length>:<bytes>.
+local function publish(channel, name, v, actor, reason, manual)
+  local head = table.concat({ '1', v[1], fmt(v[2]), fmt(v[3]), fmt(v[4]), fmt(v[5]), fmt(v[6]),
+    fmt(v[7]), fmt(v[8]), manual and '1' or '0' }, ',')
+  redis.call('PUBLISH', channel, head .. ';' .. #name .. ':' .. name .. #actor .. ':' .. actor
+    .. #reason .. ':' .. reason)
+end
+
+local function reply(v, extra, detail)
+  local out = {}
+  if extra ~= nil then out[1] = extra end
+  for i = 1, #v do out[#out + 1] = v[i] end
+  out[#out + 1] = detail or ''
+  return out
+end

@@ -1,0 +1,123 @@
+//! The simulated-fleet scenarios of `crates/ripcord/tests/fleet.rs` on a real
+//! Redis (`REDIS_URL`, each test under its own key prefix), in real time.
+//! The command count runs on a server of its own so other tests' commands do
+//! not pollute `INFO commandstats`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::scenarios;
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn shared() -> Target {
+    Target::Single(redis_url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_across_instances_trip_all_of_them() {
+    bounded(
+        LIMIT,
+        scenarios::failures_spread_across_instances_trip_all(&shared()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trip_reaches_every_instance_within_milliseconds_by_pubsub() {
+    bounded(LIMIT, async {
+        let l = scenarios::trip_propagation(&shared(), true, 30).await;
+        println!("trip propagation, pub/sub: {}", l.summary());
+        let p99 = percentile(&l.all, 99.0);
+        assert!(
+            p99 < 50 * MS,
+            "p99 {p99:?} (target < 50 ms): {}",
+            l.summary()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pubsub_a_trip_reaches_every_instance_within_two_sync_intervals() {
+    bounded(LIMIT, async {
+        let l = scenarios::trip_propagation(&shared(), false, 20).await;
+        println!(
+            "trip propagation, no pub/sub (sync 100 ms): {}",
+            l.summary()
+        );
+        let max = *l.all.last().unwrap();
+        assert!(
+            max < 200 * MS,
+            "max {max:?} (bound 2 × sync_interval): {}",
+            l.summary()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_fleet_sends_exactly_half_open_calls_probes_per_period() {
+    bounded(
+        LIMIT,
+        scenarios::the_whole_fleet_sends_exactly_half_open_calls_probes(&shared(), 6),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_verdicts_close_the_breaker_everywhere() {
+    bounded(
+        LIMIT,
+        scenarios::probe_verdicts_close_the_breaker_everywhere(&shared()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_starts_in_the_fleets_state() {
+    bounded(
+        LIMIT,
+        scenarios::a_new_instance_starts_in_the_fleets_state(&shared()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_apply_fleet_wide_lapse_and_are_audited() {
+    bounded(
+        LIMIT,
+        scenarios::overrides_apply_fleet_wide_lapse_and_are_audited(&shared()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_values_are_reported_and_overwritten() {
+    bounded(
+        LIMIT,
+        scenarios::corrupt_values_are_reported_and_overwritten(&shared()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commands_scale_with_time_not_calls() {
+    bounded(LIMIT, async {
+        let server = RedisServer::spawn();
+        let c = scenarios::commands_scale_with_time_not_calls(&Target::Single(server.url())).await;
+        println!(
+            "command count: {} calls in {:?}; {} syncs; EVALSHA {}, client commands {} (bound {}), \
+             all commands incl. inside scripts {}",
+            c.calls, c.elapsed, c.syncs, c.evalsha, c.client_commands, c.bound, c.all_commands
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_breakers_share_one_sync() {
+    bounded(LIMIT, scenarios::many_breakers_share_one_sync(&shared())).await;
+}
