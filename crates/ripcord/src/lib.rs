@@ -103,6 +103,7 @@ pub mod registry;
 pub mod retry;
 #[cfg(feature = "tokio")]
 pub mod store;
+pub mod stripe;
 mod sync;
 #[cfg(feature = "tokio")]
 pub mod timeout;
