@@ -241,7 +241,7 @@ impl<E> Error<E> {
     /// failed fallback chain, the primary error's).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Rejected(r) => Some(r.retry_after),
+            Error::Rejected(r) => Some(r.retry_after()),
             Error::RateLimited(r) => Some(r.retry_after),
             Error::Fallback(f) => f.primary().retry_after(),
             _ => None,
@@ -308,7 +308,9 @@ impl<E: StdError + 'static> StdError for Error<E> {
 pub struct Rejected {
     pub(crate) name: Name,
     pub(crate) state: State,
-    pub(crate) retry_after: Duration,
+    /// Nanoseconds until the next probe (kept raw: making a rejection is then
+    /// a few plain stores).
+    pub(crate) retry_after_nanos: u64,
     pub(crate) epoch: u64,
 }
 
@@ -326,7 +328,7 @@ impl Rejected {
     /// How long until the breaker lets a probe through (zero when unknown, e.g.
     /// while half-open probes are in flight or when forced open).
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        Duration::from_nanos(self.retry_after_nanos)
     }
 
     /// The breaker's epoch when it refused the call.
@@ -342,8 +344,8 @@ impl fmt::Display for Rejected {
             "circuit breaker `{}` is {} and rejected the call",
             self.name, self.state
         )?;
-        if !self.retry_after.is_zero() {
-            write!(f, "; next probe in {:?}", self.retry_after)?;
+        if self.retry_after_nanos != 0 {
+            write!(f, "; next probe in {:?}", self.retry_after())?;
         }
         Ok(())
     }

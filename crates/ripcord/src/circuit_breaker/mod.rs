@@ -331,15 +331,13 @@ impl CircuitBreaker {
     /// [`Outcome::Ignored`] (and frees its half-open slot).
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        let (epoch, kind, start) = self.inner.acquire()?;
-        Ok(Permit::new(&self.inner, epoch, kind, start))
+        self.inner.acquire()
     }
 
     /// Like [`try_acquire`](Self::try_acquire), but the permit owns a handle to
     /// the breaker, so it can be moved into a `'static` future or task.
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
-        let (epoch, kind, start) = self.inner.acquire()?;
-        Ok(OwnedPermit::new(self.inner.clone(), epoch, kind, start))
+        Ok(self.inner.acquire()?.into_owned(self.inner.clone()))
     }
 
     /// Runs `f` through the breaker: `Ok` is a success, `Err` a failure.
@@ -475,34 +473,43 @@ impl Inner {
         }
     }
 
-    /// Decides one call: `(epoch, kind, start time)` or a rejection.
-    #[inline]
-    fn acquire(&self) -> Result<(u64, PermitKind, u64), Rejected> {
+    /// Decides one call. The two hot cases are decided inline: a closed
+    /// breaker admits; an open one whose open period is not over rejects with
+    /// a plain value (no lock, no allocation). Everything else goes the
+    /// general way.
+    #[inline(always)]
+    fn acquire(&self) -> Result<Permit<'_>, Rejected> {
         let w = self.state.load(Ordering::Acquire);
         if w & word::FAST_MASK == 0 {
-            return Ok((word::epoch(w), PermitKind::Counted, self.now_if_timed()));
+            return Ok(Permit::new(
+                self,
+                word::epoch(w),
+                PermitKind::Counted,
+                self.now_if_timed(),
+            ));
         }
-        self.acquire_not_closed(w)
-    }
-
-    /// Every state but a plain Closed. Rejection while open is decided here
-    /// without entering the general path: a plain value, no lock, no
-    /// allocation.
-    #[inline(never)]
-    fn acquire_not_closed(&self, w: u64) -> Result<(u64, PermitKind, u64), Rejected> {
-        if w & word::FAST_MASK == State::Open.code() && !self.events.active() {
+        if w & word::FAST_MASK == State::Open.code() {
             let now = self.clock.now_nanos();
             let until = self.timing.open_until.load(Ordering::Acquire);
-            if now < until {
-                return Err(Rejected {
-                    name: self.name.clone(),
-                    state: State::Open,
-                    retry_after: Duration::from_nanos(until - now),
-                    epoch: word::epoch(w),
-                });
+            if now < until && !self.events.active() {
+                return Err(self.open_rejection(w, until - now));
             }
         }
-        self.acquire_slow(w)
+        match self.acquire_slow(w) {
+            Ok((epoch, kind, start)) => Ok(Permit::new(self, epoch, kind, start)),
+            Err(r) => Err(r),
+        }
+    }
+
+    /// The rejection of an open breaker: a plain value.
+    #[inline(never)]
+    fn open_rejection(&self, w: u64, retry_after_nanos: u64) -> Rejected {
+        Rejected {
+            name: self.name.clone(),
+            state: State::Open,
+            retry_after_nanos,
+            epoch: word::epoch(w),
+        }
     }
 
     #[inline(never)]
@@ -638,7 +645,7 @@ impl Inner {
         let r = Rejected {
             name: self.name.clone(),
             state,
-            retry_after,
+            retry_after_nanos: nanos(retry_after),
             epoch,
         };
         if self.events.active() {

@@ -75,6 +75,12 @@ impl<'a> Permit<'a> {
     pub fn is_probe(&self) -> bool {
         self.kind == PermitKind::Probe
     }
+
+    /// The same permit, owning a handle to its breaker.
+    pub(super) fn into_owned(self, inner: Arc<Inner>) -> OwnedPermit {
+        let this = std::mem::ManuallyDrop::new(self);
+        OwnedPermit::new(inner, this.epoch, this.kind, this.start)
+    }
 }
 
 impl Drop for Permit<'_> {
