@@ -68,6 +68,7 @@ async fn cluster_verdicts_hydration_and_overrides() {
         scenarios::probe_verdicts_close_the_breaker_everywhere(&t).await;
         scenarios::a_new_instance_starts_in_the_fleets_state(&t).await;
         scenarios::overrides_apply_fleet_wide_lapse_and_are_audited(&t).await;
+        scenarios::quorum_assisted_opening(&t).await;
     })
     .await;
 }

@@ -40,6 +40,8 @@ enum Op {
         cas: Option<Epoch>,
         open_for_long: bool,
         expires: Option<bool>,
+        from_state: Option<State>,
+        quorum: u32,
     },
     AcquireProbe {
         instance: usize,
@@ -82,14 +84,20 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![4 => epoch().prop_map(Some), 1 => Just(None)],
             any::<bool>(),
             prop_oneof![3 => Just(None), 1 => any::<bool>().prop_map(Some)],
+            prop_oneof![1 => Just(None), 1 => state().prop_map(Some)],
+            0u32..4,
         )
-            .prop_map(|(instance, to, cas, open_for_long, expires)| Op::Transition {
-                instance,
-                to,
-                cas,
-                open_for_long,
-                expires,
-            }),
+            .prop_map(
+                |(instance, to, cas, open_for_long, expires, from_state, quorum)| Op::Transition {
+                    instance,
+                    to,
+                    cas,
+                    open_for_long,
+                    expires,
+                    from_state,
+                    quorum,
+                },
+            ),
         2 => (instance.clone(), epoch(), 1u32..4)
             .prop_map(|(instance, epoch, limit)| Op::AcquireProbe { instance, epoch, limit }),
         2 => (instance, epoch(), any::<bool>(), 1u32..3, 2u32..4, any::<bool>()).prop_map(
@@ -159,10 +167,12 @@ fn lua_scripts_match_memory_store() {
                         prop_assert_eq!(essence(&m[0]), essence(&r[0]), "{}", ctx);
                         known[*instance] = known[*instance].max(m[0].epoch);
                     }
-                    Op::Transition { instance, to, cas, open_for_long, expires } => {
+                    Op::Transition { instance, to, cas, open_for_long, expires, from_state, quorum } => {
                         let req = TransitionRequest {
                             name: name.to_string(),
                             from_epoch: cas.as_ref().map(|e| pick(known[*instance], e)),
+                            from_state: *from_state,
+                            quorum: *quorum,
                             to: *to,
                             open_for: if *open_for_long { HOUR } else { Duration::ZERO },
                             expires_in: expires.map(|long| if long { HOUR } else { Duration::ZERO }),
@@ -173,6 +183,7 @@ fn lua_scripts_match_memory_store() {
                         let m = memory.transition(&req).await.unwrap();
                         let r = redis.transition(&req).await.unwrap();
                         prop_assert_eq!(m.applied, r.applied, "{}", ctx);
+                        prop_assert_eq!(m.quorum_refused, r.quorum_refused, "{}", ctx);
                         prop_assert_eq!(essence(&m.view), essence(&r.view), "{}", ctx);
                         known[*instance] = known[*instance].max(m.view.epoch);
                     }

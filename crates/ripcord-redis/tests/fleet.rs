@@ -121,3 +121,8 @@ async fn redis_commands_scale_with_time_not_calls() {
 async fn many_breakers_share_one_sync() {
     bounded(LIMIT, scenarios::many_breakers_share_one_sync(&shared())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_assisted_opening() {
+    bounded(LIMIT, scenarios::quorum_assisted_opening(&shared())).await;
+}

@@ -311,3 +311,95 @@ async fn store_round_trips_scale_with_time_not_calls() {
     assert!(ops <= 5 * 21, "{ops} store operations for 100 000 calls");
     assert!(ops >= 5 * 15, "syncs must actually run: {ops}");
 }
+
+fn quorum_fleet(store: &MemoryStore, n: usize, quorum: u32) -> Vec<Instance> {
+    let clock = TokioClock::new();
+    (0..n)
+        .map(|i| {
+            let fleet = Fleet::builder(store.clone())
+                .instance(&format!("q{i}"))
+                .quorum(quorum)
+                .build()
+                .unwrap();
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let e = events.clone();
+            let breaker = template(clock)
+                .fleet(&fleet)
+                .on_event(move |ev| e.lock().unwrap().push(ev.clone()))
+                .build()
+                .unwrap();
+            Instance {
+                fleet,
+                breaker,
+                events,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_quorum_only_the_instance_that_sees_failures_opens() {
+    let store = MemoryStore::with_clock(TokioClock::new());
+    let fleet = quorum_fleet(&store, 5, 3);
+    settle().await;
+    // Instance 0 has a broken network path: it alone sees failures.
+    for _ in 0..20 {
+        record(&fleet[0].breaker, Outcome::Failure);
+    }
+    assert_eq!(fleet[0].breaker.state(), State::Open);
+    settle().await;
+    settle().await;
+    assert_eq!(fleet[0].breaker.state(), State::Open, "stays open locally");
+    for inst in &fleet[1..] {
+        assert_eq!(
+            inst.breaker.state(),
+            State::Closed,
+            "the fleet is not cut off"
+        );
+        assert!(record(&inst.breaker, Outcome::Success));
+    }
+    let v = &store.list().await.unwrap()[0];
+    assert_eq!(
+        (v.state, v.epoch),
+        (State::Closed, 0),
+        "the store never opened"
+    );
+    // Its path heals: it probes on its own and rejoins the fleet, closed.
+    tokio::time::sleep(5 * SEC).await;
+    assert!(record(&fleet[0].breaker, Outcome::Success));
+    assert!(record(&fleet[0].breaker, Outcome::Success));
+    assert_eq!(fleet[0].breaker.state(), State::Closed);
+    settle().await;
+    let v = &store.list().await.unwrap()[0];
+    assert_eq!(
+        (v.state, v.epoch),
+        (State::Closed, 0),
+        "local probing stayed local"
+    );
+    assert!(fleet.iter().all(|i| i.breaker.state() == State::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_quorum_a_trip_opens_the_whole_fleet() {
+    let store = MemoryStore::with_clock(TokioClock::new());
+    let fleet = quorum_fleet(&store, 5, 3);
+    settle().await;
+    // Instances 1 and 2 see a few failures (not enough to trip alone)...
+    for inst in &fleet[1..3] {
+        for _ in 0..3 {
+            record(&inst.breaker, Outcome::Failure);
+        }
+    }
+    settle().await;
+    settle().await;
+    // ...so when instance 0 trips, three instances see the failure.
+    for _ in 0..20 {
+        record(&fleet[0].breaker, Outcome::Failure);
+    }
+    settle().await;
+    for (i, inst) in fleet.iter().enumerate() {
+        assert_eq!(inst.breaker.state(), State::Open, "instance {i}");
+    }
+    let v = &store.list().await.unwrap()[0];
+    assert_eq!((v.state, v.epoch), (State::Open, 1));
+}

@@ -1,8 +1,10 @@
 
 -- transition: compare-and-set of the fleet state (MemoryStore::transition).
 -- ARGV: name, channel, from_epoch ('' = unconditional override), to,
---       open_for_us, expires_in_us ('' = none), ttl_ms, actor, reason
--- Returns: applied (0/1), then the view as for sync, then the corruption.
+--       open_for_us, expires_in_us ('' = none), ttl_ms, actor, reason,
+--       from_state ('' = any), quorum (0 = none)
+-- Returns: applied (1), refused (0) or refused for want of a quorum (2), then
+-- the view as for sync, then the corruption.
 local name, channel = ARGV[1], ARGV[2]
 local from = nil
 if ARGV[3] ~= '' then from = tonumber(ARGV[3]) end
@@ -13,13 +15,28 @@ local reps, bad = load_reports(KEYS[2], true)
 local reset_view, lapsed_view
 if corrupt then reset_view = view(st, reps, now) end
 if lapse(st, now) then lapsed_view = view(st, reps, now) end
-local allowed
+local from_state, quorum = ARGV[10], tonumber(ARGV[11]) or 0
+local allowed, quorum_refused = false, false
 if from == nil then
   allowed = true
 else
-  allowed = from == st.epoch and st.override_until == 0
+  local cas = from == st.epoch and (from_state == '' or from_state == st.state)
+    and st.override_until == 0
     -- The store's clock decides when an open breaker may probe.
     and not (st.state == 'open' and to == 'half_open' and now < st.open_until)
+  if cas and quorum > 1 and st.state == 'closed' and to == 'open' then
+    -- The requester counts itself; others count when their live window of
+    -- this epoch holds a failure or a slow call.
+    local seeing = 1
+    for id, r in pairs(reps) do
+      if id ~= ARGV[8] and r.epoch == st.epoch and now - r.at <= r.stale
+          and r.failures + r.slow > 0 then
+        seeing = seeing + 1
+      end
+    end
+    quorum_refused = seeing < quorum
+  end
+  allowed = cas and not quorum_refused
 end
 if allowed then
   set(st, to, now, tonumber(ARGV[5]))
@@ -33,4 +50,6 @@ if lapsed_view then publish(channel, name, lapsed_view, 'store', 'override expir
 if allowed then publish(channel, name, v, ARGV[8], ARGV[9], from == nil) end
 local detail = corrupt
 if bad then detail = detail and (detail .. '; ' .. bad) or bad end
-return reply(v, allowed and 1 or 0, detail)
+local code = 0
+if allowed then code = 1 elseif quorum_refused then code = 2 end
+return reply(v, code, detail)

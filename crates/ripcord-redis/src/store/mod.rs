@@ -294,6 +294,8 @@ impl StateStore for RedisStore {
                     &ttl_millis(r.ttl),
                     &r.actor,
                     &r.reason,
+                    &r.from_state.map_or("", |s| s.as_str()),
+                    &r.quorum,
                 ],
             );
             let v = inner
@@ -303,9 +305,10 @@ impl StateStore for RedisStore {
                 .map_err(|e| inner.error(e))?;
             let items = self.script_reply(&state, &v)?;
             self.check_corruption(&state, items.get(9));
-            let applied = match items.first().and_then(reply::int) {
-                Some(1) => true,
-                Some(0) => false,
+            let (applied, quorum_refused) = match items.first().and_then(reply::int) {
+                Some(1) => (true, false),
+                Some(0) => (false, false),
+                Some(2) => (false, true),
                 _ => {
                     return Err(StoreError::Corrupt {
                         key: state,
@@ -314,7 +317,11 @@ impl StateStore for RedisStore {
                 }
             };
             let view = self.decode_view(&r.name, &state, &items[1..])?;
-            Ok(TransitionResult { applied, view })
+            Ok(TransitionResult {
+                applied,
+                quorum_refused,
+                view,
+            })
         })
     }
 

@@ -400,6 +400,7 @@ pub(crate) struct FleetOptions {
     pub(crate) timeout: Duration,
     pub(crate) open_for: Duration,
     pub(crate) half_open_calls: u32,
+    pub(crate) quorum: u32,
 }
 
 impl Default for FleetOptions {
@@ -411,6 +412,7 @@ impl Default for FleetOptions {
             timeout: 300 * MS,
             open_for: Duration::from_secs(30),
             half_open_calls: 2,
+            quorum: 0,
         }
     }
 }
@@ -436,6 +438,7 @@ pub(crate) async fn instance(
         .pubsub(o.pubsub)
         .sync_interval(o.sync_interval)
         .timeout(o.timeout)
+        .quorum(o.quorum)
         .build()
         .expect("fleet");
     let events: Log = Arc::new(Mutex::new(Vec::new()));

@@ -582,3 +582,59 @@ pub(crate) async fn many_breakers_share_one_sync(target: &Target) {
         );
     }
 }
+
+/// Quorum-assisted opening (quorum 3 of 5): one instance that alone sees
+/// failures opens only itself, probes on its own and rejoins; when three see
+/// them, a trip opens the whole fleet.
+pub(crate) async fn quorum_assisted_opening(target: &Target) {
+    let prefix = unique_prefix("quorum");
+    let o = FleetOptions {
+        quorum: 3,
+        open_for: 500 * MS,
+        ..FleetOptions::default()
+    };
+    let fleet = fleet_of(target, &prefix, 5, &o).await;
+    for _ in 0..20 {
+        record(&fleet[0].breaker, Outcome::Failure);
+    }
+    assert_eq!(fleet[0].state(), State::Open);
+    tokio::time::sleep(350 * MS).await;
+    assert_eq!(fleet[0].state(), State::Open, "open locally");
+    for inst in &fleet[1..] {
+        assert_eq!(inst.state(), State::Closed, "the fleet is not cut off");
+    }
+    let v = fleet[0].store.list().await.unwrap();
+    assert_eq!(
+        (v[0].state, v[0].epoch),
+        (State::Closed, 0),
+        "the store never opened"
+    );
+    // The path heals: local probes close it; the fleet never saw any of it.
+    tokio::time::sleep(300 * MS).await;
+    assert!(record(&fleet[0].breaker, Outcome::Success));
+    assert!(record(&fleet[0].breaker, Outcome::Success));
+    assert_eq!(fleet[0].state(), State::Closed);
+    tokio::time::sleep(250 * MS).await;
+    let v = fleet[0].store.list().await.unwrap();
+    assert_eq!((v[0].state, v[0].epoch), (State::Closed, 0));
+
+    // Three instances see failures: the next trip opens everyone.
+    for inst in &fleet[1..3] {
+        for _ in 0..3 {
+            record(&inst.breaker, Outcome::Failure);
+        }
+    }
+    tokio::time::sleep(350 * MS).await;
+    for _ in 0..20 {
+        record(&fleet[0].breaker, Outcome::Failure);
+    }
+    assert!(
+        eventually(Duration::from_secs(1), || fleet
+            .iter()
+            .all(|i| i.state() == State::Open))
+        .await,
+        "every instance open"
+    );
+    let v = fleet[0].store.list().await.unwrap();
+    assert_eq!((v[0].state, v[0].epoch), (State::Open, 1));
+}

@@ -1027,13 +1027,22 @@ impl Inner {
         });
         #[cfg(feature = "tokio")]
         if let Some(link) = &self.link {
-            if reason != TransitionReason::Fleet {
-                let manual = reason == TransitionReason::Manual;
+            let manual = reason == TransitionReason::Manual;
+            let was_local_only = link.local_only.load(Ordering::Acquire);
+            if manual || to == State::Closed {
+                // Closing (or an operator) ends a local-only opening.
+                link.local_only.store(false, Ordering::Release);
+            }
+            // A local-only breaker keeps its transitions to itself.
+            if reason != TransitionReason::Fleet && (manual || !was_local_only) {
+                let trip = from == State::Closed && to == State::Open;
                 link.send_transition(
                     self.me.clone(),
                     crate::store::TransitionRequest {
                         name: self.name.to_string(),
                         from_epoch: (!manual).then(|| link.fleet_epoch.load(Ordering::Acquire)),
+                        from_state: (!manual).then_some(from),
+                        quorum: if trip { link.fleet.quorum } else { 0 },
                         to,
                         open_for: Duration::from_nanos(open_for),
                         expires_in: None,
@@ -1148,9 +1157,14 @@ impl Inner {
         }
         let newer = view.epoch > known;
         link.fleet_epoch.store(view.epoch, Ordering::Release);
+        let local_only = link.local_only.load(Ordering::Acquire);
+        if newer {
+            // The fleet moved on (it opened, or an operator acted): follow it.
+            link.local_only.store(false, Ordering::Release);
+        }
         let w = self.state.load(Ordering::Acquire);
         let local = word::state(w);
-        let in_flight = link.pending.load(Ordering::Acquire) > 0;
+        let in_flight = link.pending.load(Ordering::Acquire) > 0 || (local_only && !newer);
         let now = self.clock.now_nanos();
         let mut changed = false;
         if local == view.state {

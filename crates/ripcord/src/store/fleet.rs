@@ -34,6 +34,7 @@ pub struct FleetBuilder {
     timeout: Duration,
     ttl: Duration,
     pubsub: bool,
+    quorum: u32,
 }
 
 impl fmt::Debug for FleetBuilder {
@@ -45,6 +46,7 @@ impl fmt::Debug for FleetBuilder {
             .field("timeout", &self.timeout)
             .field("ttl", &self.ttl)
             .field("pubsub", &self.pubsub)
+            .field("quorum", &self.quorum)
             .finish()
     }
 }
@@ -55,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) sync_interval: Duration,
     timeout: Duration,
     pub(crate) ttl: Duration,
+    pub(crate) quorum: u32,
     members: Mutex<Vec<Weak<Inner>>>,
     tx: mpsc::UnboundedSender<Msg>,
     degraded: AtomicBool,
@@ -87,6 +90,9 @@ pub(crate) struct Link {
     want_probe: AtomicBool,
     /// Local transitions sent to the store and not yet answered.
     pub(crate) pending: AtomicU32,
+    /// Opened on this instance only (the fleet's quorum was not met): the
+    /// breaker decides alone until it closes again or the fleet moves on.
+    pub(crate) local_only: AtomicBool,
 }
 
 impl Link {
@@ -98,13 +104,14 @@ impl Link {
             granted: AtomicU32::new(0),
             want_probe: AtomicBool::new(false),
             pending: AtomicU32::new(0),
+            local_only: AtomicBool::new(false),
         }
     }
 
     /// Whether the fleet decides (false while the store is unreachable: the
     /// breaker then decides alone).
     pub(crate) fn active(&self) -> bool {
-        !self.fleet.degraded.load(Ordering::Relaxed)
+        !self.fleet.degraded.load(Ordering::Relaxed) && !self.local_only.load(Ordering::Relaxed)
     }
 
     pub(crate) fn others(&self) -> WindowTotals {
@@ -202,6 +209,8 @@ impl Fleet {
         let req = TransitionRequest {
             name: name.to_string(),
             from_epoch: None,
+            from_state: None,
+            quorum: 0,
             to,
             open_for: Duration::ZERO,
             expires_in,
@@ -235,7 +244,19 @@ impl FleetBuilder {
             timeout: Duration::from_millis(500),
             ttl: Duration::from_secs(600),
             pubsub: true,
+            quorum: 0,
         }
+    }
+
+    /// Quorum-assisted opening: a breaker's own trip opens it fleet-wide only
+    /// when at least `k` live instances (itself included) see failures or slow
+    /// calls in their windows; otherwise it opens on this instance alone,
+    /// probes and recovers on its own, and rejoins the fleet when it closes.
+    /// So one instance with a broken network path does not cut off the whole
+    /// fleet. 0 or 1: no quorum (default).
+    pub fn quorum(mut self, k: u32) -> Self {
+        self.quorum = k;
+        self
     }
 
     /// This instance's id (default: host name and process id).
@@ -324,6 +345,7 @@ impl FleetBuilder {
             sync_interval: self.sync_interval,
             timeout: self.timeout,
             ttl: self.ttl,
+            quorum: self.quorum,
             members: Mutex::new(Vec::new()),
             tx,
             degraded: AtomicBool::new(false),
@@ -424,6 +446,9 @@ impl Shared {
                         self.health(Ok(()));
                         if r.applied {
                             link.fleet_epoch.fetch_max(r.view.epoch, Ordering::AcqRel);
+                        } else if r.quorum_refused {
+                            // Too few instances see it: stay open here only.
+                            link.local_only.store(true, Ordering::Release);
                         } else {
                             m.adopt(&r.view, None);
                         }

@@ -252,13 +252,31 @@ impl StateStore for MemoryStore {
             e.touched = now;
             e.ttl = nanos(r.ttl);
             let lapsed = lapse(&r.name, e, now);
+            let mut quorum_refused = false;
             let allowed = match r.from_epoch {
                 None => true,
                 Some(from) => {
-                    from == e.epoch
+                    let cas = from == e.epoch
+                        && r.from_state.is_none_or(|s| s == e.state)
                         && e.override_until.is_none()
                         // The store's clock decides when an open breaker may probe.
-                        && !(e.state == State::Open && r.to == State::HalfOpen && now < e.open_until)
+                        && !(e.state == State::Open && r.to == State::HalfOpen && now < e.open_until);
+                    if cas && r.quorum > 1 && e.state == State::Closed && r.to == State::Open {
+                        // The requester counts itself; others count when their
+                        // live window of this epoch holds a failure or a slow call.
+                        let seeing = 1 + e
+                            .reports
+                            .iter()
+                            .filter(|(id, rep)| {
+                                *id != &r.actor
+                                    && rep.epoch == e.epoch
+                                    && now.saturating_sub(rep.at) <= rep.stale_after
+                                    && rep.window.failures + rep.window.slow > 0
+                            })
+                            .count() as u32;
+                        quorum_refused = seeing < r.quorum;
+                    }
+                    cas && !quorum_refused
                 }
             };
             if allowed {
@@ -277,6 +295,7 @@ impl StateStore for MemoryStore {
             }
             Ok(TransitionResult {
                 applied: allowed,
+                quorum_refused,
                 view,
             })
         })

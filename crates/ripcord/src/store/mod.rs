@@ -14,7 +14,12 @@
 //!   breaker everywhere;
 //! - manual overrides (force open, disable, metrics only, reset) apply to the
 //!   fleet, optionally with an expiry, and every instance receives them;
-//! - a new instance starts in the fleet's current state.
+//! - a new instance starts in the fleet's current state;
+//! - optionally ([`FleetBuilder::quorum`]), a trip opens the fleet only when
+//!   enough instances see failures; otherwise only the instance that sees them
+//!   opens, so one instance with a broken network path cannot cut off the
+//!   fleet. Every transition request also names the state it expects to leave,
+//!   so such a locally open instance never moves the fleet.
 //!
 //! If the store is slow or down, no call waits on it: the breaker keeps
 //! deciding from local data, reports [`StoreDegraded`](crate::EventKind::StoreDegraded),
@@ -121,6 +126,12 @@ pub struct TransitionRequest {
     /// Apply only if the fleet epoch is still this one (compare-and-set);
     /// `None` applies unconditionally (a manual override).
     pub from_epoch: Option<u64>,
+    /// With `from_epoch`: apply only if the fleet is also still in this state.
+    pub from_state: Option<State>,
+    /// For a trip (closed → open): open fleet-wide only if at least this many
+    /// live instances (the requester included) report failures or slow calls
+    /// in the current epoch; 0 for no quorum.
+    pub quorum: u32,
     /// The state to enter.
     pub to: State,
     /// For `Open`: how long to stay open.
@@ -138,8 +149,12 @@ pub struct TransitionRequest {
 /// The answer to a [`TransitionRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionResult {
-    /// Whether this request changed the state (false: the epoch had moved on).
+    /// Whether this request changed the state (false: the epoch or state had
+    /// moved on, or the quorum was not met).
     pub applied: bool,
+    /// Refused only because too few instances see failures (see
+    /// [`TransitionRequest::quorum`]).
+    pub quorum_refused: bool,
     /// The fleet's view after the request.
     pub view: FleetView,
 }
