@@ -1142,7 +1142,9 @@ impl Inner {
         }
     }
 
-    /// Applies the fleet's view of this breaker, if it is news.
+    /// Applies the fleet's view of this breaker, if it is news, and reports a
+    /// manual override once per fleet epoch as an audit event (whether its
+    /// notice or a sync brought the change first).
     #[cfg(feature = "tokio")]
     pub(crate) fn adopt(
         &self,
@@ -1150,10 +1152,37 @@ impl Inner {
         notice: Option<&crate::store::FleetNotice>,
     ) {
         let Some(link) = &self.link else { return };
+        let audit = notice.filter(|n| {
+            n.manual && link.audited_epoch.fetch_max(view.epoch, Ordering::AcqRel) < view.epoch
+        });
+        if self.adopt_view(link, view) {
+            self.after_transition(view.state);
+        }
+        if let Some(n) = audit {
+            if self.events.active() {
+                self.events.emit(Event {
+                    name: self.name.clone(),
+                    at: Duration::from_nanos(self.clock.now_nanos()),
+                    epoch: self.epoch_now(),
+                    kind: EventKind::FleetOverride {
+                        to: view.state,
+                        actor: n.actor.clone(),
+                        reason: n.reason.clone(),
+                        expires_in: view.override_expires_in,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Moves the local breaker to the fleet's state if the view is news.
+    /// Returns whether it made a transition.
+    #[cfg(feature = "tokio")]
+    fn adopt_view(&self, link: &crate::store::fleet::Link, view: &crate::store::FleetView) -> bool {
         let mut control = lock(&self.control);
         let known = link.fleet_epoch.load(Ordering::Acquire);
         if view.epoch < known {
-            return; // old news
+            return false; // old news
         }
         let newer = view.epoch > known;
         link.fleet_epoch.store(view.epoch, Ordering::Release);
@@ -1165,11 +1194,10 @@ impl Inner {
         let w = self.state.load(Ordering::Acquire);
         let local = word::state(w);
         let in_flight = link.pending.load(Ordering::Acquire) > 0 || (local_only && !newer);
-        let now = self.clock.now_nanos();
-        let mut changed = false;
         if local == view.state {
             if view.state == State::Open && newer {
                 // Re-opened elsewhere: follow the fleet's open duration.
+                let now = self.clock.now_nanos();
                 self.timing.open_until.store(
                     now.saturating_add(nanos(view.open_remaining)),
                     Ordering::Release,
@@ -1178,6 +1206,7 @@ impl Inner {
             if view.state == State::HalfOpen && newer {
                 link.reset_probes();
             }
+            false
         } else if newer || !in_flight {
             self.apply(
                 &mut control,
@@ -1187,26 +1216,9 @@ impl Inner {
                 false,
                 Some(nanos(view.open_remaining)),
             );
-            changed = true;
-        }
-        drop(control);
-        if let Some(n) = notice.filter(|n| newer && n.manual) {
-            if self.events.active() {
-                self.events.emit(Event {
-                    name: self.name.clone(),
-                    at: Duration::from_nanos(now),
-                    epoch: self.epoch_now(),
-                    kind: EventKind::FleetOverride {
-                        to: view.state,
-                        actor: n.actor.clone(),
-                        reason: n.reason.clone(),
-                        expires_in: view.override_expires_in,
-                    },
-                });
-            }
-        }
-        if changed {
-            self.after_transition(view.state);
+            true
+        } else {
+            false
         }
     }
 

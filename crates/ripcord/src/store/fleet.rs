@@ -93,6 +93,9 @@ pub(crate) struct Link {
     /// Opened on this instance only (the fleet's quorum was not met): the
     /// breaker decides alone until it closes again or the fleet moves on.
     pub(crate) local_only: AtomicBool,
+    /// The latest fleet epoch whose manual change was reported as an audit
+    /// event (a sync may deliver the change before its notice does).
+    pub(crate) audited_epoch: AtomicU64,
 }
 
 impl Link {
@@ -105,6 +108,7 @@ impl Link {
             want_probe: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             local_only: AtomicBool::new(false),
+            audited_epoch: AtomicU64::new(0),
         }
     }
 
