@@ -1,8 +1,8 @@
 //! `ripcord`, the command-line face of the ripcord resilience toolkit.
 //!
-//! Today it has one subcommand, `ripcord demo`, which shows a circuit breaker
-//! protecting a crowd of callers from a flaky dependency, live, in-process.
-//! `proxy`, `simulate` and `fleet` come later.
+//! `ripcord demo` shows a circuit breaker protecting a crowd of callers from a
+//! flaky dependency, live, in-process; `ripcord simulate` replays a traffic
+//! trace through breaker configurations. `proxy` and `fleet` come later.
 
 use std::process::ExitCode;
 
@@ -25,6 +25,10 @@ enum Command {
     /// Watch one circuit breaker shield callers from a dependency that fails, slows
     /// down and recovers (in-process: no network, no Redis).
     Demo(demo::DemoArgs),
+    /// Replay a traffic trace (CSV, JSON Lines or a synthetic scenario) through
+    /// one or more breaker configurations: when each trips and recovers, what
+    /// it lets through and what it rejects, as a table, JSON or a chart.
+    Simulate(ripcord_cli::simulate::SimulateArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -35,6 +39,11 @@ fn main() -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(demo::run(args))
+        }
+        Command::Simulate(args) => {
+            let text = ripcord_cli::simulate::run(&args)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

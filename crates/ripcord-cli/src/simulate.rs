@@ -1,0 +1,362 @@
+//! `ripcord simulate`: replay a traffic trace through one or more breaker
+//! configurations and see what each would have done.
+//!
+//! The calls come from a trace file ([`trace`]: CSV or JSON Lines, streamed) or
+//! a synthetic [`scenario`]; each configuration gets its own real
+//! [`ripcord::CircuitBreaker`] on a [`ripcord::ManualClock`] ([`mod@replay`]), so a
+//! replay is deterministic and runs as fast as the trace can be read. The
+//! result is a [`Report`]: per configuration the time to trip after the outage
+//! began, failed calls that reached the dependency, healthy calls rejected,
+//! probes sent and the time to recover; printed as a table or JSON, and drawn
+//! by [`chart`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ripcord::pipeline::PolicyConfig;
+use ripcord::{CircuitBreakerConfig, PipelineConfig};
+
+pub mod chart;
+pub mod replay;
+pub mod scenario;
+pub mod trace;
+
+pub use replay::{replay, NamedConfig, OutageRule, ReplayError, ReplayOptions, Report};
+pub use scenario::Scenario;
+pub use trace::{Call, TraceError, TraceFormat, TraceReader};
+
+/// Options of `ripcord simulate`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["trace", "scenario"])))]
+pub struct SimulateArgs {
+    /// The trace to replay (CSV with a `time,latency,outcome` header, or JSON
+    /// Lines; `-` reads standard input).
+    pub trace: Option<PathBuf>,
+
+    /// The trace's format (default: from the extension, `.jsonl`/`.ndjson` are
+    /// JSON Lines, anything else CSV).
+    #[arg(long, value_enum)]
+    pub format: Option<TraceFormat>,
+
+    /// A synthetic trace instead of a file, e.g.
+    /// "ok 60s, fail 30s @ 80%, slow 20s @ 1.5s, ok 60s".
+    #[arg(long, conflicts_with = "trace")]
+    pub scenario: Option<Scenario>,
+
+    /// Calls per second of the scenario.
+    #[arg(long, default_value_t = 200.0)]
+    pub rps: f64,
+
+    /// Seed of the scenario and of the breakers' jitter.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// A breaker configuration (TOML: a bare circuit breaker table, or a
+    /// pipeline with a circuit_breaker policy); repeat to compare. Default:
+    /// the breaker's defaults.
+    #[arg(long = "config", value_name = "FILE")]
+    pub configs: Vec<PathBuf>,
+
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw the chart to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Trailing window over which a trace's failure rate defines an outage
+    /// (over 50 % is an outage).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub outage_window: Duration,
+
+    /// Fewest calls in that window to call an outage.
+    #[arg(long, default_value_t = 10)]
+    pub outage_min_calls: u32,
+
+    /// Calls at least this slow count as bad when finding outages (default:
+    /// the shortest slow-call threshold among the configurations, if any).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub slow: Option<Duration>,
+
+    /// Write the scenario's calls to this CSV file and stop (to replay them
+    /// later, or elsewhere).
+    #[arg(long, value_name = "FILE.csv", requires = "scenario")]
+    pub write_trace: Option<PathBuf>,
+}
+
+/// Why `ripcord simulate` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// The replay failed (bad trace line or configuration).
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// A configuration file could not be read or parsed.
+    #[error("configuration {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be opened or written.
+    #[error("cannot read or write {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--plot` names a file that is not `.svg`.
+    #[error("--plot draws SVG only: give a file name ending in .svg (found {0})")]
+    PlotFormat(PathBuf),
+    /// `--rps` is not a positive number.
+    #[error("--rps must be a positive number of calls per second")]
+    Rate,
+}
+
+/// Reads a breaker configuration from TOML text: either a bare
+/// [`CircuitBreakerConfig`] table, or a [`PipelineConfig`] (e.g. a proxy
+/// route's, with a `[circuit_breaker]` table or a `kind = "circuit_breaker"`
+/// policy), whose breaker is taken.
+pub fn parse_config(text: &str) -> Result<CircuitBreakerConfig, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let pipeline = table.contains_key("policy") || table.contains_key("order");
+    if pipeline {
+        let p: PipelineConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        p.policies
+            .into_iter()
+            .find_map(|p| match p {
+                PolicyConfig::CircuitBreaker(c) => Some(c),
+                _ => None,
+            })
+            .ok_or_else(|| "the pipeline has no circuit_breaker policy".to_owned())
+    } else if let Some(breaker) = table.get("circuit_breaker") {
+        // A pipeline's `[circuit_breaker]` table on its own.
+        breaker
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[circuit_breaker]: {e}"))
+    } else {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+fn load_configs(paths: &[PathBuf]) -> Result<Vec<NamedConfig>, SimulateError> {
+    if paths.is_empty() {
+        return Ok(vec![NamedConfig {
+            name: "default".to_owned(),
+            config: CircuitBreakerConfig::default(),
+        }]);
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|source| SimulateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let config = parse_config(&text).map_err(|message| SimulateError::Config {
+                path: path.clone(),
+                message: message.trim().to_owned(),
+            })?;
+            let name = path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            Ok(NamedConfig { name, config })
+        })
+        .collect()
+}
+
+fn format_of(path: &Path, given: Option<TraceFormat>) -> TraceFormat {
+    given.unwrap_or_else(|| match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl" | "ndjson") => TraceFormat::Jsonl,
+        _ => TraceFormat::Csv,
+    })
+}
+
+/// Runs `ripcord simulate`: the text to print (a table, or JSON with
+/// `--json`); draws the chart when asked.
+pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
+    if !(args.rps.is_finite() && args.rps > 0.0) {
+        return Err(SimulateError::Rate);
+    }
+    if let Some(plot) = &args.plot {
+        let svg = plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        if !svg {
+            return Err(SimulateError::PlotFormat(plot.clone()));
+        }
+    }
+    let configs = load_configs(&args.configs)?;
+    let slow = args.slow.or_else(|| {
+        configs
+            .iter()
+            .filter_map(|c| c.config.slow_calls.map(|s| s.duration))
+            .min()
+    });
+    let report = if let Some(scenario) = &args.scenario {
+        if let Some(path) = &args.write_trace {
+            write_trace(path, scenario.calls(args.rps, args.seed))?;
+            return Ok(format!(
+                "wrote the scenario's calls to {}\n",
+                path.display()
+            ));
+        }
+        let options = ReplayOptions {
+            outages: OutageRule::Known(scenario.outages()),
+            seed: args.seed,
+        };
+        replay(
+            scenario.calls(args.rps, args.seed).map(Ok),
+            &configs,
+            &options,
+        )?
+    } else {
+        let path = args.trace.clone().unwrap_or_else(|| PathBuf::from("-"));
+        let options = ReplayOptions {
+            outages: OutageRule::Trailing {
+                window: args.outage_window,
+                min_calls: args.outage_min_calls.max(1),
+                slow,
+            },
+            seed: args.seed,
+        };
+        let format = format_of(&path, args.format);
+        let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(BufReader::with_capacity(1 << 16, std::io::stdin().lock()))
+        } else {
+            let file = File::open(&path).map_err(|source| SimulateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Box::new(BufReader::with_capacity(1 << 16, file))
+        };
+        replay(TraceReader::new(input, format), &configs, &options)?
+    };
+    if let Some(plot) = &args.plot {
+        std::fs::write(plot, chart::render(&report)).map_err(|source| SimulateError::Io {
+            path: plot.clone(),
+            source,
+        })?;
+    }
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&report).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        table(&report)
+    };
+    Ok(text)
+}
+
+/// Writes calls as a CSV trace.
+fn write_trace(path: &Path, calls: impl Iterator<Item = Call>) -> Result<(), SimulateError> {
+    let io = |source| SimulateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = BufWriter::new(File::create(path).map_err(io)?);
+    writeln!(out, "time,latency,outcome").map_err(io)?;
+    for c in calls {
+        let outcome = match c.outcome {
+            ripcord::Outcome::Success => "success",
+            ripcord::Outcome::Failure => "failure",
+            _ => "ignored",
+        };
+        writeln!(
+            out,
+            "{}.{:06},{}.{:03},{outcome}",
+            c.start / 1_000_000_000,
+            c.start % 1_000_000_000 / 1_000,
+            c.latency / 1_000_000,
+            c.latency % 1_000_000 / 1_000
+        )
+        .map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |s| format!("{s:.3} s"))
+}
+
+/// The report as a table.
+pub fn table(report: &Report) -> String {
+    let mut s = String::new();
+    let t = &report.trace;
+    s.push_str(&format!(
+        "trace: {} calls ({} failed, {} ignored) over {:.3} s\n",
+        t.calls, t.failures, t.ignored, t.duration
+    ));
+    if report.outages.is_empty() {
+        s.push_str("outages: none\n");
+    }
+    for o in &report.outages {
+        s.push_str(&format!(
+            "outage: {:.3} s → {}\n",
+            o.start,
+            o.end
+                .map_or_else(|| "end of trace".to_owned(), |e| format!("{e:.3} s"))
+        ));
+    }
+    s.push('\n');
+    let header = [
+        "config",
+        "time to trip",
+        "time to recover",
+        "failed reached",
+        "healthy rejected",
+        "probes",
+        "trips",
+        "rejected",
+    ];
+    let rows: Vec<[String; 8]> = report
+        .configs
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                opt_secs(c.time_to_trip),
+                opt_secs(c.time_to_recover),
+                c.failed_calls_reached.to_string(),
+                c.healthy_rejected.to_string(),
+                c.probes.to_string(),
+                c.trips.to_string(),
+                c.rejected.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i == 0 {
+                l.push_str(cell);
+                l.push_str(&" ".repeat(pad));
+            } else {
+                l.push_str("  ");
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            }
+        }
+        l.push('\n');
+        l
+    };
+    s.push_str(&line(header.to_vec()));
+    for r in &rows {
+        s.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    s
+}
