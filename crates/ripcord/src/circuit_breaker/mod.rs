@@ -502,7 +502,7 @@ impl Inner {
     }
 
     /// The rejection of an open breaker: a plain value.
-    #[inline(never)]
+    #[inline(always)]
     fn open_rejection(&self, w: u64, retry_after_nanos: u64) -> Rejected {
         Rejected {
             name: self.name.clone(),
