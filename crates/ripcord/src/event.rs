@@ -253,6 +253,42 @@ impl fmt::Display for TransitionReason {
 /// A callback that receives events.
 pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// Checks a builder's broadcast capacity (`event_capacity`).
+pub(crate) fn check_capacity(capacity: usize) -> Result<(), crate::ConfigError> {
+    if capacity == 0 {
+        return Err(crate::ConfigError::new(
+            "event_capacity",
+            0,
+            "a broadcast capacity of at least 1 event",
+        ));
+    }
+    Ok(())
+}
+
+/// The `on_event` and `event_capacity` methods every policy builder has
+/// (builders with `listeners: Vec<Listener>` and `event_capacity: usize`).
+macro_rules! listener_methods {
+    () => {
+        /// Calls `listener` with every event, on the thread that caused it
+        /// and with no lock held. Keep it short; see [`event`](crate::event).
+        pub fn on_event(
+            mut self,
+            listener: impl Fn(&crate::Event) + Send + Sync + 'static,
+        ) -> Self {
+            self.listeners.push(std::sync::Arc::new(listener));
+            self
+        }
+
+        /// Capacity of the broadcast channel behind `subscribe()` (default
+        /// 1024): a receiver further behind than this loses the oldest events.
+        pub fn event_capacity(mut self, capacity: usize) -> Self {
+            self.event_capacity = capacity;
+            self
+        }
+    };
+}
+pub(crate) use listener_methods;
+
 /// Fan-out of one policy's events.
 pub(crate) struct Events {
     /// Whether anybody listens; checked on the hot path before building an event.

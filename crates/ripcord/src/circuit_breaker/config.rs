@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{CircuitBreaker, WindowStats};
 use crate::clock::ClockHandle;
-use crate::event::{Event, Listener};
+use crate::event::Listener;
 use crate::{Backoff, Clock, ConfigError, Name, Window};
 
 /// A custom trip rule over the window's statistics.
@@ -387,19 +387,7 @@ impl CircuitBreakerBuilder {
         self
     }
 
-    /// Calls `listener` with every event, on the thread that caused it and with
-    /// no lock held. Keep it short; see [`event`](crate::event).
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// Capacity of the broadcast channel behind `subscribe()` (default 1024): a
-    /// receiver further behind than this loses the oldest events.
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
+    crate::event::listener_methods!();
 
     /// Seeds the jitter of the open duration, for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -440,13 +428,7 @@ impl CircuitBreakerBuilder {
     /// Checks the configuration and builds the breaker.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         self.config.validate()?;
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity",
-                0,
-                "a broadcast capacity of at least 1 event",
-            ));
-        }
+        crate::event::check_capacity(self.event_capacity)?;
         if let Some(r) = &self.recovery {
             if r.interval.is_zero() {
                 return Err(ConfigError::new(

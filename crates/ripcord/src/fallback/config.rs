@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Fallback, Inner, Predicate, Step};
 use crate::clock::ClockHandle;
-use crate::event::{Event, Events, Listener};
+use crate::event::{Events, Listener};
 use crate::{Clock, ConfigError, Error, Name};
 
 /// Which errors make the fallback chain run: the data part of a fallback's
@@ -211,17 +211,7 @@ where
         self
     }
 
-    /// Calls `listener` with every event (`FallbackUsed`, `FallbackFailed`).
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// Capacity of the broadcast channel behind `subscribe()` (default 1024).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
+    crate::event::listener_methods!();
 
     /// Checks the configuration and builds the fallback.
     pub fn build(self) -> Result<Fallback<T, E>, ConfigError> {
@@ -235,13 +225,7 @@ where
                 "at least one fallback in the chain",
             ));
         }
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity",
-                0,
-                "a broadcast capacity of at least 1 event",
-            ));
-        }
+        crate::event::check_capacity(self.event_capacity)?;
         Ok(Fallback {
             inner: Arc::new(Inner {
                 name: self.name,

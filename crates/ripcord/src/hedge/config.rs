@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::state::LatencyHistogram;
 use super::{Hedge, Inner};
 use crate::clock::ClockHandle;
-use crate::event::{Event, Events, Listener};
+use crate::event::{Events, Listener};
 use crate::{Clock, ConfigError, Name};
 
 /// Most extra attempts a hedge may start for one call.
@@ -287,28 +287,12 @@ impl HedgeBuilder {
         self
     }
 
-    /// Calls `listener` with every event (`HedgeStarted`, `HedgeWon`).
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// Capacity of the broadcast channel behind `subscribe()` (default 1024).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
+    crate::event::listener_methods!();
 
     /// Checks the configuration and builds the hedge.
     pub fn build(self) -> Result<Hedge, ConfigError> {
         self.config.validate()?;
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity",
-                0,
-                "a broadcast capacity of at least 1 event",
-            ));
-        }
+        crate::event::check_capacity(self.event_capacity)?;
         let window = match &self.config.delay {
             HedgeDelay::Percentile(p) => p.window,
             HedgeDelay::Fixed(_) => Duration::from_secs(60),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::retry_on::Rules;
 use super::{Attempt, Retry, RetryBudget, RetryBudgetConfig};
 use crate::clock::ClockHandle;
-use crate::event::{Event, Listener};
+use crate::event::Listener;
 use crate::{Backoff, Classify, Clock, ConfigError, Name, Outcome};
 
 /// A per-attempt hook.
@@ -297,18 +297,7 @@ impl RetryBuilder {
         self
     }
 
-    /// Calls `listener` with every event, on the thread that caused it. Keep
-    /// it short; see [`event`](crate::event).
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// Capacity of the broadcast channel behind `subscribe()` (default 1024).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
+    crate::event::listener_methods!();
 
     /// Seeds the jitter, for reproducible delays: the `k`-th call through
     /// the policy that needs a delay always draws the same ones.
@@ -320,13 +309,7 @@ impl RetryBuilder {
     /// Checks the configuration and builds the policy.
     pub fn build(self) -> Result<Retry, ConfigError> {
         self.config.validate()?;
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity",
-                0,
-                "a broadcast capacity of at least 1 event",
-            ));
-        }
+        crate::event::check_capacity(self.event_capacity)?;
         Ok(Retry::from_builder(self))
     }
 }

@@ -1,12 +1,11 @@
 //! Building and validating a timeout.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::TimeoutPolicy;
 use crate::clock::ClockHandle;
-use crate::event::{Event, Listener};
+use crate::event::Listener;
 use crate::{Clock, ConfigError, Name};
 
 /// The data part of a timeout's configuration. Deserializable (feature
@@ -123,29 +122,12 @@ impl TimeoutBuilder {
         self
     }
 
-    /// Calls `listener` with every event, on the thread that caused it. Keep
-    /// it short; see [`event`](crate::event).
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// Capacity of the broadcast channel behind `subscribe()` (default 1024).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
+    crate::event::listener_methods!();
 
     /// Checks the configuration and builds the policy.
     pub fn build(self) -> Result<TimeoutPolicy, ConfigError> {
         self.config.validate()?;
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity",
-                0,
-                "a broadcast capacity of at least 1 event",
-            ));
-        }
+        crate::event::check_capacity(self.event_capacity)?;
         Ok(TimeoutPolicy::from_builder(self))
     }
 }
