@@ -31,12 +31,17 @@ fn template(clock: TokioClock) -> CircuitBreakerBuilder {
 }
 
 fn fleet(store: &MemoryStore, n: usize, pubsub: bool) -> Vec<Instance> {
+    fleet_with(store, n, pubsub, 0)
+}
+
+fn fleet_with(store: &MemoryStore, n: usize, pubsub: bool, quorum: u32) -> Vec<Instance> {
     let clock = TokioClock::new();
     (0..n)
         .map(|i| {
             let fleet = Fleet::builder(store.clone())
                 .instance(&format!("i{i}"))
                 .pubsub(pubsub)
+                .quorum(quorum)
                 .build()
                 .unwrap();
             let events = Arc::new(Mutex::new(Vec::new()));
@@ -312,35 +317,10 @@ async fn store_round_trips_scale_with_time_not_calls() {
     assert!(ops >= 5 * 15, "syncs must actually run: {ops}");
 }
 
-fn quorum_fleet(store: &MemoryStore, n: usize, quorum: u32) -> Vec<Instance> {
-    let clock = TokioClock::new();
-    (0..n)
-        .map(|i| {
-            let fleet = Fleet::builder(store.clone())
-                .instance(&format!("q{i}"))
-                .quorum(quorum)
-                .build()
-                .unwrap();
-            let events = Arc::new(Mutex::new(Vec::new()));
-            let e = events.clone();
-            let breaker = template(clock)
-                .fleet(&fleet)
-                .on_event(move |ev| e.lock().unwrap().push(ev.clone()))
-                .build()
-                .unwrap();
-            Instance {
-                fleet,
-                breaker,
-                events,
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(start_paused = true)]
 async fn without_a_quorum_only_the_instance_that_sees_failures_opens() {
     let store = MemoryStore::with_clock(TokioClock::new());
-    let fleet = quorum_fleet(&store, 5, 3);
+    let fleet = fleet_with(&store, 5, true, 3);
     settle().await;
     // Instance 0 has a broken network path: it alone sees failures.
     for _ in 0..20 {
@@ -382,7 +362,7 @@ async fn without_a_quorum_only_the_instance_that_sees_failures_opens() {
 #[tokio::test(start_paused = true)]
 async fn with_a_quorum_a_trip_opens_the_whole_fleet() {
     let store = MemoryStore::with_clock(TokioClock::new());
-    let fleet = quorum_fleet(&store, 5, 3);
+    let fleet = fleet_with(&store, 5, true, 3);
     settle().await;
     // Instances 1 and 2 see a few failures (not enough to trip alone)...
     for inst in &fleet[1..3] {
