@@ -1,0 +1,266 @@
+//! A whole [`ripcord::Pipeline`] around a tower [`Service`].
+//!
+//! [`PipelineService`] runs every request through the pipeline's policies —
+//! timeout, retry, circuit breaker, rate limiter, bulkhead, fallback, hedge —
+//! in the order the pipeline was built. The pipeline's error type is
+//! [`tower::BoxError`]: the inner service's errors are boxed before the
+//! policies see them, so one pipeline fits any inner service.
+//!
+//! ```
+//! use ripcord::{CircuitBreaker, Pipeline, Retry};
+//! use ripcord_tower::PipelineLayer;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{service_fn, BoxError, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let pipeline: Pipeline<u32, BoxError> = Pipeline::builder()
+//!     .timeout(Duration::from_secs(1))
+//!     .retry(Retry::builder("api").max_attempts(3).backoff(ripcord::Backoff::fixed(Duration::from_millis(1))))
+//!     .circuit_breaker(CircuitBreaker::builder("api"))
+//!     .build()?;
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let svc = PipelineLayer::new(pipeline).layer(service_fn(move |n: u32| {
+//!     let attempt = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move { if attempt == 0 { Err::<u32, BoxError>("flaky".into()) } else { Ok(n * 2) } }
+//! }));
+//! assert_eq!(svc.oneshot(21).await?, 42); // the second attempt succeeded
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! # Cloning
+//!
+//! The service is `Clone` and clones share the pipeline (one `Arc`). The
+//! **inner service is cloned for every attempt** and driven to readiness by
+//! that clone (as `tower::util::Oneshot` does), because a retry or a hedge
+//! calls it more than once and the attempts outlive `call`'s borrow. So the
+//! inner service must be `Clone` and cheap to clone (hyper and reqwest
+//! clients, tonic channels and `tower::buffer::Buffer` are).
+//! [`poll_ready`](Service::poll_ready) always returns ready: readiness is
+//! awaited per attempt, inside the pipeline's policies (so a timeout bounds
+//! the wait for readiness too).
+//!
+//! # Replaying requests
+//!
+//! A retry or a hedge needs the request again. How to get another copy is a
+//! [`Replay`]: [`CloneRequest`] (the default, for `Req: Clone`), [`NoReplay`],
+//! or for HTTP [`HttpReplay`](crate::http::HttpReplay), which replays only
+//! idempotent or explicitly retryable requests. When a request cannot be
+//! replayed, it goes through the pipeline given to
+//! [`PipelineLayer::non_replayable`] (build it without a retry, sharing the
+//! breaker instance); without one, a second attempt fails with
+//! [`error::NotReplayable`].
+//!
+//! # Errors
+//!
+//! The inner service's errors come back as they were (boxed); a policy's
+//! refusal comes back as its own error struct ([`ripcord::Rejected`],
+//! [`ripcord::Timeout`], [`ripcord::BulkheadFull`],
+//! [`ripcord::RateLimited`]), boxed, so `downcast_ref` finds it. A failed
+//! fallback chain comes back as its primary error.
+//!
+//! # Cost
+//!
+//! Each call boxes its future (one allocation), and each attempt clones the
+//! inner service.
+
+pub mod error;
+mod layer;
+
+pub use layer::PipelineLayer;
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use ripcord::Pipeline;
+use tower::{BoxError, Service};
+
+use self::error::NotReplayable;
+
+/// Gives another copy of a request, for a retry or a hedge, or `None` when
+/// the request must not be sent twice.
+pub trait Replay<Req> {
+    /// Another copy of `req`, or `None` if it must not be replayed.
+    fn replay(&self, req: &Req) -> Option<Req>;
+}
+
+/// Replays requests by cloning them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneRequest;
+
+impl<Req: Clone> Replay<Req> for CloneRequest {
+    fn replay(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// Never replays a request: each is sent at most once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReplay;
+
+impl<Req> Replay<Req> for NoReplay {
+    fn replay(&self, _req: &Req) -> Option<Req> {
+        None
+    }
+}
+
+/// The boxed response future of [`PipelineService`].
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+/// A [`Service`] whose calls go through a [`ripcord::Pipeline`]. See the
+/// [module docs](self).
+pub struct PipelineService<S, T, R = CloneRequest> {
+    inner: S,
+    pipeline: Pipeline<T, BoxError>,
+    once: Option<Pipeline<T, BoxError>>,
+    replay: R,
+}
+
+impl<S: Clone, T, R: Clone> Clone for PipelineService<S, T, R> {
+    fn clone(&self) -> Self {
+        PipelineService {
+            inner: self.inner.clone(),
+            pipeline: self.pipeline.clone(),
+            once: self.once.clone(),
+            replay: self.replay.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T, R> fmt::Debug for PipelineService<S, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineService")
+            .field("inner", &self.inner)
+            .field("pipeline", &self.pipeline.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T, R> PipelineService<S, T, R> {
+    /// Wraps `inner`; see [`PipelineLayer`] for the options.
+    pub fn new(
+        inner: S,
+        pipeline: Pipeline<T, BoxError>,
+        once: Option<Pipeline<T, BoxError>>,
+        replay: R,
+    ) -> Self {
+        PipelineService {
+            inner,
+            pipeline,
+            once,
+            replay,
+        }
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &Pipeline<T, BoxError> {
+        &self.pipeline
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, T, R, Req> Service<Req> for PipelineService<S, T, R>
+where
+    S: Service<Req, Response = T> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+    Req: Send + Sync + 'static,
+    R: Replay<Req> + Clone + Send + Sync + 'static,
+{
+    type Response = T;
+    type Error = BoxError;
+    type Future = ResponseFuture<T>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        run(
+            &self.pipeline,
+            self.once.as_ref(),
+            &self.inner,
+            &self.replay,
+            req,
+        )
+    }
+}
+
+/// Runs `req` through `pipeline` (or `once` if the request cannot be
+/// replayed), calling a clone of `inner` per attempt.
+pub(crate) fn run<S, T, R, Req>(
+    pipeline: &Pipeline<T, BoxError>,
+    once: Option<&Pipeline<T, BoxError>>,
+    inner: &S,
+    replay: &R,
+    req: Req,
+) -> ResponseFuture<T>
+where
+    S: Service<Req, Response = T> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+    Req: Send + Sync + 'static,
+    R: Replay<Req> + Clone + Send + Sync + 'static,
+{
+    let template = replay.replay(&req);
+    let pipeline = match (&template, once) {
+        (None, Some(once)) => once.clone(),
+        _ => pipeline.clone(),
+    };
+    let inner = inner.clone();
+    let replay = replay.clone();
+    let first = Mutex::new(Some(req));
+    Box::pin(async move {
+        let attempt = || {
+            let req = first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .or_else(|| template.as_ref().and_then(|t| replay.replay(t)));
+            let mut svc = inner.clone();
+            async move {
+                let req = req.ok_or_else(|| Box::new(NotReplayable(())) as BoxError)?;
+                poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
+                svc.call(req).await.map_err(Into::into)
+            }
+        };
+        pipeline.execute(attempt).await.map_err(into_box_error)
+    })
+}
+
+/// Flattens a pipeline's error into a [`BoxError`] holding the inner
+/// service's error as it was, or the policy's own error struct.
+pub fn into_box_error(error: ripcord::Error<BoxError>) -> BoxError {
+    match error {
+        ripcord::Error::Inner(e) => e,
+        ripcord::Error::Rejected(r) => Box::new(r),
+        ripcord::Error::Timeout(t) => Box::new(t),
+        ripcord::Error::BulkheadFull(b) => Box::new(b),
+        ripcord::Error::RateLimited(r) => Box::new(r),
+        ripcord::Error::Fallback(f) => into_box_error(f.into_parts().0),
+        other => other.to_string().into(),
+    }
+}

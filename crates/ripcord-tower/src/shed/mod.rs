@@ -1,0 +1,195 @@
+//! Server-side load shedding for axum and hyper servers (feature `http`).
+//!
+//! [`ShedService`] checks its policies **before** the handler runs and, when
+//! one refuses, answers at once without reading the request body and without
+//! calling the handler:
+//!
+//! | policy | refusal | response |
+//! |---|---|---|
+//! | [`RateLimiter`] | over the rate | `429 Too Many Requests`, `Retry-After` = time to the next permit |
+//! | [`CircuitBreaker`] on the handler's own failures | open | `503 Service Unavailable`, `Retry-After` = time to the next probe |
+//! | [`Bulkhead`] | every slot taken | `503 Service Unavailable`, `Retry-After: 1` |
+//!
+//! Each refusal also carries a header naming the policy
+//! ([`POLICY_HEADER`], `x-ripcord-policy: rate_limiter` /
+//! `circuit_breaker` / `bulkhead`) so operators and clients can tell shedding
+//! from a handler's own errors. `Retry-After` is in whole seconds, rounded up,
+//! at least 1.
+//!
+//! # gRPC
+//!
+//! With `ShedLayer::grpc` (feature `grpc`), for a tonic server, refusals
+//! are trailers-only gRPC responses: `RESOURCE_EXHAUSTED` for the rate
+//! limiter, `UNAVAILABLE` for the breaker and the bulkhead (with the same
+//! `retry-after` and policy metadata), and the breaker judges the handler's
+//! calls by `grpc::classify_code` on a trailers-only
+//! status. A status sent in the trailers of a normal response is not seen
+//! (such a call counts as a success).
+//!
+//! The policies run in that order: rate limiter, breaker, bulkhead. The
+//! breaker records the handler's responses with
+//! [`classify_status`](crate::http::classify_status) (5xx and 429 are
+//! failures); the bulkhead slot is held until the handler's response future
+//! completes (the response head), not while its body streams.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use ripcord::RateLimiter;
+//! use ripcord_tower::shed::ShedLayer;
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), ripcord::ConfigError> {
+//! let limiter = RateLimiter::builder("api").rate(100, Duration::from_secs(1)).build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ShedLayer::new().rate_limiter(limiter));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+pub mod future;
+mod layer;
+
+pub use layer::ShedLayer;
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use ripcord::{Bulkhead, CircuitBreaker, PolicyKind, RateLimiter};
+use tower::Service;
+
+use self::future::ResponseFuture;
+
+/// The header naming the policy that shed a request: `x-ripcord-policy`.
+pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-ripcord-policy");
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Policies {
+    pub(crate) rate_limiter: Option<RateLimiter>,
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) bulkhead: Option<Bulkhead>,
+    pub(crate) grpc: bool,
+}
+
+/// A [`Service`] that sheds load before its inner service (the handler)
+/// runs. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ShedService<S> {
+    inner: S,
+    policies: Policies,
+}
+
+impl<S> ShedService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// A refusal response: `status` (or for gRPC, a trailers-only response
+/// with the matching gRPC code), `Retry-After` and the policy header.
+fn shed_response<B: Default>(
+    grpc: bool,
+    status: StatusCode,
+    policy: PolicyKind,
+    wait: Duration,
+) -> Response<B> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Response::new(B::default());
+    let headers = response.headers_mut();
+    if grpc {
+        let code = if status == StatusCode::TOO_MANY_REQUESTS {
+            "8" // RESOURCE_EXHAUSTED
+        } else {
+            "14" // UNAVAILABLE
+        };
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(match policy {
+                PolicyKind::RateLimiter => "rate%20limited",
+                PolicyKind::CircuitBreaker => "circuit%20breaker%20open",
+                _ => "overloaded",
+            }),
+        );
+    } else {
+        *response.status_mut() = status;
+    }
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    headers.insert(POLICY_HEADER, HeaderValue::from_static(policy.as_str()));
+    response
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ShedService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let p = &self.policies;
+        if let Some(limiter) = &p.rate_limiter {
+            if let Err(limited) = limiter.try_acquire() {
+                return ResponseFuture::shed(shed_response(
+                    p.grpc,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    PolicyKind::RateLimiter,
+                    limited.retry_after(),
+                ));
+            }
+        }
+        let permit = match &p.breaker {
+            Some(breaker) => match breaker.try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(rejected) => {
+                    return ResponseFuture::shed(shed_response(
+                        p.grpc,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        PolicyKind::CircuitBreaker,
+                        rejected.retry_after(),
+                    ))
+                }
+            },
+            None => None,
+        };
+        let slot = match &p.bulkhead {
+            Some(bulkhead) => match bulkhead.try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    return ResponseFuture::shed(shed_response(
+                        p.grpc,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        PolicyKind::Bulkhead,
+                        Duration::from_secs(1),
+                    ))
+                }
+            },
+            None => None,
+        };
+        ResponseFuture::called(self.inner.call(req), permit, slot, p.grpc)
+    }
+}
