@@ -39,6 +39,13 @@ fn main() {
                 black_box(b.try_acquire().is_err());
             }
         }
+        "forced" => {
+            let b = CircuitBreaker::builder("bench").build().unwrap();
+            b.force_open();
+            for _ in 0..n {
+                black_box(b.try_acquire().is_err());
+            }
+        }
         _ => {}
     }
 }

@@ -492,8 +492,10 @@ impl Inner {
             let now = self.clock.now_nanos();
             let until = self.timing.open_until.load(Ordering::Acquire);
             if now < until && !self.events.active() {
-                return Err(self.open_rejection(w, until - now));
+                return Err(self.open_rejection(w, State::Open, until - now));
             }
+        } else if w & word::FAST_MASK == State::ForcedOpen.code() && !self.events.active() {
+            return Err(self.open_rejection(w, State::ForcedOpen, 0));
         }
         match self.acquire_slow(w) {
             Ok((epoch, kind, start)) => Ok(Permit::new(self, epoch, kind, start)),
@@ -501,12 +503,12 @@ impl Inner {
         }
     }
 
-    /// The rejection of an open breaker: a plain value.
+    /// The rejection of an open (or forced-open) breaker: a plain value.
     #[inline(always)]
-    fn open_rejection(&self, w: u64, retry_after_nanos: u64) -> Rejected {
+    fn open_rejection(&self, w: u64, state: State, retry_after_nanos: u64) -> Rejected {
         Rejected {
             name: self.name.clone(),
-            state: State::Open,
+            state,
             retry_after_nanos,
             epoch: word::epoch(w),
         }
