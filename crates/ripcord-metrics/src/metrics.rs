@@ -298,9 +298,26 @@ impl Metrics {
         Ok(registry)
     }
 
+    /// Exports the sync round trips of a fleet's store (latency and errors):
+    /// adds an [`on_sync`](ripcord::store::FleetBuilder::on_sync) hook that
+    /// calls [`store_sync`](Self::store_sync).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use ripcord::store::{Fleet, MemoryStore};
+    /// let metrics = ripcord_metrics::Metrics::new();
+    /// let fleet = metrics.fleet(Fleet::builder(MemoryStore::new())).build().unwrap();
+    /// # let _ = fleet;
+    /// # }
+    /// ```
+    pub fn fleet(&self, builder: ripcord::store::FleetBuilder) -> ripcord::store::FleetBuilder {
+        let m = self.clone();
+        builder.on_sync(move |latency, ok| m.store_sync(latency, ok))
+    }
+
     /// Records one sync round trip of the shared state store: how long it
-    /// took, and whether it succeeded. For store implementations (the Redis
-    /// store calls it after every flush); exported as
+    /// took, and whether it succeeded ([`fleet`](Self::fleet) wires it to a
+    /// fleet's sync task); exported as
     /// `ripcord_store_sync_duration_seconds{result="ok"|"error"}`.
     pub fn store_sync(&self, latency: Duration, ok: bool) {
         let s = &self.shared.store;

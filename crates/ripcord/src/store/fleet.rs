@@ -35,7 +35,12 @@ pub struct FleetBuilder {
     ttl: Duration,
     pubsub: bool,
     quorum: u32,
+    on_sync: Option<SyncHook>,
 }
+
+/// A callback told of every sync round trip: its latency and whether it
+/// worked.
+type SyncHook = Arc<dyn Fn(Duration, bool) + Send + Sync>;
 
 impl fmt::Debug for FleetBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,6 +63,7 @@ pub(crate) struct Shared {
     timeout: Duration,
     pub(crate) ttl: Duration,
     pub(crate) quorum: u32,
+    on_sync: Option<SyncHook>,
     members: Mutex<Vec<Weak<Inner>>>,
     tx: mpsc::UnboundedSender<Msg>,
     degraded: AtomicBool,
@@ -249,7 +255,16 @@ impl FleetBuilder {
             ttl: Duration::from_secs(600),
             pubsub: true,
             quorum: 0,
+            on_sync: None,
         }
+    }
+
+    /// Calls `hook` after every sync round trip with its latency and whether
+    /// it worked (e.g. to export the store's sync latency as a metric). It
+    /// runs on the sync task: keep it short.
+    pub fn on_sync(mut self, hook: impl Fn(Duration, bool) + Send + Sync + 'static) -> Self {
+        self.on_sync = Some(Arc::new(hook));
+        self
     }
 
     /// Quorum-assisted opening: a breaker's own trip opens it fleet-wide only
@@ -350,6 +365,7 @@ impl FleetBuilder {
             timeout: self.timeout,
             ttl: self.ttl,
             quorum: self.quorum,
+            on_sync: self.on_sync,
             members: Mutex::new(Vec::new()),
             tx,
             degraded: AtomicBool::new(false),
@@ -417,10 +433,14 @@ impl Shared {
         let entries: Vec<SyncEntry> = members.iter().map(|m| m.sync_entry(self)).collect();
         let started = Instant::now();
         let result = self.call(self.store.sync(&self.instance, &entries)).await;
+        let latency = started.elapsed();
+        if let Some(hook) = &self.on_sync {
+            hook(latency, result.is_ok());
+        }
         match result {
             Ok(views) => {
                 self.last_sync_nanos
-                    .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    .store(latency.as_nanos() as u64, Ordering::Relaxed);
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 self.health(Ok(()));
                 for ((m, entry), view) in members.iter().zip(&entries).zip(views) {
