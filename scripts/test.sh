@@ -78,6 +78,9 @@ cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+log "cargo clippy -D warnings, core crate without optional features"
+cargo clippy -p ripcord --no-default-features --lib -- -D warnings
+
 log "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 

@@ -129,6 +129,7 @@ struct Rules {
 
 pub(crate) struct Inner {
     /// A weak handle to this breaker, for background tasks.
+    #[cfg(feature = "tokio")]
     me: std::sync::Weak<Inner>,
     name: Name,
     rules: Rules,
@@ -140,6 +141,7 @@ pub(crate) struct Inner {
     half_open_successes: u16,
     max_half_open_wait: u64,
     ramp_up: u64,
+    #[cfg(feature = "tokio")]
     eager: bool,
     backoff: Backoff,
     pub(crate) clock: ClockHandle,
@@ -227,7 +229,9 @@ impl CircuitBreaker {
         });
         let timed = slow_nanos != u64::MAX || latency || c.window.is_time();
         let half_open_calls = c.half_open_calls as u16;
+        #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
         let inner = |me: &std::sync::Weak<Inner>| Inner {
+            #[cfg(feature = "tokio")]
             me: me.clone(),
             name: b.name.clone(),
             rules,
@@ -237,6 +241,7 @@ impl CircuitBreaker {
             half_open_successes: c.half_open_successes.map_or(half_open_calls, |k| k as u16),
             max_half_open_wait: nanos(c.max_half_open_wait),
             ramp_up: nanos(b.ramp_up),
+            #[cfg(feature = "tokio")]
             eager: c.eager_transitions,
             backoff: c.open_for.clone(),
             clock: b.clock.clone(),
@@ -969,6 +974,7 @@ impl Inner {
         let epoch = word::epoch(w) + 1;
         let now = self.clock.now_nanos();
         let mut ramp = false;
+        #[cfg(feature = "tokio")]
         let mut open_for = 0;
         match to {
             State::Open => {
@@ -979,7 +985,10 @@ impl Inner {
                             .delay(control.consecutive_openings, &mut control.rng),
                     )
                 });
-                open_for = d;
+                #[cfg(feature = "tokio")]
+                {
+                    open_for = d;
+                }
                 self.timing
                     .open_until
                     .store(now.saturating_add(d), Ordering::Release);
@@ -1055,7 +1064,6 @@ impl Inner {
                 );
             }
         }
-        let _ = open_for;
     }
 
     /// Work after a transition, with no lock held: deliver events, start timers.
@@ -1099,6 +1107,7 @@ impl Inner {
         }
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn name(&self) -> &str {
         self.name.as_str()
     }
@@ -1237,6 +1246,7 @@ impl Inner {
         }
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn open_until(&self) -> u64 {
         self.timing.open_until.load(Ordering::Acquire)
     }

@@ -261,6 +261,7 @@ impl WindowStats {
     }
 
     /// Adds another window's counts (e.g. the rest of the fleet's).
+    #[cfg(feature = "tokio")]
     pub(crate) fn add_counts(&mut self, calls: u64, failures: u64, slow: u64) {
         self.calls += calls;
         self.failures = (self.failures + failures).min(self.calls);
