@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -431,7 +431,8 @@ impl Shared {
             return;
         }
         let entries: Vec<SyncEntry> = members.iter().map(|m| m.sync_entry(self)).collect();
-        let started = Instant::now();
+        // tokio's clock, like every timer here: it follows paused time in tests.
+        let started = tokio::time::Instant::now();
         let result = self.call(self.store.sync(&self.instance, &entries)).await;
         let latency = started.elapsed();
         if let Some(hook) = &self.on_sync {
