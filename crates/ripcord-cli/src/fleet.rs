@@ -1,0 +1,1 @@
+//! `ripcord fleet`: see and steer the breakers of a whole fleet through its store.

@@ -1,0 +1,1 @@
+//! The admin listener: `/metrics`, the admin API and the live dashboard.

@@ -1,0 +1,1 @@
+//! The TOML configuration of `ripcord proxy` and its validation.

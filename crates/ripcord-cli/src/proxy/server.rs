@@ -1,0 +1,1 @@
+//! The forwarding side of `ripcord proxy`.

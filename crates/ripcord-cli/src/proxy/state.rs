@@ -1,0 +1,164 @@
+//! What the proxy's admin side sees of the running proxy: its breakers (one
+//! per route or upstream pipeline), the fleet link, the metrics registry and
+//! the admin token. The forwarding side builds it; a config reload swaps the
+//! breaker list in place.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use ripcord::store::Fleet;
+use ripcord::{CircuitBreaker, State};
+use ripcord_metrics::Metrics;
+use subtle::ConstantTimeEq;
+
+/// A manual action on a breaker, from the admin API or `ripcord fleet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Reject every call until reset.
+    ForceOpen,
+    /// Let every call through, recording nothing.
+    Disable,
+    /// Back to closed with an empty window.
+    Reset,
+}
+
+impl Control {
+    /// The state the action puts the breaker in.
+    pub fn target(self) -> State {
+        match self {
+            Control::ForceOpen => State::ForcedOpen,
+            Control::Disable => State::Disabled,
+            Control::Reset => State::Closed,
+        }
+    }
+
+    /// Parses the action's name as used in URLs and on the command line
+    /// (`open`, `disable`, `reset`).
+    pub fn parse(s: &str) -> Option<Control> {
+        match s {
+            "open" | "force-open" | "force_open" => Some(Control::ForceOpen),
+            "disable" => Some(Control::Disable),
+            "reset" | "close" => Some(Control::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// Why a manual action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No breaker has that name.
+    #[error("no breaker named `{0}` (see the list at /api/breakers)")]
+    UnknownBreaker(String),
+    /// The action applied locally but the fleet store refused it.
+    #[error("applied to this instance, but the fleet store failed: {0}")]
+    Store(#[from] ripcord::store::StoreError),
+}
+
+/// One breaker of the proxy and where it sits.
+#[derive(Debug, Clone)]
+pub struct BreakerEntry {
+    /// What the breaker protects: `route:<name>` or `upstream:<name>`.
+    pub scope: String,
+    /// The breaker (its name is the one shown and controlled).
+    pub breaker: CircuitBreaker,
+}
+
+/// The running proxy's shared state, as the admin API sees it.
+#[derive(Debug)]
+pub struct ProxyState {
+    breakers: RwLock<Arc<Vec<BreakerEntry>>>,
+    fleet: Option<Fleet>,
+    metrics: Metrics,
+    admin_token: Option<String>,
+    started: Instant,
+}
+
+impl ProxyState {
+    /// A state over `breakers`, with an optional fleet link and admin token.
+    pub fn new(
+        breakers: Vec<BreakerEntry>,
+        fleet: Option<Fleet>,
+        metrics: Metrics,
+        admin_token: Option<String>,
+    ) -> Self {
+        ProxyState {
+            breakers: RwLock::new(Arc::new(breakers)),
+            fleet,
+            metrics,
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Every breaker, in configuration order.
+    pub fn breakers(&self) -> Arc<Vec<BreakerEntry>> {
+        Arc::clone(&self.breakers.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The breaker named `name`.
+    pub fn breaker(&self, name: &str) -> Option<CircuitBreaker> {
+        self.breakers()
+            .iter()
+            .find(|e| e.breaker.name() == name)
+            .map(|e| e.breaker.clone())
+    }
+
+    /// Replaces the breaker list (after a config reload).
+    pub fn replace_breakers(&self, breakers: Vec<BreakerEntry>) {
+        *self.breakers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(breakers);
+    }
+
+    /// The fleet link, when the config names a store.
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
+    }
+
+    /// The metrics registry every policy of the proxy reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// When the proxy started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Whether mutating admin calls are possible at all (a token is set).
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
+    /// Checks a presented bearer token against the configured one, in
+    /// constant time. Always false when no token is configured.
+    pub fn check_token(&self, presented: &str) -> bool {
+        match &self.admin_token {
+            Some(expected) => bool::from(expected.as_bytes().ct_eq(presented.as_bytes())),
+            None => false,
+        }
+    }
+
+    /// Applies a manual action to the breaker `name` on this instance and,
+    /// with a fleet store, to the whole fleet. Returns the state after.
+    pub async fn control(
+        &self,
+        name: &str,
+        action: Control,
+        actor: &str,
+    ) -> Result<State, ControlError> {
+        let breaker = self
+            .breaker(name)
+            .ok_or_else(|| ControlError::UnknownBreaker(name.to_string()))?;
+        match action {
+            Control::ForceOpen => breaker.force_open(),
+            Control::Disable => breaker.disable(),
+            Control::Reset => breaker.reset(),
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet
+                .override_state(name, action.target(), None, actor)
+                .await?;
+        }
+        Ok(breaker.state())
+    }
+}
