@@ -1,1 +1,563 @@
-//! `ripcord fleet`: see and steer the breakers of a whole fleet through its store.
+//! `ripcord fleet`: see and steer the breakers of a whole fleet from a
+//! terminal, through the Redis store the fleet shares.
+//!
+//! - `ripcord fleet status [NAME] --store redis://…` lists every breaker the
+//!   store knows (or just `NAME`): fleet-wide state, epoch, live instances,
+//!   window figures, open time left and any manual override.
+//! - `ripcord fleet open|disable|reset NAME --store redis://…` sets a breaker's
+//!   state for every instance at once (a compare-and-set-free override that
+//!   every instance applies within one sync interval, or at once by pub/sub).
+//!   `--expires 10m` lets an `open` or `disable` lapse back to closed by itself.
+//!
+//! The command talks to the store directly; it never links a breaker of its
+//! own, so it leaves no window report behind.
+
+use std::io::Write;
+use std::time::Duration;
+
+use ripcord::store::{FleetView, StateStore, StoreError, TransitionRequest};
+use ripcord::State;
+use ripcord_redis::{BuildError, RedisStore};
+
+use crate::proxy::state::Control;
+
+/// Options of `ripcord fleet`.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: FleetAction,
+}
+
+/// The actions of `ripcord fleet`.
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetAction {
+    /// List every breaker of the fleet (or just NAME): state, epoch, live
+    /// instances, window calls and failures, open time left, override expiry.
+    Status {
+        /// Only this breaker (exit code 1 when the store does not know it).
+        name: Option<String>,
+        /// Where the fleet keeps its state.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a breaker open on every instance: every call is rejected until a
+    /// reset (or until `--expires`).
+    Open(MutateArgs),
+    /// Disable a breaker on every instance: every call passes, nothing is
+    /// recorded, until a reset (or until `--expires`).
+    Disable(MutateArgs),
+    /// Put a breaker back to closed, with an empty window, on every instance.
+    Reset(ResetArgs),
+}
+
+/// Where the fleet's state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The fleet's Redis store (`redis://[user[:password]@]host[:port][/db]`).
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// The key prefix the fleet's breakers use (the `key_prefix` of its store).
+    #[arg(long, default_value = "ripcord", value_name = "P")]
+    pub prefix: String,
+    /// How long to wait for the store to connect and to answer.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// Options of `open` and `disable`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MutateArgs {
+    /// The breaker.
+    pub name: String,
+    /// Where the fleet keeps its state.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Lapse back to closed by itself after this long (e.g. `10m`; 1s to 30
+    /// days); without it, the override holds until a reset.
+    #[arg(long, value_parser = parse_expires, value_name = "DURATION")]
+    pub expires: Option<Duration>,
+    /// Who is acting, for the audit event every instance reports (default:
+    /// `$USER via ripcord fleet`).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Apply even if the store does not know the breaker yet (instances that
+    /// start later begin in this state).
+    #[arg(long)]
+    pub create: bool,
+    /// How long the breaker's keys live without any report; use the fleet's
+    /// own `ttl` (1s to 30 days).
+    #[arg(long, default_value = "10m", value_parser = parse_expires, value_name = "DURATION")]
+    pub ttl: Duration,
+    /// Print the breaker's new view as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `reset`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResetArgs {
+    /// The breaker.
+    pub name: String,
+    /// Where the fleet keeps its state.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Who is acting, for the audit event every instance reports (default:
+    /// `$USER via ripcord fleet`).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// How long the breaker's keys live without any report; use the fleet's
+    /// own `ttl` (1s to 30 days).
+    #[arg(long, default_value = "10m", value_parser = parse_expires, value_name = "DURATION")]
+    pub ttl: Duration,
+    /// Print the breaker's new view as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest `--expires` and `--ttl`.
+const MAX_EXPIRES: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn parse_expires(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > MAX_EXPIRES {
+        return Err(format!("`{s}` is out of range: from 1s to 30days"));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+        return Err(format!("`{s}` is out of range: from 10ms to 60s"));
+    }
+    Ok(d)
+}
+
+/// Why `ripcord fleet` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The store could not be reached (connection refused, timed out, scripts
+    /// not loadable).
+    #[error("cannot reach the state store at {url}")]
+    Unreachable {
+        /// The store's URL, password hidden.
+        url: String,
+        /// What failed.
+        #[source]
+        source: BuildError,
+    },
+    /// The URL or the key prefix is not valid.
+    #[error("invalid state store `{url}` (expected redis://[user[:password]@]host[:port][/db] and a prefix without braces or whitespace)")]
+    InvalidStore {
+        /// The store's URL, password hidden.
+        url: String,
+        /// What was wrong.
+        #[source]
+        source: BuildError,
+    },
+    /// The store answered with an error, or not in time.
+    #[error("the state store at {url} failed")]
+    Store {
+        /// The store's URL, password hidden.
+        url: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// No breaker of that name in the store.
+    #[error(
+        "no breaker named `{name}` in the store at {url} under prefix `{prefix}` ({known}){hint}"
+    )]
+    UnknownBreaker {
+        /// The name asked for.
+        name: String,
+        /// The store's URL, password hidden.
+        url: String,
+        /// The key prefix.
+        prefix: String,
+        /// The names the store knows, for the message.
+        known: String,
+        /// What to do instead, for the message.
+        hint: &'static str,
+    },
+    /// Writing the output failed.
+    #[error("could not write the output")]
+    Output(#[from] std::io::Error),
+}
+
+impl FleetError {
+    /// The process exit code for this error: 2 when the store cannot be used
+    /// at all, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            FleetError::Unreachable { .. }
+            | FleetError::InvalidStore { .. }
+            | FleetError::Store { .. } => 2,
+            FleetError::UnknownBreaker { .. } | FleetError::Output(_) => 1,
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// An open connection to the fleet's store.
+struct Store {
+    store: RedisStore,
+    url: String,
+    prefix: String,
+}
+
+impl Store {
+    async fn connect(args: &StoreArgs) -> Result<Store, FleetError> {
+        let url = redact_url(&args.store);
+        let built = RedisStore::builder(&args.store)
+            .key_prefix(&args.prefix)
+            .pubsub(false)
+            .connect_timeout(args.timeout)
+            .response_timeout(args.timeout)
+            .build()
+            .await;
+        match built {
+            Ok(store) => Ok(Store {
+                store,
+                url,
+                prefix: args.prefix.clone(),
+            }),
+            Err(
+                source @ (BuildError::InvalidUrl { .. }
+                | BuildError::InvalidPrefix(_)
+                | BuildError::TlsDisabled { .. }
+                | BuildError::InvalidOption { .. }),
+            ) => Err(FleetError::InvalidStore { url, source }),
+            Err(source) => Err(FleetError::Unreachable { url, source }),
+        }
+    }
+
+    fn failed(&self, source: StoreError) -> FleetError {
+        FleetError::Store {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<FleetView>, FleetError> {
+        self.store.list().await.map_err(|e| self.failed(e))
+    }
+
+    /// The view of `name`, or the error naming what the store knows.
+    async fn find(&self, name: &str, hint: &'static str) -> Result<FleetView, FleetError> {
+        let views = self.list().await?;
+        if let Some(v) = views.iter().find(|v| v.name == name) {
+            return Ok(v.clone());
+        }
+        let known = if views.is_empty() {
+            "it knows no breaker at all".to_string()
+        } else {
+            let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
+            format!("it knows: {}", names.join(", "))
+        };
+        Err(FleetError::UnknownBreaker {
+            name: name.to_string(),
+            url: self.url.clone(),
+            prefix: self.prefix.clone(),
+            known,
+            hint,
+        })
+    }
+
+    async fn set(
+        &self,
+        name: &str,
+        to: State,
+        expires_in: Option<Duration>,
+        actor: &str,
+        ttl: Duration,
+    ) -> Result<FleetView, FleetError> {
+        let request = TransitionRequest {
+            name: name.to_string(),
+            from_epoch: None,
+            from_state: None,
+            quorum: 0,
+            to,
+            open_for: Duration::ZERO,
+            expires_in,
+            actor: actor.to_string(),
+            reason: format!("manual override to {to}"),
+            ttl,
+        };
+        let result = self
+            .store
+            .transition(&request)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(result.view)
+    }
+}
+
+/// The default actor: `$USER via ripcord fleet`.
+fn default_actor() -> String {
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => format!("{user} via ripcord fleet"),
+        _ => "ripcord fleet".to_string(),
+    }
+}
+
+/// Runs `ripcord fleet` and writes its output to `out`.
+pub async fn run(args: &FleetArgs, out: &mut impl Write) -> Result<(), FleetError> {
+    match &args.action {
+        FleetAction::Status { name, store, json } => {
+            let store = Store::connect(store).await?;
+            let views = match name {
+                Some(name) => vec![store.find(name, "").await?],
+                None => store.list().await?,
+            };
+            if *json {
+                let rows: Vec<serde_json::Value> = views.iter().map(view_json).collect();
+                let value = match name {
+                    Some(_) => rows.into_iter().next().unwrap_or_default(),
+                    None => serde_json::Value::Array(rows),
+                };
+                writeln!(out, "{value:#}")?;
+            } else if views.is_empty() {
+                writeln!(
+                    out,
+                    "no breakers in the store at {} under prefix `{}`",
+                    store.url, store.prefix
+                )?;
+            } else {
+                write!(out, "{}", table(&views))?;
+            }
+        }
+        FleetAction::Open(a) | FleetAction::Disable(a) => {
+            let control = match &args.action {
+                FleetAction::Open(_) => Control::ForceOpen,
+                _ => Control::Disable,
+            };
+            let store = Store::connect(&a.store).await?;
+            if !a.create {
+                store
+                    .find(&a.name, "; pass --create to set it anyway")
+                    .await?;
+            }
+            let actor = a.actor.clone().unwrap_or_else(default_actor);
+            let view = store
+                .set(&a.name, control.target(), a.expires, &actor, a.ttl)
+                .await?;
+            print_change(out, &view, a.json)?;
+        }
+        FleetAction::Reset(a) => {
+            let store = Store::connect(&a.store).await?;
+            store.find(&a.name, "").await?;
+            let actor = a.actor.clone().unwrap_or_else(default_actor);
+            let view = store
+                .set(&a.name, Control::Reset.target(), None, &actor, a.ttl)
+                .await?;
+            print_change(out, &view, a.json)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_change(out: &mut impl Write, view: &FleetView, json: bool) -> Result<(), FleetError> {
+    if json {
+        writeln!(out, "{:#}", view_json(view))?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} fleet-wide (epoch {}), {}",
+            view.name,
+            view.state,
+            view.epoch,
+            override_text(view)
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a state is one only a manual override puts a breaker in.
+fn is_manual(state: State) -> bool {
+    matches!(
+        state,
+        State::ForcedOpen | State::Disabled | State::MetricsOnly
+    )
+}
+
+/// How long the view's override holds, in words.
+fn override_text(view: &FleetView) -> String {
+    match (view.override_expires_in, is_manual(view.state)) {
+        (Some(d), _) => format!("lapses to closed in {}", human(d)),
+        (None, true) => "until reset".to_string(),
+        (None, false) => "no override".to_string(),
+    }
+}
+
+/// A duration rounded to what a person reads: `4m 59s`, `850ms`.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs_f64().round() as u64)).to_string()
+    }
+}
+
+fn failure_rate(view: &FleetView) -> Option<f64> {
+    (view.window.calls > 0).then(|| view.window.failures as f64 / view.window.calls as f64)
+}
+
+fn view_json(view: &FleetView) -> serde_json::Value {
+    serde_json::json!({
+        "name": view.name,
+        "state": view.state.as_str(),
+        "epoch": view.epoch,
+        "instances": view.instances,
+        "window": {
+            "calls": view.window.calls,
+            "failures": view.window.failures,
+            "slow": view.window.slow,
+        },
+        "failure_rate": failure_rate(view),
+        "open_remaining_ms": u64::try_from(view.open_remaining.as_millis()).unwrap_or(u64::MAX),
+        "override": is_manual(view.state) || view.override_expires_in.is_some(),
+        "override_expires_in_ms": view
+            .override_expires_in
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    })
+}
+
+/// The status table, one row per breaker.
+fn table(views: &[FleetView]) -> String {
+    let header = [
+        "NAME",
+        "STATE",
+        "EPOCH",
+        "INSTANCES",
+        "CALLS",
+        "FAILURES",
+        "FAIL%",
+        "OPEN LEFT",
+        "OVERRIDE",
+    ];
+    let rows: Vec<[String; 9]> = views
+        .iter()
+        .map(|v| {
+            [
+                v.name.clone(),
+                v.state.to_string(),
+                v.epoch.to_string(),
+                v.instances.to_string(),
+                v.window.calls.to_string(),
+                v.window.failures.to_string(),
+                failure_rate(v).map_or_else(|| "-".to_string(), |r| format!("{:.1}", r * 100.0)),
+                if v.open_remaining.is_zero() {
+                    "-".to_string()
+                } else {
+                    human(v.open_remaining)
+                },
+                match (v.override_expires_in, is_manual(v.state)) {
+                    (Some(d), _) => format!("lapses in {}", human(d)),
+                    (None, true) => "until reset".to_string(),
+                    (None, false) => "-".to_string(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: &[String]| {
+        let mut parts = Vec::with_capacity(cells.len());
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            // Text columns left-aligned, figures right-aligned.
+            if i < 2 || i == 8 {
+                parts.push(format!("{cell:<w$}"));
+            } else {
+                parts.push(format!("{cell:>w$}"));
+            }
+        }
+        text.push_str(parts.join("  ").trim_end());
+        text.push('\n');
+    };
+    line(&header.map(str::to_string));
+    for row in &rows {
+        line(row);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ripcord::store::WindowTotals;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact_url("redis://app:secret@cache:6379/0"),
+            "redis://app:***@cache:6379/0"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("redis://app@cache"), "redis://app@cache");
+    }
+
+    #[test]
+    fn the_table_shows_state_window_and_override() {
+        let mut open = FleetView::new_closed("payments");
+        open.state = State::ForcedOpen;
+        open.epoch = 4;
+        open.instances = 2;
+        open.window = WindowTotals {
+            calls: 40,
+            failures: 10,
+            slow: 0,
+        };
+        open.override_expires_in = Some(Duration::from_secs(600));
+        let text = table(&[open, FleetView::new_closed("search")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("NAME"), "{text}");
+        assert!(lines[1].contains("forced_open"), "{text}");
+        assert!(lines[1].contains("25.0"), "{text}");
+        assert!(lines[1].contains("lapses in 10m"), "{text}");
+        assert!(lines[2].contains("closed"), "{text}");
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused() {
+        assert!(parse_expires("10m").is_ok());
+        assert!(parse_expires("10ms")
+            .unwrap_err()
+            .contains("from 1s to 30days"));
+        assert!(parse_expires("365days").is_err());
+        assert!(parse_timeout("1h")
+            .unwrap_err()
+            .contains("from 10ms to 60s"));
+    }
+}

@@ -1,8 +1,10 @@
 //! `ripcord`, the command-line face of the ripcord resilience toolkit.
 //!
-//! `ripcord demo` shows a circuit breaker protecting a crowd of callers from a
-//! flaky dependency, live, in-process; `ripcord simulate` replays a traffic
-//! trace through breaker configurations. `proxy` and `fleet` come later.
+//! `ripcord demo` shows the proxy's circuit breaker protecting a crowd of
+//! callers from a flaky upstream, live, in-process; `ripcord simulate` replays
+//! a traffic trace through breaker configurations; `ripcord proxy` and
+//! `ripcord check` run and validate the resilience proxy; `ripcord fleet`
+//! sees and steers a fleet's breakers through its Redis store.
 
 use std::process::ExitCode;
 
@@ -22,13 +24,24 @@ struct Cli {
 /// The subcommands of `ripcord`.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Watch one circuit breaker shield callers from a dependency that fails, slows
-    /// down and recovers (in-process: no network, no Redis).
+    /// Watch the proxy's circuit breaker shield callers from a flaky upstream that
+    /// fails, slows down and recovers, live in the terminal and on the dashboard
+    /// (all in-process on loopback; `--store` shares it between two proxies).
     Demo(demo::DemoArgs),
     /// Replay a traffic trace (CSV, JSON Lines or a synthetic scenario) through
     /// one or more breaker configurations: when each trips and recovers, what
     /// it lets through and what it rejects, as a table, JSON or a chart.
     Simulate(ripcord_cli::simulate::SimulateArgs),
+    /// See and steer the breakers of a whole fleet through its Redis store:
+    /// `status`, `open`, `disable`, `reset`.
+    Fleet(ripcord_cli::fleet::FleetArgs),
+    /// Run the reverse proxy: routes, upstreams and a pipeline (timeout, retry,
+    /// breaker, bulkhead, rate limit, fallback) per route or upstream, from a
+    /// TOML file; SIGHUP reloads it, SIGTERM drains and stops.
+    Proxy(ripcord_cli::proxy::ProxyArgs),
+    /// Validate a proxy configuration file without starting anything: a
+    /// summary (exit 0) or every problem with its key path (exit 2).
+    Check(ripcord_cli::proxy::CheckArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -38,12 +51,43 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(demo::run(args))
+            match runtime.block_on(demo::run(args)) {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Simulate(args) => {
             let text = ripcord_cli::simulate::run(&args)?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(ripcord_cli::proxy::run(args)))
+        }
+        Command::Check(args) => Ok(ripcord_cli::proxy::check(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
+        Command::Fleet(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(ripcord_cli::fleet::run(&args, &mut out)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    let code = e.exit_code();
+                    eprintln!("error: {:#}", anyhow::Error::new(e));
+                    Ok(ExitCode::from(code))
+                }
+            }
         }
     }
 }

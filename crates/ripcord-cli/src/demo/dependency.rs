@@ -1,9 +1,13 @@
-//! The simulated dependency: a fake downstream service whose behaviour follows a
-//! script of phases (healthy → failing → restarted → slow → recovering), with seeded randomness.
+//! The dependency: a flaky HTTP upstream ([`ripcord_cli::upstream`]) whose behaviour
+//! follows a script of phases (healthy → failing → restarted → slow →
+//! recovering), with seeded randomness.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use ripcord_cli::upstream::{Behavior, Upstream};
 
 /// Typical latency of the dependency when it is not slow.
 pub(crate) const FAST_LATENCY: Duration = Duration::from_millis(5);
@@ -124,96 +128,57 @@ impl Schedule {
     }
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, fast, seedable PRNG.
-///
-/// Its state is a counter advanced by a constant, so concurrent callers can share
-/// one generator through a single atomic `fetch_add`, without a lock.
+/// The behaviour of the upstream during `phase`.
+pub(crate) fn behavior(phase: Phase, slow_latency: Duration) -> Behavior {
+    match phase {
+        Phase::Slow => Behavior::healthy().latency(slow_latency).jitter(0.2),
+        _ => Behavior::failing(503, phase.failure_probability())
+            .latency(FAST_LATENCY)
+            .jitter(0.2),
+    }
+}
+
+/// The dependency: the flaky HTTP upstream, switched from phase to phase on
+/// the schedule. It counts the requests that reach it, per phase.
 #[derive(Debug)]
-pub(crate) struct SplitMix64 {
-    /// The counter; each draw adds [`SplitMix64::GAMMA`].
-    state: AtomicU64,
-}
-
-impl SplitMix64 {
-    /// The golden-ratio increment of SplitMix64.
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-    /// A generator seeded with `seed`.
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64 {
-            state: AtomicU64::new(seed),
-        }
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self
-            .state
-            .fetch_add(Self::GAMMA, Ordering::Relaxed)
-            .wrapping_add(Self::GAMMA);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw from `[0, 1)`.
-    pub(crate) fn next_f64(&self) -> f64 {
-        // The top 53 bits fill an f64 mantissa exactly.
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// The error the simulated dependency answers with when a call fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DependencyError {
-    /// The phase the dependency was in when it failed.
-    pub(crate) phase: Phase,
-}
-
-impl fmt::Display for DependencyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "simulated dependency failed (phase: {})", self.phase)
-    }
-}
-
-impl std::error::Error for DependencyError {}
-
-/// A fake downstream service. It counts the calls that reach it, per phase.
-#[derive(Debug)]
-pub(crate) struct SimulatedDependency {
+pub(crate) struct Dependency {
+    /// The upstream server.
+    upstream: Upstream,
     /// When the demo started: phases are relative to it.
     started: Instant,
     /// Which phase is when.
     schedule: Schedule,
-    /// Typical latency of a call while healthy or failing.
-    fast_latency: Duration,
-    /// Typical latency of a call during the slow phase.
+    /// Typical latency of a request during the slow phase.
     slow_latency: Duration,
-    /// Seeded randomness for failures and latency jitter.
-    rng: SplitMix64,
-    /// Calls that reached the dependency, per phase.
-    reached: [AtomicU64; Phase::COUNT],
-    /// Calls that the dependency failed, per phase.
-    failed: [AtomicU64; Phase::COUNT],
+    /// The upstream's (requests, failures) counters when each phase began.
+    marks: Mutex<[Option<(u64, u64)>; Phase::COUNT]>,
 }
 
-impl SimulatedDependency {
-    /// A dependency that follows `schedule` from `started` on.
-    pub(crate) fn new(
+impl Dependency {
+    /// Starts the upstream on a free loopback port, healthy, following
+    /// `schedule` from `started` on once [`follow`](Self::follow) runs.
+    pub(crate) async fn start(
         started: Instant,
         schedule: Schedule,
         slow_latency: Duration,
         seed: u64,
-    ) -> Self {
-        SimulatedDependency {
+    ) -> std::io::Result<Self> {
+        let upstream = Upstream::bind(seed).await?;
+        upstream.set(behavior(Phase::Healthy, slow_latency));
+        let mut marks = [None; Phase::COUNT];
+        marks[Phase::Healthy.index()] = Some((0, 0));
+        Ok(Dependency {
+            upstream,
             started,
             schedule,
-            fast_latency: FAST_LATENCY,
             slow_latency,
-            rng: SplitMix64::new(seed),
-            reached: Default::default(),
-            failed: Default::default(),
-        }
+            marks: Mutex::new(marks),
+        })
+    }
+
+    /// The upstream's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.upstream.addr()
     }
 
     /// The phase the dependency is in now.
@@ -221,34 +186,39 @@ impl SimulatedDependency {
         self.schedule.phase_at(self.started.elapsed())
     }
 
-    /// Serves one call made during `phase` (read with [`phase`](Self::phase) just
-    /// before): waits for the phase's latency (±20 % jitter), then succeeds or
-    /// fails.
-    pub(crate) async fn call(&self, phase: Phase) -> Result<(), DependencyError> {
-        self.reached[phase.index()].fetch_add(1, Ordering::Relaxed);
-        let typical = match phase {
-            Phase::Slow => self.slow_latency,
-            _ => self.fast_latency,
-        };
-        let latency = typical.mul_f64(0.8 + 0.4 * self.rng.next_f64());
-        let fails = self.rng.next_f64() < phase.failure_probability();
-        tokio::time::sleep(latency).await;
-        if fails {
-            self.failed[phase.index()].fetch_add(1, Ordering::Relaxed);
-            Err(DependencyError { phase })
-        } else {
-            Ok(())
+    /// Switches the upstream's behaviour at the start of every phase; returns
+    /// after the last switch.
+    pub(crate) async fn follow(&self) {
+        for phase in Phase::ALL.into_iter().skip(1) {
+            let at = tokio::time::Instant::from_std(self.started + self.schedule.start(phase));
+            tokio::time::sleep_until(at).await;
+            let counts = (self.upstream.requests(), self.upstream.failures());
+            self.marks.lock().unwrap_or_else(|e| e.into_inner())[phase.index()] = Some(counts);
+            self.upstream.set(behavior(phase, self.slow_latency));
         }
     }
 
-    /// How many calls reached the dependency during `phase`.
-    pub(crate) fn reached(&self, phase: Phase) -> u64 {
-        self.reached[phase.index()].load(Ordering::Relaxed)
+    /// The (requests, failures) the upstream saw during `phase` (so far).
+    fn counts(&self, phase: Phase) -> (u64, u64) {
+        let marks = *self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(start) = marks[phase.index()] else {
+            return (0, 0);
+        };
+        let end = Phase::ALL
+            .get(phase.index() + 1)
+            .and_then(|next| marks[next.index()])
+            .unwrap_or((self.upstream.requests(), self.upstream.failures()));
+        (end.0.saturating_sub(start.0), end.1.saturating_sub(start.1))
     }
 
-    /// How many calls the dependency failed during `phase`.
+    /// How many requests reached the dependency during `phase`.
+    pub(crate) fn reached(&self, phase: Phase) -> u64 {
+        self.counts(phase).0
+    }
+
+    /// How many requests the dependency failed during `phase`.
     pub(crate) fn failed(&self, phase: Phase) -> u64 {
-        self.failed[phase.index()].load(Ordering::Relaxed)
+        self.counts(phase).1
     }
 }
 
@@ -274,35 +244,5 @@ mod tests {
             Phase::Recovering
         );
         assert_eq!(schedule.end(Phase::Recovering), Duration::from_secs(20));
-    }
-
-    #[test]
-    fn splitmix_is_seeded_and_uniform_enough() {
-        let a = SplitMix64::new(7);
-        let b = SplitMix64::new(7);
-        let draws: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
-        assert_eq!(draws, (0..8).map(|_| b.next_u64()).collect::<Vec<_>>());
-        assert_ne!(
-            draws,
-            (0..8)
-                .map(|_| SplitMix64::new(8).next_u64())
-                .collect::<Vec<_>>()
-        );
-
-        let rng = SplitMix64::new(3);
-        let n = 10_000;
-        let below = (0..n).filter(|_| rng.next_f64() < 0.8).count();
-        assert!(
-            (7_600..8_400).contains(&below),
-            "{below} of {n} draws below 0.8"
-        );
-    }
-
-    #[test]
-    fn splitmix_matches_the_reference_sequence() {
-        // First outputs of the reference implementation seeded with 0.
-        let rng = SplitMix64::new(0);
-        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
     }
 }

@@ -181,6 +181,7 @@ impl Recorder {
                 ),
                 _ => reason.to_string(),
             },
+            TransitionReason::Fleet => "the fleet's shared state (via the store)".to_owned(),
             _ => reason.to_string(),
         }
     }
@@ -210,6 +211,8 @@ mod tests {
             duration: Duration::from_secs(20),
             seed: 1,
             callers: 4,
+            store: None,
+            admin: "127.0.0.1:0".parse().unwrap(),
         });
         let timeline = Timeline::new(&plan, Duration::from_secs(100));
         let listen = timeline.listener();

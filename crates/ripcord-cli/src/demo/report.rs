@@ -8,24 +8,51 @@ use std::time::Duration;
 
 use ripcord::State;
 
-use super::dependency::{Phase, SimulatedDependency};
+use super::dependency::{Dependency, Phase};
 use super::events::{Transition, Transitions};
 use super::view::{percent, secs, Style};
 use super::{Load, Plan};
+
+/// What one proxy instance's breaker did.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// Its transitions.
+    pub(crate) transitions: Transitions,
+    /// Its state when the demo ended.
+    pub(crate) final_state: State,
+}
+
+impl Breaker {
+    /// Transitions to open.
+    fn opened(&self) -> usize {
+        self.transitions
+            .list
+            .iter()
+            .filter(|t| t.to == State::Open)
+            .count()
+    }
+
+    /// When it first opened.
+    fn first_open(&self) -> Option<Duration> {
+        self.transitions
+            .list
+            .iter()
+            .find(|t| t.to == State::Open)
+            .map(|t| t.at)
+    }
+}
 
 /// Everything the report is made from.
 #[derive(Debug)]
 pub(crate) struct Report<'a> {
     /// The demo's settings.
     pub(crate) plan: &'a Plan,
-    /// The breaker's transitions.
-    pub(crate) transitions: &'a Transitions,
-    /// The breaker's state when the demo ended.
-    pub(crate) final_state: State,
+    /// The breaker of each proxy instance (one, or two sharing it).
+    pub(crate) breakers: &'a [Breaker],
     /// What the callers saw.
     pub(crate) load: &'a Load,
     /// What the dependency saw.
-    pub(crate) dependency: &'a SimulatedDependency,
+    pub(crate) dependency: &'a Dependency,
     /// When the demo was interrupted (Ctrl-C), if it was.
     pub(crate) interrupted: Option<Duration>,
 }
@@ -70,7 +97,17 @@ impl Recovery {
 
 /// Prints the timeline and the summary.
 pub(crate) fn print(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io::Result<()> {
-    print_timeline(out, report.transitions, style)?;
+    for (i, breaker) in report.breakers.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        let title = if report.breakers.len() == 1 {
+            "timeline".to_owned()
+        } else {
+            format!("timeline of proxy {}", i + 1)
+        };
+        print_timeline(out, &title, &breaker.transitions, style)?;
+    }
     writeln!(out)?;
     print_phases(out, report, style)?;
     writeln!(out)?;
@@ -80,10 +117,11 @@ pub(crate) fn print(out: &mut impl Write, report: &Report<'_>, style: &Style) ->
 /// The transitions, one per line.
 fn print_timeline(
     out: &mut impl Write,
+    title: &str,
     transitions: &Transitions,
     style: &Style,
 ) -> io::Result<()> {
-    writeln!(out, "{}", style.bold("timeline"))?;
+    writeln!(out, "{}", style.bold(title))?;
     if transitions.list.is_empty() {
         writeln!(out, "  (no transitions: the breaker stayed closed)")?;
     }
@@ -138,12 +176,15 @@ fn print_phases(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io:
 fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io::Result<()> {
     let Report {
         plan,
-        transitions,
-        final_state,
+        breakers,
         load,
         dependency,
         interrupted,
     } = report;
+    let Some(first) = breakers.first() else {
+        return Ok(());
+    };
+    let (transitions, final_state) = (&first.transitions, &first.final_state);
     let line = |out: &mut dyn Write, key: &str, value: &dyn std::fmt::Display, note: &str| {
         let key_value = format!("{key}: {value}");
         if note.is_empty() {
@@ -170,11 +211,7 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
         )
     };
     let reached: u64 = Phase::ALL.iter().map(|&p| dependency.reached(p)).sum();
-    let opened = transitions
-        .list
-        .iter()
-        .filter(|t| t.to == State::Open)
-        .count();
+    let opened = first.opened();
 
     writeln!(out, "{}", style.bold("summary"))?;
     let out: &mut dyn Write = out;
@@ -209,6 +246,29 @@ fn print_summary(out: &mut impl Write, report: &Report<'_>, style: &Style) -> io
     line(out, "transitions", &transitions.list.len(), "")?;
     line(out, "opened", &opened, "transitions to open")?;
     line(out, "final_state", final_state, "")?;
+    if let Some(peer) = breakers.get(1) {
+        line(
+            out,
+            "peer_transitions",
+            &peer.transitions.list.len(),
+            "proxy 2, same breaker through the store",
+        )?;
+        line(out, "peer_opened", &peer.opened(), "")?;
+        line(out, "peer_final_state", &peer.final_state, "")?;
+        match (first.first_open(), peer.first_open()) {
+            (Some(a), Some(b)) => line(
+                out,
+                "trip_skew",
+                &secs(a.abs_diff(b)),
+                &format!(
+                    "first opened at {} on proxy 1, {} on proxy 2",
+                    secs(a),
+                    secs(b)
+                ),
+            )?,
+            _ => line(out, "trip_skew", &"none", "one of the proxies never opened")?,
+        }
+    }
     let healthy_at = plan.schedule.start(Phase::Recovering);
     if interrupted.is_some_and(|at| at < healthy_at) {
         return line(

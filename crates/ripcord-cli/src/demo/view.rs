@@ -3,6 +3,7 @@
 //! file.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ripcord::State;
@@ -102,12 +103,32 @@ pub(crate) fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
 }
 
+/// Where the demo's parts listen.
+#[derive(Debug, Clone)]
+pub(crate) struct Addresses {
+    /// The flaky upstream.
+    pub(crate) upstream: SocketAddr,
+    /// Each proxy instance: its listener and its admin listener.
+    pub(crate) proxies: Vec<(SocketAddr, SocketAddr)>,
+    /// The shared store (URL without password) and the key prefix, if any.
+    pub(crate) store: Option<(String, String)>,
+}
+
 /// Prints what the demo is about to do, and the header of the live table.
-pub(crate) fn print_intro(out: &mut impl Write, plan: &Plan, style: &Style) -> io::Result<()> {
+pub(crate) fn print_intro(
+    out: &mut impl Write,
+    plan: &Plan,
+    addresses: &Addresses,
+    style: &Style,
+) -> io::Result<()> {
     let s = &plan.schedule;
+    let through = match addresses.proxies.len() {
+        1 => "ripcord proxy".to_owned(),
+        n => format!("{n} ripcord proxies sharing one breaker"),
+    };
     writeln!(
         out,
-        "{} {} callers → one circuit breaker → a simulated dependency, {} (seed {})",
+        "{} {} callers → {through} → a flaky HTTP upstream, {} (seed {})",
         style.bold("ripcord demo:"),
         plan.callers,
         short(plan.duration),
@@ -117,15 +138,41 @@ pub(crate) fn print_intro(out: &mut impl Write, plan: &Plan, style: &Style) -> i
         .iter()
         .map(|&p| format!("{} {}–{}", p, short(s.start(p)), short(s.end(p))))
         .collect();
-    writeln!(out, "  dependency  {}", phases.join(", "))?;
     writeln!(
         out,
-        "              ({} with {} failures when healthy, {} failures when failing, {} when slow)",
+        "  upstream    http://{}  {}",
+        addresses.upstream,
+        phases.join(", ")
+    )?;
+    writeln!(
+        out,
+        "              ({} with {} 503s when healthy, {} 503s when failing, {} when slow)",
         short(FAST_LATENCY),
         percent(Phase::Healthy.failure_probability()),
         percent(Phase::Failing.failure_probability()),
         short(plan.slow_latency),
     )?;
+    for (i, (listen, admin)) in addresses.proxies.iter().enumerate() {
+        let label = if addresses.proxies.len() == 1 {
+            "proxy".to_owned()
+        } else {
+            format!("proxy {}", i + 1)
+        };
+        writeln!(
+            out,
+            "  {label:<10}  http://{listen}/  (timeout {})",
+            short(plan.timeout)
+        )?;
+        writeln!(
+            out,
+            "  {:<10}  {}  (metrics: http://{admin}/metrics)",
+            "dashboard",
+            style.bold(&format!("http://{admin}/")),
+        )?;
+    }
+    if let Some((url, prefix)) = &addresses.store {
+        writeln!(out, "  store       {url}  (keys under `{prefix}`)")?;
+    }
     writeln!(
         out,
         "  breaker     opens when ≥ {} of the calls in its {} window fail,",
@@ -147,12 +194,22 @@ pub(crate) fn print_intro(out: &mut impl Write, plan: &Plan, style: &Style) -> i
         plan.half_open_calls,
     )?;
     writeln!(out)?;
+    let peer = if addresses.proxies.len() > 1 {
+        format!("  {:<10}", "proxy 2")
+    } else {
+        String::new()
+    };
+    let breaker = if addresses.proxies.len() > 1 {
+        "proxy 1"
+    } else {
+        "breaker"
+    };
     writeln!(
         out,
         "{}",
         style.dim(&format!(
-            "{:>7}  {:<10}  {:<10}  {:>8}  {:>8}  {:>6}  {:>6}  {:>6}",
-            "time", "dependency", "breaker", "calls", "rejected", "window", "failed", "slow"
+            "{:>7}  {:<10}  {:<10}{peer}  {:>8}  {:>8}  {:>6}  {:>6}  {:>6}",
+            "time", "upstream", breaker, "calls", "rejected", "window", "failed", "slow"
         ))
     )
 }
@@ -166,6 +223,8 @@ pub(crate) struct Status {
     pub(crate) phase: Phase,
     /// The breaker's state.
     pub(crate) state: State,
+    /// The second proxy's breaker state, when two share the breaker.
+    pub(crate) peer: Option<State>,
     /// Calls attempted so far.
     pub(crate) calls: u64,
     /// Calls the breaker rejected so far.
@@ -183,9 +242,9 @@ pub(crate) struct Status {
 pub(crate) struct Live {
     /// How to draw.
     style: Style,
-    /// On a terminal: the phase and state of the row currently drawn, if any.
-    /// When either changes, that row is kept and a new one is started.
-    shown: Option<(Phase, State)>,
+    /// On a terminal: the phase and states of the row currently drawn, if
+    /// any. When one changes, that row is kept and a new one is started.
+    shown: Option<(Phase, State, Option<State>)>,
 }
 
 impl Live {
@@ -200,13 +259,13 @@ impl Live {
         let row = self.row(status);
         if self.style.terminal {
             match self.shown {
-                Some(shown) if shown == (status.phase, status.state) => {
+                Some(shown) if shown == (status.phase, status.state, status.peer) => {
                     write!(out, "\r\x1b[2K{row}")?
                 }
                 Some(_) => write!(out, "\n{row}")?,
                 None => write!(out, "{row}")?,
             }
-            self.shown = Some((status.phase, status.state));
+            self.shown = Some((status.phase, status.state, status.peer));
         } else {
             writeln!(out, "{row}")?;
         }
@@ -235,8 +294,15 @@ impl Live {
                 percent(s.slow_rate)
             )
         };
+        let peer = match s.peer {
+            Some(state) => format!(
+                "  {}",
+                style.state(state, &format!("{:<10}", state.to_string()))
+            ),
+            None => String::new(),
+        };
         format!(
-            "{:>7}  {}  {}  {:>8}  {:>8}  {}",
+            "{:>7}  {}  {}{peer}  {:>8}  {:>8}  {}",
             secs(s.elapsed),
             style.phase(s.phase, &format!("{:<10}", s.phase)),
             style.state(s.state, &format!("{:<10}", s.state.to_string())),

@@ -1,1 +1,989 @@
-//! The TOML configuration of `ripcord proxy` and its validation.
+//! The proxy's configuration file (`ripcord.toml`), and its validation.
+//!
+//! ```toml
+//! store = "redis://127.0.0.1:6379"     # optional: share breakers and rate limits
+//! store_prefix = "ripcord"             # optional key prefix in the store
+//!
+//! [admin]
+//! listen = "127.0.0.1:9901"            # default; /metrics, the admin API, the dashboard
+//! token_env = "RIPCORD_ADMIN_TOKEN"    # default; or `token = "…"`
+//!
+//! [limits]
+//! max_header_bytes = 65536             # larger request heads get 431
+//! default_timeout = "30s"              # for routes whose pipelines set none
+//! drain_deadline = "30s"               # how long shutdown waits for in-flight requests
+//!
+//! [[listeners]]
+//! listen = "127.0.0.1:8080"            # HTTP/1.1 and h2c
+//!
+//! [upstreams.api]
+//! addresses = ["127.0.0.1:3000", "127.0.0.1:3001"]   # round robin
+//! pipeline.circuit_breaker = { failure_rate = 0.5, minimum_calls = 20, open_for = "10s" }
+//!
+//! [[routes]]
+//! name = "api"
+//! path_prefix = "/api"
+//! upstream = "api"
+//! pipeline = { timeout = "2s", retry = { max_attempts = 2 }, rate_limiter = { rate = 100, period = "1s" } }
+//! ```
+//!
+//! # Pipelines
+//!
+//! A `pipeline` table (on an upstream, on a route, or both) holds the
+//! policies, each with the core's own configuration type and defaults:
+//! `timeout` (a duration), `retry` ([`RetryConfig`]), `circuit_breaker`
+//! ([`CircuitBreakerConfig`]), `bulkhead` ([`BulkheadConfig`]),
+//! `rate_limiter` ([`RateLimiterConfig`]) and `fallback` (a static
+//! response, [`StaticFallback`]). A request through a route runs, outermost
+//! first: fallback → rate limiters (route's, then upstream's) → retry →
+//! breakers (route's, then upstream's) → bulkheads (route's, then
+//! upstream's) → timeout → the upstream call. Where both pipelines set a
+//! `timeout`, `retry` or `fallback`, the route's wins; breakers, rate
+//! limiters and bulkheads of both apply.
+//!
+//! - The **timeout** bounds each attempt until the response head arrives
+//!   (the body then streams without a deadline); a route with no timeout in
+//!   either pipeline gets `limits.default_timeout`.
+//! - **Retries** happen only for idempotent methods (GET, HEAD, OPTIONS,
+//!   TRACE, PUT, DELETE) whose request has no body, on what ripcord-tower's
+//!   HTTP rules call a failure (5xx, 429, connect errors, timeouts), waiting
+//!   at least what a `Retry-After` header asks; no retry starts later than
+//!   `timeout × max_attempts` after the request arrived, and a route's open
+//!   breaker or full bulkhead answers at once rather than being waited for.
+//! - A **breaker** is named after what holds its pipeline: the route's name
+//!   for a route's pipeline, the upstream's name for an upstream's. Names
+//!   must therefore be unique across routes and upstreams that have
+//!   breakers. 5xx, 429, connect errors, timeouts and response bodies that
+//!   fail mid-stream count as failures; other 4xx are ignored.
+//! - With `store`, every breaker is shared with the other proxies on the same
+//!   store and prefix, and so is every rate limiter (one Redis round trip
+//!   per request).
+//!
+//! # Errors
+//!
+//! [`ProxyConfig::parse`] reports every problem it finds, each with the
+//! file, the line and column where known, the key path (e.g.
+//! `routes[2].pipeline.circuit_breaker.failure_rate`) and what is allowed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ripcord::{BulkheadConfig, CircuitBreakerConfig, RateLimiterConfig, RetryConfig};
+use serde::Deserialize;
+
+/// The environment variable read for the admin token when neither `token`
+/// nor `token_env` is set.
+pub const DEFAULT_TOKEN_ENV: &str = "RIPCORD_ADMIN_TOKEN";
+
+/// The smallest `limits.max_header_bytes` (the HTTP/1 parser needs 8 KiB).
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// The largest `limits.max_header_bytes`.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// A `redis://` or `rediss://` URL: breakers and rate limits are shared
+    /// with every proxy on the same store and prefix. Memory only when
+    /// absent.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// The key prefix in the store (default `ripcord`).
+    #[serde(default)]
+    pub store_prefix: Option<String>,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits and defaults.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where the proxy accepts requests (one or more).
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstreams by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched by host and the longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[admin]`: the listener of `/metrics`, the admin API and the dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The address to bind (default `127.0.0.1:9901`; port 0 picks one).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// The bearer token of mutating admin calls.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The environment variable holding the token (default
+    /// `RIPCORD_ADMIN_TOKEN`, read when `token` is not set).
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            token: None,
+            token_env: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The token: `token`, else the variable `token_env` (or
+    /// `RIPCORD_ADMIN_TOKEN`) names. `None` when unset or empty.
+    pub fn resolve_token(&self) -> Option<String> {
+        if let Some(t) = &self.token {
+            return Some(t.clone()).filter(|t| !t.is_empty());
+        }
+        let var = self.token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
+        std::env::var(var).ok().filter(|t| !t.is_empty())
+    }
+}
+
+/// `[limits]`: limits and defaults of the whole proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The largest request head accepted; larger ones get 431 (8 KiB to
+    /// 1 MiB, default 64 KiB).
+    pub max_header_bytes: usize,
+    /// The timeout of routes whose pipelines set none (default 30 s).
+    #[serde(with = "ripcord::duration")]
+    pub default_timeout: Duration,
+    /// How long shutdown waits for in-flight requests (default 30 s).
+    #[serde(with = "ripcord::duration")]
+    pub drain_deadline: Duration,
+    /// How long to wait for a TCP connection to an upstream (default 5 s).
+    #[serde(with = "ripcord::duration")]
+    pub connect_timeout: Duration,
+    /// How long an idle upstream connection stays pooled (default 90 s).
+    #[serde(with = "ripcord::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per address (default 64).
+    pub pool_max_idle_per_host: usize,
+    /// How long a client may take to send a request head (default 30 s).
+    #[serde(with = "ripcord::duration")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: 64 * 1024,
+            default_timeout: Duration::from_secs(30),
+            drain_deadline: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[[listeners]]`: one address the proxy accepts requests on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The address to bind, e.g. `127.0.0.1:8080` (port 0 picks one).
+    pub listen: String,
+}
+
+/// `[upstreams.NAME]`: where requests go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` addresses, used in turn (round robin).
+    pub addresses: Vec<String>,
+    /// The upstream's pipeline; its breaker is named after the upstream.
+    #[serde(default)]
+    pub pipeline: Option<PipelineSection>,
+}
+
+/// `[[routes]]`: which requests go to which upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name (unique; its breaker's name).
+    pub name: String,
+    /// The path prefix it matches (default `/`): `/api` matches `/api`,
+    /// `/api/…` and `/api?…`, not `/apix`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The host it matches (the `Host` header or the URI's authority, port
+    /// ignored, case-insensitive); any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The upstream's name.
+    pub upstream: String,
+    /// The route's pipeline; its breaker is named after the route.
+    #[serde(default)]
+    pub pipeline: Option<PipelineSection>,
+}
+
+impl RouteConfig {
+    /// The path prefix, `/` when absent.
+    pub fn prefix(&self) -> &str {
+        self.path_prefix.as_deref().unwrap_or("/")
+    }
+}
+
+/// A `pipeline` table: the policies of a route or an upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Bounds each attempt until the response head arrives.
+    #[serde(default, with = "ripcord::duration::option")]
+    pub timeout: Option<Duration>,
+    /// Retries of idempotent, bodiless requests.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// A circuit breaker.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// A bulkhead (held until the response body ends).
+    #[serde(default)]
+    pub bulkhead: Option<BulkheadConfig>,
+    /// A rate limiter.
+    #[serde(default)]
+    pub rate_limiter: Option<RateLimiterConfig>,
+    /// A static response in place of the proxy's own error responses.
+    #[serde(default)]
+    pub fallback: Option<StaticFallback>,
+}
+
+/// `fallback = { status, body, content_type }`: what the proxy answers
+/// instead of its own error responses (open breaker, rate limited, bulkhead
+/// full, timeout, upstream unreachable). Upstream responses pass unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFallback {
+    /// The status code (100 to 599, default 200).
+    #[serde(default = "default_fallback_status")]
+    pub status: u16,
+    /// The body (default empty).
+    #[serde(default)]
+    pub body: String,
+    /// The `Content-Type` (default `text/plain; charset=utf-8`).
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_fallback_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain; charset=utf-8".to_string()
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, e.g. `routes[2].pipeline.circuit_breaker.failure_rate`
+    /// (empty for the file as a whole).
+    pub path: String,
+    /// Line and column (1-based), where known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration file")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or breaks a rule; every problem is listed.
+    #[error("{}", render(file, problems))]
+    Invalid {
+        /// The file (or the label given to [`ProxyConfig::parse`]).
+        file: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+fn render(file: &str, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(file);
+        if let Some((line, col)) = p.position {
+            out.push_str(&format!(":{line}:{col}"));
+        }
+        if p.path.is_empty() {
+            out.push_str(&format!(": {}", p.message));
+        } else {
+            out.push_str(&format!(": `{}`: {}", p.path, p.message));
+        }
+    }
+    out
+}
+
+impl ProxyConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<ProxyConfig, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        ProxyConfig::parse(&text, &file)
+    }
+
+    /// Parses and validates `text`; errors name `file_label` as the file.
+    pub fn parse(text: &str, file_label: &str) -> Result<ProxyConfig, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file_label.to_string(),
+            problems,
+        };
+        let doc = match toml_edit::ImDocument::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let position = e.span().map(|s| line_col(text, s.start));
+                return Err(invalid(vec![Problem {
+                    path: String::new(),
+                    position,
+                    message: format!("invalid TOML: {}", first_line(e.message())),
+                }]));
+            }
+        };
+        let keys = KeyIndex::new(&doc);
+        let config: ProxyConfig = match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let (path, position) = match e.span() {
+                    Some(span) => (keys.path_at(&span), Some(line_col(text, span.start))),
+                    None => (String::new(), None),
+                };
+                let mut message = first_line(e.message()).to_string();
+                if message.starts_with("data did not match any variant") {
+                    message = untagged_hint(&path);
+                }
+                // Some messages (untagged enums) do not repeat the value.
+                if let Some(found) = e.span().and_then(|s| text.get(s)) {
+                    let found = found.trim();
+                    if !found.is_empty()
+                        && found.len() <= 60
+                        && !found.contains('\n')
+                        && !message.contains(found)
+                    {
+                        message.push_str(&format!(" (found `{found}`)"));
+                    }
+                }
+                return Err(invalid(vec![Problem {
+                    path,
+                    position,
+                    message,
+                }]));
+            }
+        };
+        let mut problems = Vec::new();
+        config.validate(&mut |path: String, message: String| {
+            let position = keys.position_of(&path).map(|o| line_col(text, o));
+            problems.push(Problem {
+                path,
+                position,
+                message,
+            });
+        });
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    /// The admin token (see [`AdminConfig::resolve_token`]).
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin.resolve_token()
+    }
+
+    /// Every breaker the configuration makes, in order (upstreams by name,
+    /// then routes): `(scope, name, config)` with scope `upstream:NAME` or
+    /// `route:NAME`.
+    pub fn breakers(&self) -> Vec<(String, String, CircuitBreakerConfig)> {
+        let mut out = Vec::new();
+        for (name, u) in &self.upstreams {
+            if let Some(c) = u.pipeline.as_ref().and_then(|p| p.circuit_breaker.clone()) {
+                out.push((format!("upstream:{name}"), name.clone(), c));
+            }
+        }
+        for r in &self.routes {
+            if let Some(c) = r.pipeline.as_ref().and_then(|p| p.circuit_breaker.clone()) {
+                out.push((format!("route:{}", r.name), r.name.clone(), c));
+            }
+        }
+        out
+    }
+
+    /// A short human-readable summary (what `ripcord check` prints).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.listen.as_str()).collect();
+        s.push_str(&format!("listeners: {}\n", listeners.join(", ")));
+        let exposed = self
+            .admin
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        s.push_str(&format!(
+            "admin: {}{} (token {})\n",
+            self.admin.listen,
+            if exposed {
+                ", not loopback: reachable from other hosts"
+            } else {
+                ""
+            },
+            if self.admin_token().is_some() {
+                "set"
+            } else {
+                "not set: mutating admin calls are refused"
+            }
+        ));
+        match &self.store {
+            Some(url) => s.push_str(&format!(
+                "store: {} (prefix `{}`)\n",
+                redact_url(url),
+                self.store_prefix.as_deref().unwrap_or("ripcord")
+            )),
+            None => s.push_str("store: none (state in memory)\n"),
+        }
+        s.push_str(&format!("upstreams: {}\n", self.upstreams.len()));
+        for (name, u) in &self.upstreams {
+            s.push_str(&format!(
+                "  {name}: {}{}\n",
+                u.addresses.join(", "),
+                policies_summary(u.pipeline.as_ref())
+            ));
+        }
+        s.push_str(&format!("routes: {}\n", self.routes.len()));
+        for r in &self.routes {
+            s.push_str(&format!(
+                "  {}: host {} prefix {} -> {}{}\n",
+                r.name,
+                r.host.as_deref().unwrap_or("*"),
+                r.prefix(),
+                r.upstream,
+                policies_summary(r.pipeline.as_ref())
+            ));
+        }
+        let breakers: Vec<String> = self.breakers().into_iter().map(|b| b.1).collect();
+        s.push_str(&format!(
+            "breakers: {}\n",
+            if breakers.is_empty() {
+                "none".to_string()
+            } else {
+                breakers.join(", ")
+            }
+        ));
+        s
+    }
+
+    fn validate(&self, report: &mut dyn FnMut(String, String)) {
+        if let Some(url) = &self.store {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                report(
+                    "store".into(),
+                    format!("{url:?} is not a store URL; expected `redis://host:port` or `rediss://host:port`"),
+                );
+            }
+        }
+        if let Some(p) = &self.store_prefix {
+            if p.is_empty() || p.contains(char::is_whitespace) || p.contains(['{', '}']) {
+                report(
+                    "store_prefix".into(),
+                    format!("{p:?}: expected a non-empty prefix without spaces or braces"),
+                );
+            }
+        }
+        check_addr("admin.listen", &self.admin.listen, report);
+        if self.admin.token.is_some() && self.admin.token_env.is_some() {
+            report(
+                "admin.token_env".into(),
+                "set either `token` or `token_env`, not both".into(),
+            );
+        }
+        if let Some(var) = &self.admin.token_env {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                report(
+                    "admin.token_env".into(),
+                    format!("{var:?}: expected the name of an environment variable"),
+                );
+            }
+        }
+        let l = &self.limits;
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&l.max_header_bytes) {
+            report(
+                "limits.max_header_bytes".into(),
+                format!(
+                    "{}: expected {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} bytes",
+                    l.max_header_bytes
+                ),
+            );
+        }
+        for (key, d) in [
+            ("default_timeout", l.default_timeout),
+            ("drain_deadline", l.drain_deadline),
+            ("connect_timeout", l.connect_timeout),
+            ("pool_idle_timeout", l.pool_idle_timeout),
+            ("header_read_timeout", l.header_read_timeout),
+        ] {
+            check_duration(&format!("limits.{key}"), d, report);
+        }
+        if self.listeners.is_empty() {
+            report(
+                "listeners".into(),
+                "at least one `[[listeners]]` table with `listen = \"127.0.0.1:8080\"` is needed"
+                    .into(),
+            );
+        }
+        let mut seen_listen: HashMap<&str, usize> = HashMap::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let path = format!("listeners[{i}].listen");
+            check_addr(&path, &listener.listen, report);
+            let fixed = |a: &str| a.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0);
+            if fixed(&listener.listen) && listener.listen == self.admin.listen {
+                report(
+                    path.clone(),
+                    format!(
+                        "{:?} is also `admin.listen`; the admin listener needs an address of its own",
+                        listener.listen
+                    ),
+                );
+            }
+            if let Some(j) = seen_listen.insert(listener.listen.as_str(), i) {
+                report(
+                    path,
+                    format!("{:?} is already used by listeners[{j}]", listener.listen),
+                );
+            }
+        }
+        for (name, u) in &self.upstreams {
+            let base = format!("upstreams.{name}");
+            check_name(&base, name, report);
+            if u.addresses.is_empty() {
+                report(
+                    format!("{base}.addresses"),
+                    "expected at least one `host:port` address".into(),
+                );
+            }
+            for (i, a) in u.addresses.iter().enumerate() {
+                if let Err(why) = check_upstream_address(a) {
+                    report(format!("{base}.addresses[{i}]"), why);
+                }
+            }
+            if let Some(p) = &u.pipeline {
+                check_pipeline(&format!("{base}.pipeline"), p, report);
+            }
+        }
+        if self.routes.is_empty() {
+            report(
+                "routes".into(),
+                "at least one `[[routes]]` table (name, path_prefix and/or host, upstream) is needed"
+                    .into(),
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut matches: HashMap<(String, &str), usize> = HashMap::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let base = format!("routes[{i}]");
+            check_name(&format!("{base}.name"), &r.name, report);
+            if let Some(j) = names.insert(r.name.as_str(), i) {
+                report(
+                    format!("{base}.name"),
+                    format!("the route name `{}` is already used by routes[{j}]", r.name),
+                );
+            }
+            if !self.upstreams.contains_key(&r.upstream) {
+                let known: Vec<&str> = self.upstreams.keys().map(String::as_str).collect();
+                report(
+                    format!("{base}.upstream"),
+                    format!(
+                        "no upstream named `{}`; expected one of the `[upstreams.NAME]` tables ({})",
+                        r.upstream,
+                        if known.is_empty() {
+                            "none is defined".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            if let Some(p) = &r.path_prefix {
+                if !p.starts_with('/') || p.contains(['?', '#']) || p.contains(char::is_whitespace)
+                {
+                    report(
+                        format!("{base}.path_prefix"),
+                        format!(
+                            "{p:?}: expected a path starting with `/`, without `?`, `#` or spaces"
+                        ),
+                    );
+                }
+            }
+            if let Some(h) = &r.host {
+                if h.is_empty()
+                    || h.contains(['/', ':', '?', '#', ' '])
+                    || h.parse::<http::uri::Authority>().is_err()
+                {
+                    report(
+                        format!("{base}.host"),
+                        format!("{h:?}: expected a host name such as `api.example.com` (no scheme, port or path)"),
+                    );
+                }
+            }
+            let key = (
+                r.host.as_deref().unwrap_or("").to_ascii_lowercase(),
+                r.prefix().trim_end_matches('/'),
+            );
+            if let Some(j) = matches.insert(key, i) {
+                report(
+                    format!("{base}.path_prefix"),
+                    format!("matches exactly the requests routes[{j}] matches (same host and path prefix)"),
+                );
+            }
+            if let Some(p) = &r.pipeline {
+                check_pipeline(&format!("{base}.pipeline"), p, report);
+            }
+        }
+        // Breakers and rate limiters are named after their route or
+        // upstream; in a fleet the name is the shared key.
+        type Has = fn(&PipelineSection) -> bool;
+        let kinds: [(&str, &str, Has); 2] = [
+            ("circuit_breaker", "breaker", |p| {
+                p.circuit_breaker.is_some()
+            }),
+            ("rate_limiter", "rate limiter", |p| p.rate_limiter.is_some()),
+        ];
+        for (key, what, has) in kinds {
+            let mut owners: HashMap<String, String> = HashMap::new();
+            for (name, u) in &self.upstreams {
+                if u.pipeline.as_ref().is_some_and(has) {
+                    owners.insert(name.clone(), format!("upstreams.{name}"));
+                }
+            }
+            for (i, r) in self.routes.iter().enumerate() {
+                if r.pipeline.as_ref().is_some_and(has) {
+                    if let Some(other) = owners.insert(r.name.clone(), format!("routes[{i}]")) {
+                        report(
+                            format!("routes[{i}].pipeline.{key}"),
+                            format!(
+                                "the {what} would be named `{}`, like the one of {other}; {what}s are named after their route or upstream, so rename one of them",
+                                r.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn policies_summary(p: Option<&PipelineSection>) -> String {
+    let Some(p) = p else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(t) = p.timeout {
+        parts.push(format!("timeout {}", humantime::format_duration(t)));
+    }
+    if let Some(r) = &p.retry {
+        parts.push(format!("retry x{}", r.max_attempts));
+    }
+    if p.circuit_breaker.is_some() {
+        parts.push("circuit_breaker".to_string());
+    }
+    if let Some(b) = &p.bulkhead {
+        parts.push(format!("bulkhead {}", b.max_concurrent));
+    }
+    if let Some(r) = &p.rate_limiter {
+        parts.push(format!(
+            "rate_limiter {}/{}",
+            r.rate,
+            humantime::format_duration(r.period)
+        ));
+    }
+    if let Some(f) = &p.fallback {
+        parts.push(format!("fallback {}", f.status));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
+/// A store URL without its password.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+fn check_addr(path: &str, value: &str, report: &mut dyn FnMut(String, String)) {
+    if value.parse::<SocketAddr>().is_err() {
+        report(
+            path.to_string(),
+            format!("{value:?}: expected an IP address and port such as `127.0.0.1:8080` (port 0 picks a free one)"),
+        );
+    }
+}
+
+fn check_duration(path: &str, d: Duration, report: &mut dyn FnMut(String, String)) {
+    if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+        report(
+            path.to_string(),
+            format!(
+                "{}: expected a duration greater than zero and at most 24h",
+                humantime::format_duration(d)
+            ),
+        );
+    }
+}
+
+fn check_name(path: &str, name: &str, report: &mut dyn FnMut(String, String)) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        report(
+            path.to_string(),
+            format!("{name:?}: expected 1 to 64 characters from A-Z, a-z, 0-9, `-`, `_`, `.`"),
+        );
+    }
+}
+
+/// Checks an upstream address: `host:port`, no scheme, no path.
+fn check_upstream_address(a: &str) -> Result<(), String> {
+    let hint = "expected `host:port` such as `127.0.0.1:3000` or `api.internal:80`";
+    if a.contains("://") {
+        return Err(format!("{a:?}: {hint}, without a scheme"));
+    }
+    let authority: http::uri::Authority = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an address: {hint}"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(format!("{a:?}: {hint}"));
+    }
+    match authority.port_u16() {
+        Some(p) if p != 0 => Ok(()),
+        _ => Err(format!("{a:?} has no port (or port 0): {hint}")),
+    }
+}
+
+fn check_pipeline(base: &str, p: &PipelineSection, report: &mut dyn FnMut(String, String)) {
+    if let Some(t) = p.timeout {
+        check_duration(&format!("{base}.timeout"), t, report);
+    }
+    let mut core = |policy: &str, r: Result<(), ripcord::ConfigError>| {
+        if let Err(e) = r {
+            report(
+                format!("{base}.{policy}.{}", e.field()),
+                format!("{}: expected {}", e.value(), e.expected()),
+            );
+        }
+    };
+    if let Some(c) = &p.retry {
+        core("retry", c.validate());
+    }
+    if let Some(c) = &p.circuit_breaker {
+        core("circuit_breaker", c.validate());
+    }
+    if let Some(c) = &p.bulkhead {
+        core("bulkhead", c.validate());
+    }
+    if let Some(c) = &p.rate_limiter {
+        core("rate_limiter", c.validate());
+    }
+    if let Some(f) = &p.fallback {
+        if !(100..=599).contains(&f.status) {
+            report(
+                format!("{base}.fallback.status"),
+                format!("{}: expected an HTTP status code from 100 to 599", f.status),
+            );
+        }
+        if http::HeaderValue::from_str(&f.content_type).is_err() {
+            report(
+                format!("{base}.fallback.content_type"),
+                format!(
+                    "{:?}: expected a header value such as `application/json`",
+                    f.content_type
+                ),
+            );
+        }
+    }
+}
+
+/// What a key written in one of several forms accepts (the reader only
+/// says that no form matched).
+fn untagged_hint(path: &str) -> String {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let forms = match key {
+        "open_for" | "backoff" => {
+            "a duration such as \"5s\", or a table such as { kind = \"exponential\", base = \"1s\", max = \"1m\" }"
+        }
+        "window" => "a table such as { count = 100 } or { time = \"10s\" }",
+        _ => "one of the forms this key accepts",
+    };
+    format!("invalid value; expected {forms}")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Every key of the document with its path and where it is written: to
+/// name the key of an error the TOML reader reports by position, and to give
+/// the position of a key path found wrong by validation.
+struct KeyIndex {
+    entries: Vec<KeyEntry>,
+}
+
+/// A key path, where its key is written and where its value is.
+type KeyEntry = (String, Option<Range<usize>>, Option<Range<usize>>);
+
+impl KeyIndex {
+    fn new(doc: &toml_edit::ImDocument<&str>) -> Self {
+        let mut index = KeyIndex {
+            entries: Vec::new(),
+        };
+        index.walk_table(doc.as_table(), "");
+        index
+    }
+
+    fn walk_table(&mut self, table: &dyn toml_edit::TableLike, base: &str) {
+        for (key, item) in table.iter() {
+            let path = if base.is_empty() {
+                key.to_string()
+            } else {
+                format!("{base}.{key}")
+            };
+            let key_span = table.get_key_value(key).and_then(|(k, _)| k.span());
+            self.walk_item(item, path, key_span);
+        }
+    }
+
+    fn walk_item(&mut self, item: &toml_edit::Item, path: String, key_span: Option<Range<usize>>) {
+        self.entries.push((path.clone(), key_span, item.span()));
+        match item {
+            toml_edit::Item::Table(t) => self.walk_table(t, &path),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    self.entries.push((p.clone(), None, t.span()));
+                    self.walk_table(t, &p);
+                }
+            }
+            toml_edit::Item::Value(v) => self.walk_value(v, &path),
+            toml_edit::Item::None => {}
+        }
+    }
+
+    fn walk_value(&mut self, v: &toml_edit::Value, path: &str) {
+        match v {
+            toml_edit::Value::InlineTable(t) => self.walk_table(t, path),
+            toml_edit::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    self.entries.push((p.clone(), None, v.span()));
+                    self.walk_value(v, &p);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The path of the innermost key or value at `span`.
+    fn path_at(&self, span: &Range<usize>) -> String {
+        let contains = |r: &Option<Range<usize>>| {
+            r.as_ref()
+                .is_some_and(|r| r.start <= span.start && span.start < r.end.max(r.start + 1))
+        };
+        let mut best: Option<(&str, usize)> = None;
+        for (path, key, value) in &self.entries {
+            for r in [key, value] {
+                if contains(r) {
+                    let len = r.as_ref().map_or(usize::MAX, |r| r.end - r.start);
+                    if best.is_none_or(|(_, l)| len <= l) {
+                        best = Some((path, len));
+                    }
+                }
+            }
+        }
+        best.map(|(p, _)| p.to_string()).unwrap_or_default()
+    }
+
+    /// Where the key `path` (or its nearest written ancestor) is written.
+    fn position_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some((_, key, value)) = self.entries.iter().find(|(q, _, _)| q == p) {
+                if let Some(r) = key.as_ref().or(value.as_ref()) {
+                    return Some(r.start);
+                }
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((l, c)) = self.position {
+            write!(f, "{l}:{c}: ")?;
+        }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}

@@ -1,7 +1,216 @@
 //! `ripcord proxy`: a reverse proxy that puts ripcord's pipelines in front of
 //! any HTTP upstream, with an admin API, `/metrics` and a live dashboard.
+//!
+//! - [`config`]: the TOML file, its validation and error messages
+//!   (`ripcord check`).
+//! - [`server`]: [`Proxy::start`](server::Proxy::start), reload and graceful
+//!   shutdown.
+//! - [`forward`]: what happens to one request (policies, headers, the
+//!   responses the proxy makes itself).
+//! - [`admin`] and [`state`]: the admin listener and what it sees.
+//!
+//! # Responses the proxy makes
+//!
+//! | when | status | `x-ripcord-policy` | `Retry-After` |
+//! |---|---|---|---|
+//! | no route matches | 404 | — | — |
+//! | a breaker is open | 503 | `circuit_breaker` | time to the next probe (≥ 1 s) |
+//! | a rate limiter refuses | 429 | `rate_limiter` | time to the next permit (≥ 1 s) |
+//! | a bulkhead is full | 503 | `bulkhead` | 1 |
+//! | no response head within the timeout | 504 | `timeout` | — |
+//! | the upstream cannot be reached (or fails before its head) | 502 | `upstream` | — |
+//! | any of these, with a `fallback` | the fallback's | `fallback` (and `x-ripcord-fallback-for`) | — |
+//! | a request head over `limits.max_header_bytes` | 431 (hyper) | — | — |
+//!
+//! An upstream that fails mid-body aborts the client's response (HTTP/1.1:
+//! the connection is closed before the body's end) and counts as a failure.
 
 pub mod admin;
 pub mod config;
+pub mod forward;
+mod route;
 pub mod server;
 pub mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use self::config::ProxyConfig;
+use self::server::Proxy;
+
+/// `ripcord proxy`: run the reverse proxy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "ripcord.toml")]
+    pub config: PathBuf,
+    /// How long shutdown waits for in-flight requests (default: the file's
+    /// `limits.drain_deadline`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain_deadline: Option<Duration>,
+}
+
+/// `ripcord check`: validate a configuration file without starting.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "ripcord.toml")]
+    pub config: PathBuf,
+}
+
+/// Validates the file: the summary on success (exit 0), every problem on
+/// failure (exit 2). Binds nothing.
+pub fn check(
+    args: &CheckArgs,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> ExitCode {
+    match ProxyConfig::load(&args.config) {
+        Ok(c) => {
+            let _ = writeln!(out, "{}: ok", args.config.display());
+            let _ = write!(out, "{}", c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{}", error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+/// Runs the proxy until SIGTERM or ctrl-c; reloads the file on SIGHUP.
+/// Exit 2 on a bad configuration, 1 when it cannot start.
+pub async fn run(args: ProxyArgs) -> ExitCode {
+    let config = match ProxyConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let drain = args.drain_deadline.unwrap_or(config.limits.drain_deadline);
+    let proxy = match Proxy::start(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ripcord proxy: {}", error_chain(&e));
+            return ExitCode::from(1);
+        }
+    };
+    for addr in proxy.listen_addrs() {
+        println!("ripcord proxy: listening on http://{addr}");
+    }
+    println!(
+        "ripcord proxy: admin, /metrics and dashboard on http://{}",
+        proxy.admin_addr()
+    );
+    let breakers: Vec<String> = proxy
+        .state()
+        .breakers()
+        .iter()
+        .map(|e| e.breaker.name().to_string())
+        .collect();
+    println!(
+        "ripcord proxy: breakers: {}",
+        if breakers.is_empty() {
+            "none".to_string()
+        } else {
+            breakers.join(", ")
+        }
+    );
+    if let Some(store) = proxy.store() {
+        match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+            Ok(Ok(rtt)) => println!("ripcord proxy: store answered in {rtt:?}"),
+            Ok(Err(e)) => eprintln!(
+                "ripcord proxy: warning: the store does not answer ({}); breakers decide alone until it does",
+                error_chain(&e)
+            ),
+            Err(_) => eprintln!(
+                "ripcord proxy: warning: the store did not answer within 2s; breakers decide alone until it does"
+            ),
+        }
+    }
+    wait_for_signals(&proxy, &args).await;
+    println!("ripcord proxy: draining in-flight requests (up to {drain:?})");
+    let report = proxy.shutdown(drain).await;
+    if report.drained {
+        println!("ripcord proxy: stopped");
+    } else {
+        println!(
+            "ripcord proxy: stopped; {} connection(s) cut at the drain deadline",
+            report.aborted
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(proxy: &server::RunningProxy, args: &ProxyArgs) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("ripcord proxy: cannot install signal handlers; stop with ctrl-c");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => reload(proxy, args).await,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_proxy: &server::RunningProxy, _args: &ProxyArgs) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(unix)]
+async fn reload(proxy: &server::RunningProxy, args: &ProxyArgs) {
+    let config = match ProxyConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "ripcord proxy: reload refused, the running configuration stays: {}",
+                error_chain(&e)
+            );
+            return;
+        }
+    };
+    match proxy.reload(config).await {
+        Ok(s) => {
+            println!(
+                "ripcord proxy: reloaded; routes: {}; breakers kept: {}; new: {}; removed: {}",
+                s.routes.join(", "),
+                s.kept_breakers.join(", "),
+                s.new_breakers.join(", "),
+                s.removed_breakers.join(", ")
+            );
+            if !s.restart_needed.is_empty() {
+                println!(
+                    "ripcord proxy: changes to {} need a restart; the running values stay",
+                    s.restart_needed.join(", ")
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "ripcord proxy: reload refused, the running configuration stays: {}",
+            error_chain(&e)
+        ),
+    }
+}

@@ -1,1 +1,796 @@
-//! The forwarding side of `ripcord proxy`.
+//! Starting, reloading and stopping the proxy.
+//!
+//! ```no_run
+//! use ripcord_cli::proxy::config::ProxyConfig;
+//! use ripcord_cli::proxy::server::Proxy;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ProxyConfig::load("ripcord.toml")?;
+//! let proxy = Proxy::start(config).await?;
+//! println!("proxy on {:?}, admin on {}", proxy.listen_addrs(), proxy.admin_addr());
+//! // … later:
+//! let report = proxy.shutdown(Duration::from_secs(30)).await;
+//! println!("drained: {}", report.drained);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use ripcord::store::Fleet;
+use ripcord::{Bulkhead, CircuitBreaker, RateLimiter, Retry};
+use ripcord_metrics::Metrics;
+use ripcord_redis::RedisStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::config::{redact_url, PipelineSection, ProxyConfig};
+use super::forward::{
+    self, Limiter, Parts, Peer, ProxyBody, RoutePolicies, Upstream, UpstreamBody,
+};
+use super::route::RouteTable;
+use super::state::{BreakerEntry, ProxyState};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An address could not be bound.
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Which listener (`listeners[0]`, `admin`).
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be set up.
+    #[error("cannot use the store {url}")]
+    Store {
+        /// The store's URL, without password.
+        url: String,
+        /// Why.
+        #[source]
+        source: ripcord_redis::BuildError,
+    },
+    /// A policy could not be built (the configuration was not validated).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// A policy of the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("`{path}`: cannot build the policy")]
+pub struct BuildError {
+    /// The key path of the policy, e.g. `routes[0].pipeline.circuit_breaker`.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// A policy of the new configuration could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Routes now served, in matching order.
+    pub routes: Vec<String>,
+    /// Breakers kept with their state (same name, same configuration).
+    pub kept_breakers: Vec<String>,
+    /// Breakers built anew (new name or changed configuration).
+    pub new_breakers: Vec<String>,
+    /// Breakers gone.
+    pub removed_breakers: Vec<String>,
+    /// Settings that changed but need a restart (listeners, admin, store,
+    /// connection limits); the running values stay.
+    pub restart_needed: Vec<String>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every in-flight request finished before the deadline.
+    pub drained: bool,
+    /// Connections cut at the deadline.
+    pub aborted: usize,
+}
+
+/// The entry point: [`Proxy::start`].
+#[derive(Debug)]
+pub struct Proxy;
+
+/// A proxy's routing state, swapped whole on reload.
+#[derive(Debug)]
+struct Table {
+    routes: RouteTable,
+    /// Breakers by name, with the configuration they were built from (its
+    /// debug form, to tell an unchanged configuration on reload).
+    breakers: HashMap<String, (String, CircuitBreaker)>,
+    /// Bulkheads by scope (`route:NAME`, `upstream:NAME`), likewise.
+    bulkheads: HashMap<String, (String, Bulkhead)>,
+    /// Rate limiters by scope, likewise.
+    limiters: HashMap<String, (String, Limiter)>,
+}
+
+/// The policies a reload may keep, by key, with their configuration's
+/// fingerprint (its debug form).
+type Kept<T> = HashMap<String, (String, T)>;
+
+/// The policy under `key` in `old` if its configuration is unchanged.
+fn keep<T: Clone>(old: Option<&Kept<T>>, key: &str, fingerprint: &str) -> Option<T> {
+    old?.get(key)
+        .filter(|(f, _)| f == fingerprint)
+        .map(|(_, p)| p.clone())
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Shared {
+    table: RwLock<Arc<Table>>,
+    client: forward::UpstreamClient,
+}
+
+impl Shared {
+    fn table(&self) -> Arc<Table> {
+        Arc::clone(&self.table.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A running proxy: its addresses, its state, reload and shutdown.
+#[derive(Debug)]
+pub struct RunningProxy {
+    listen_addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
+    state: Arc<ProxyState>,
+    shared: Arc<Shared>,
+    config: Mutex<ProxyConfig>,
+    metrics: Metrics,
+    fleet: Option<Fleet>,
+    store: Option<RedisStore>,
+    stop: watch::Sender<Option<Duration>>,
+    listeners: Vec<JoinHandle<ShutdownReport>>,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Dropping a running proxy stops it at once (no drain); call
+/// [`RunningProxy::shutdown`] to drain.
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        if self.stop.borrow().is_none() {
+            let _ = self.stop.send(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// What building policies needs.
+struct Builder<'a> {
+    metrics: &'a Metrics,
+    fleet: Option<&'a Fleet>,
+    store: Option<&'a RedisStore>,
+    old: Option<&'a Table>,
+}
+
+/// The policies a table is being built with.
+#[derive(Default)]
+struct Built {
+    breakers: Kept<CircuitBreaker>,
+    bulkheads: Kept<Bulkhead>,
+    limiters: Kept<Limiter>,
+}
+
+fn build_err(path: String, e: impl std::error::Error + Send + Sync + 'static) -> BuildError {
+    BuildError {
+        path,
+        source: Box::new(e),
+    }
+}
+
+impl Builder<'_> {
+    fn parts(
+        &self,
+        name: &str,
+        scope: &str,
+        path: &str,
+        section: Option<&PipelineSection>,
+        built: &mut Built,
+    ) -> Result<Parts, BuildError> {
+        let Some(p) = section else {
+            return Ok(Parts::default());
+        };
+        let mut parts = Parts {
+            timeout: p.timeout,
+            fallback: p.fallback.clone().map(Arc::new),
+            ..Parts::default()
+        };
+        if let Some(c) = &p.circuit_breaker {
+            let fingerprint = format!("{c:?}");
+            let reused = keep(self.old.map(|t| &t.breakers), name, &fingerprint);
+            let breaker = match reused {
+                Some(b) => b,
+                None => {
+                    let mut b = CircuitBreaker::builder(name).config(c.clone());
+                    if let Some(f) = self.fleet {
+                        b = b.fleet(f);
+                    }
+                    // Exported with its events; its gauges are read through
+                    // the live table (see `LiveTable`), so a breaker dropped
+                    // by a reload leaves the metrics too.
+                    self.metrics
+                        .instrument(b)
+                        .build()
+                        .map_err(|e| build_err(format!("{path}.circuit_breaker"), e))?
+                }
+            };
+            built
+                .breakers
+                .insert(name.to_string(), (fingerprint, breaker.clone()));
+            parts.breaker = Some(breaker);
+        }
+        if let Some(c) = &p.bulkhead {
+            let fingerprint = format!("{c:?}");
+            let b = match keep(self.old.map(|t| &t.bulkheads), scope, &fingerprint) {
+                Some(b) => b,
+                None => self
+                    .metrics
+                    .instrument(Bulkhead::builder(name).config(c.clone()))
+                    .build()
+                    .map_err(|e| build_err(format!("{path}.bulkhead"), e))?,
+            };
+            built
+                .bulkheads
+                .insert(scope.to_string(), (fingerprint, b.clone()));
+            parts.bulkhead = Some(b);
+        }
+        if let Some(c) = &p.rate_limiter {
+            let fingerprint = format!("{c:?}");
+            let reused = keep(self.old.map(|t| &t.limiters), scope, &fingerprint);
+            let limiter = match (reused, self.store) {
+                (Some(l), _) => l,
+                (None, Some(store)) => Limiter::Shared(
+                    ripcord_redis::RedisRateLimiter::builder(store, name)
+                        .config(c.clone())
+                        .build()
+                        .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
+                ),
+                (None, None) => Limiter::Local(
+                    self.metrics
+                        .instrument(RateLimiter::builder(name).config(c.clone()))
+                        .build()
+                        .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
+                ),
+            };
+            built
+                .limiters
+                .insert(scope.to_string(), (fingerprint, limiter.clone()));
+            parts.limiter = Some(limiter);
+        }
+        if let Some(c) = &p.retry {
+            let r = self
+                .metrics
+                .instrument(ripcord_tower::http::retry_rules::<UpstreamBody>(
+                    Retry::builder(name).config(c.clone()),
+                ))
+                .build()
+                .map_err(|e| build_err(format!("{path}.retry"), e))?;
+            parts.retry = Some(r);
+        }
+        Ok(parts)
+    }
+
+    /// Builds the routing table and the admin's breaker list.
+    fn table(&self, config: &ProxyConfig) -> Result<(Table, Vec<BreakerEntry>), BuildError> {
+        let mut built = Built::default();
+        let mut entries = Vec::new();
+        let mut upstreams = HashMap::new();
+        for (name, u) in &config.upstreams {
+            let path = format!("upstreams.{name}");
+            let addresses = u
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse::<http::uri::Authority>()
+                        .map_err(|e| build_err(format!("{path}.addresses[{i}]"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if addresses.is_empty() {
+                return Err(build_err(
+                    format!("{path}.addresses"),
+                    std::io::Error::other("no address"),
+                ));
+            }
+            let parts = self.parts(
+                name,
+                &format!("upstream:{name}"),
+                &format!("{path}.pipeline"),
+                u.pipeline.as_ref(),
+                &mut built,
+            )?;
+            if let Some(b) = &parts.breaker {
+                entries.push(BreakerEntry {
+                    scope: format!("upstream:{name}"),
+                    breaker: b.clone(),
+                });
+            }
+            upstreams.insert(
+                name.clone(),
+                (Arc::new(Upstream::new(name, addresses)), parts),
+            );
+        }
+        let mut routes = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some((upstream, up_parts)) = upstreams.get(&r.upstream) else {
+                return Err(build_err(
+                    format!("{path}.upstream"),
+                    std::io::Error::other(format!("no upstream named `{}`", r.upstream)),
+                ));
+            };
+            let parts = self.parts(
+                &r.name,
+                &format!("route:{}", r.name),
+                &format!("{path}.pipeline"),
+                r.pipeline.as_ref(),
+                &mut built,
+            )?;
+            if let Some(b) = &parts.breaker {
+                entries.push(BreakerEntry {
+                    scope: format!("route:{}", r.name),
+                    breaker: b.clone(),
+                });
+            }
+            let policies = RoutePolicies::new(
+                &r.name,
+                Arc::clone(upstream),
+                parts,
+                up_parts.clone(),
+                config.limits.default_timeout,
+            );
+            routes.push((r.host.clone(), r.prefix().to_string(), Arc::new(policies)));
+        }
+        Ok((
+            Table {
+                routes: RouteTable::new(routes),
+                breakers: built.breakers,
+                bulkheads: built.bulkheads,
+                limiters: built.limiters,
+            },
+            entries,
+        ))
+    }
+}
+
+/// The metrics' view of the breakers and bulkheads in force: read from
+/// the current table at each scrape, so reloads add and remove them.
+struct LiveTable(std::sync::Weak<Shared>);
+
+impl ripcord_metrics::Watch for LiveTable {
+    fn for_each_breaker(&self, f: &mut dyn FnMut(&CircuitBreaker)) {
+        if let Some(shared) = self.0.upgrade() {
+            for (_, b) in shared.table().breakers.values() {
+                f(b);
+            }
+        }
+    }
+
+    fn for_each_bulkhead(&self, f: &mut dyn FnMut(&Bulkhead)) {
+        if let Some(shared) = self.0.upgrade() {
+            for (_, b) in shared.table().bulkheads.values() {
+                f(b);
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Binds every listener and the admin listener (port 0 picks free
+    /// ports), connects the store if the configuration names one, builds
+    /// every policy and starts serving. Give it a validated configuration
+    /// ([`ProxyConfig::load`] or [`ProxyConfig::parse`]).
+    pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
+        let metrics = Metrics::new();
+        let (store, fleet) = match &config.store {
+            Some(url) => {
+                let prefix = config.store_prefix.as_deref().unwrap_or("ripcord");
+                // Lazily: a proxy whose store is down still starts, and its
+                // breakers decide alone until the store answers.
+                let store = RedisStore::builder(url)
+                    .key_prefix(prefix)
+                    .connect_lazily()
+                    .build()
+                    .await
+                    .map_err(|source| StartError::Store {
+                        url: redact_url(url),
+                        source,
+                    })?;
+                let fleet = metrics
+                    .fleet(Fleet::builder(store.clone()))
+                    .build()
+                    .map_err(|e| build_err("store".into(), e))?;
+                (Some(store), Some(fleet))
+            }
+            None => (None, None),
+        };
+        let builder = Builder {
+            metrics: &metrics,
+            fleet: fleet.as_ref(),
+            store: store.as_ref(),
+            old: None,
+        };
+        let (table, entries) = builder.table(&config)?;
+        if let Some(f) = &fleet {
+            f.sync_now().await;
+        }
+
+        let mut bound = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let listener =
+                TcpListener::bind(&l.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: l.listen.clone(),
+                        what: format!("listeners[{i}]"),
+                        source,
+                    })?;
+            bound.push(listener);
+        }
+        let admin_listener = TcpListener::bind(&config.admin.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen.clone(),
+                what: "admin".into(),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen.clone(),
+                what: "admin".into(),
+                source,
+            })?;
+
+        let limits = &config.limits;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_nodelay(true);
+        let client: forward::UpstreamClient = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(limits.pool_idle_timeout)
+            .pool_max_idle_per_host(limits.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let shared = Arc::new(Shared {
+            table: RwLock::new(Arc::new(table)),
+            client,
+        });
+        metrics.watch(LiveTable(Arc::downgrade(&shared)));
+        let state = Arc::new(ProxyState::new(
+            entries,
+            fleet.clone(),
+            metrics.clone(),
+            config.admin_token(),
+        ));
+
+        let (stop, _) = watch::channel(None::<Duration>);
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(limits.max_header_bytes)
+            .header_read_timeout(limits.header_read_timeout);
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let mut listen_addrs = Vec::new();
+        let mut listeners = Vec::new();
+        for (i, listener) in bound.into_iter().enumerate() {
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: config.listeners[i].listen.clone(),
+                what: format!("listeners[{i}]"),
+                source,
+            })?;
+            listen_addrs.push(addr);
+            listeners.push(tokio::spawn(accept_loop(
+                listener,
+                server.clone(),
+                Arc::clone(&shared),
+                stop.subscribe(),
+            )));
+        }
+        let mut admin_stop = stop.subscribe();
+        let admin = tokio::spawn(super::admin::serve(
+            admin_listener,
+            Arc::clone(&state),
+            async move {
+                let _ = admin_stop.wait_for(Option::is_some).await;
+            },
+        ));
+        Ok(RunningProxy {
+            listen_addrs,
+            admin_addr,
+            state,
+            shared,
+            config: Mutex::new(config),
+            metrics,
+            fleet,
+            store,
+            stop,
+            listeners,
+            admin: Some(admin),
+        })
+    }
+}
+
+/// Accepts connections until told to stop, then drains them up to the
+/// deadline it is given.
+async fn accept_loop(
+    listener: TcpListener,
+    server: auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> ShutdownReport {
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let deadline = loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break Duration::ZERO;
+                }
+                let deadline = *stop.borrow_and_update();
+                if let Some(d) = deadline {
+                    break d;
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, remote)) = accepted else {
+                    // Out of descriptors or a reset before accept: go on.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = Arc::clone(&shared);
+                let peer = Peer { remote };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+                });
+                let conn = server.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    let _ = conn.await;
+                });
+                // Reap finished connections so the set stays small.
+                while connections.try_join_next().is_some() {}
+            }
+        }
+    };
+    drop(listener);
+    let drained = tokio::time::timeout(deadline, graceful.shutdown())
+        .await
+        .is_ok();
+    let aborted = connections.len();
+    if !drained {
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
+    ShutdownReport {
+        drained,
+        aborted: if drained { 0 } else { aborted },
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+    if req.method() == http::Method::CONNECT {
+        return forward::proxy_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this is a reverse proxy\n".to_string(),
+        );
+    }
+    let table = shared.table();
+    let host = if table.routes.uses_hosts() {
+        forward::request_host(&req)
+    } else {
+        None
+    };
+    let Some(route) = table.routes.find(host.as_deref(), req.uri().path()) else {
+        let host = host.or_else(|| forward::request_host(&req));
+        return forward::proxy_response(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route matches host `{}` and path `{}`\n",
+                host.as_deref().unwrap_or(""),
+                req.uri().path()
+            ),
+        );
+    };
+    let route = Arc::clone(route);
+    drop(table);
+    forward::forward(&shared.client, &route, req, peer).await
+}
+
+impl RunningProxy {
+    /// The bound address of every listener, in configuration order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The state the admin API sees (breakers, fleet link, metrics).
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// The shared store, when the configuration names one.
+    pub fn store(&self) -> Option<&RedisStore> {
+        self.store.as_ref()
+    }
+
+    /// The metrics every policy reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The breaker named `name`.
+    pub fn breaker(&self, name: &str) -> Option<CircuitBreaker> {
+        self.state.breaker(name)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> ProxyConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps routes, upstreams and pipelines for those of `new`. A breaker
+    /// whose name and configuration are unchanged is kept as it is (state,
+    /// window, fleet link), and so are unchanged rate limiters (their
+    /// permits) and bulkheads (their calls in flight); others are built
+    /// anew. Listeners, the admin
+    /// listener, the store and connection limits stay as they are (listed in
+    /// [`ReloadSummary::restart_needed`] when they differ). On error nothing
+    /// changes.
+    pub async fn reload(&self, new: ProxyConfig) -> Result<ReloadSummary, ReloadError> {
+        let old_table = self.shared.table();
+        let builder = Builder {
+            metrics: &self.metrics,
+            fleet: self.fleet.as_ref(),
+            store: self.store.as_ref(),
+            old: Some(&old_table),
+        };
+        let (table, entries) = builder.table(&new)?;
+        let mut summary = ReloadSummary {
+            routes: table.routes.names().map(str::to_string).collect(),
+            ..ReloadSummary::default()
+        };
+        for e in &entries {
+            let name = e.breaker.name().to_string();
+            match old_table.breakers.get(&name) {
+                Some((_, old)) if old.same_as(&e.breaker) => summary.kept_breakers.push(name),
+                _ => summary.new_breakers.push(name),
+            }
+        }
+        let mut removed: Vec<String> = old_table
+            .breakers
+            .keys()
+            .filter(|n| !table.breakers.contains_key(*n))
+            .cloned()
+            .collect();
+        removed.sort();
+        summary.removed_breakers = removed;
+        {
+            let old = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            let listeners = |c: &ProxyConfig| {
+                c.listeners
+                    .iter()
+                    .map(|l| l.listen.clone())
+                    .collect::<Vec<_>>()
+            };
+            if listeners(&old) != listeners(&new) {
+                summary.restart_needed.push("listeners".into());
+            }
+            if old.admin.listen != new.admin.listen
+                || old.admin.token != new.admin.token
+                || old.admin.token_env != new.admin.token_env
+            {
+                summary.restart_needed.push("admin".into());
+            }
+            if old.store != new.store || old.store_prefix != new.store_prefix {
+                summary.restart_needed.push("store".into());
+            }
+            let l = (&old.limits, &new.limits);
+            if l.0.max_header_bytes != l.1.max_header_bytes
+                || l.0.connect_timeout != l.1.connect_timeout
+                || l.0.pool_idle_timeout != l.1.pool_idle_timeout
+                || l.0.pool_max_idle_per_host != l.1.pool_max_idle_per_host
+                || l.0.header_read_timeout != l.1.header_read_timeout
+            {
+                summary.restart_needed.push("limits".into());
+            }
+        }
+        *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.state.replace_breakers(entries);
+        if let Some(f) = &self.fleet {
+            f.sync_now().await;
+        }
+        let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let (listeners, admin, store, store_prefix, limits) = (
+            config.listeners.clone(),
+            config.admin.clone(),
+            config.store.clone(),
+            config.store_prefix.clone(),
+            config.limits.clone(),
+        );
+        *config = ProxyConfig {
+            listeners,
+            admin,
+            store,
+            store_prefix,
+            limits: super::config::LimitsConfig {
+                default_timeout: new.limits.default_timeout,
+                drain_deadline: new.limits.drain_deadline,
+                ..limits
+            },
+            ..new
+        };
+        Ok(summary)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish up to
+    /// `drain_deadline` (then cuts the connections left), and stops the
+    /// admin listener.
+    pub async fn shutdown(mut self, drain_deadline: Duration) -> ShutdownReport {
+        let _ = self.stop.send(Some(drain_deadline));
+        let mut report = ShutdownReport {
+            drained: true,
+            aborted: 0,
+        };
+        for l in std::mem::take(&mut self.listeners) {
+            if let Ok(r) = l.await {
+                report.drained &= r.drained;
+                report.aborted += r.aborted;
+            }
+        }
+        // The admin listener stops at the same signal; a slow event stream
+        // does not hold the shutdown up for long.
+        if let Some(mut admin) = self.admin.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut admin)
+                .await
+                .is_err()
+            {
+                admin.abort();
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,233 @@
+//! The proxy's configuration: what is accepted, and a clear message (file,
+//! line, key path, what is allowed) for each kind of mistake, through the
+//! library and through `ripcord check`.
+
+use std::process::Command;
+
+use ripcord_cli::proxy::config::ProxyConfig;
+
+const GOOD: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:8080"
+
+[upstreams.api]
+addresses = ["127.0.0.1:3000", "localhost:3001"]
+pipeline.circuit_breaker = { failure_rate = 0.5, open_for = "5s" }
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+upstream = "api"
+pipeline = { timeout = "2s", retry = { max_attempts = 2 }, circuit_breaker = { consecutive_failures = 5 } }
+
+[[routes]]
+name = "web"
+host = "shop.example"
+upstream = "api"
+"#;
+
+fn error_of(text: &str) -> String {
+    ProxyConfig::parse(text, "bad.toml")
+        .expect_err("the configuration is refused")
+        .to_string()
+}
+
+#[test]
+fn a_good_configuration_parses_with_defaults() {
+    let c = ProxyConfig::parse(GOOD, "good.toml").unwrap();
+    assert_eq!(c.admin.listen, "127.0.0.1:9901");
+    assert_eq!(c.limits.max_header_bytes, 64 * 1024);
+    assert_eq!(c.routes[1].prefix(), "/");
+    let breakers: Vec<String> = c.breakers().into_iter().map(|b| b.1).collect();
+    assert_eq!(breakers, ["api", "orders"]);
+    assert!(c.summary().contains("orders: host * prefix /orders -> api"));
+}
+
+#[test]
+fn invalid_toml_names_the_line_and_column() {
+    let e = error_of("[[listeners]]\nlisten = \"127.0.0.1:80\n");
+    assert!(e.starts_with("bad.toml:2:"), "{e}");
+    assert!(e.contains("invalid TOML"), "{e}");
+}
+
+#[test]
+fn an_unknown_key_names_its_path_and_the_allowed_keys() {
+    let text = GOOD.replace("failure_rate = 0.5", "failure_rat = 0.5");
+    let e = error_of(&text);
+    assert!(
+        e.contains("`upstreams.api.pipeline.circuit_breaker.failure_rat`"),
+        "{e}"
+    );
+    assert!(e.contains("unknown field `failure_rat`"), "{e}");
+    assert!(
+        e.contains("failure_rate"),
+        "the allowed keys are listed: {e}"
+    );
+    assert!(e.starts_with("bad.toml:7:"), "{e}");
+
+    let e = error_of(&format!(
+        "{GOOD}\n[[routes]]\nname = \"x\"\nupstream = \"api\"\npath_prefx = \"/x\"\n"
+    ));
+    assert!(e.contains("`routes[2].path_prefx`"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_the_key_and_the_range() {
+    let text = GOOD.replace("failure_rate = 0.5", "failure_rate = 1.5");
+    let e = error_of(&text);
+    assert!(
+        e.contains(
+            "`upstreams.api.pipeline.circuit_breaker.failure_rate`: 1.5: expected a rate in (0, 1]"
+        ),
+        "{e}"
+    );
+    let text = GOOD.replace("max_attempts = 2", "max_attempts = 0");
+    let e = error_of(&text);
+    assert!(
+        e.contains("`routes[0].pipeline.retry.max_attempts`: 0: expected 1 to 1000"),
+        "{e}"
+    );
+    assert!(e.starts_with("bad.toml:13:"), "{e}");
+    let e = error_of(&format!("[limits]\nmax_header_bytes = 100\n{GOOD}"));
+    assert!(
+        e.contains("`limits.max_header_bytes`: 100: expected 8192 to 1048576 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_upstream_is_named_with_the_known_ones() {
+    let text = GOOD.replace(
+        "upstream = \"api\"\npipeline = { timeout",
+        "upstream = \"apii\"\npipeline = { timeout",
+    );
+    assert_ne!(text, GOOD);
+    let e = error_of(&text);
+    assert!(
+        e.contains("`routes[0].upstream`: no upstream named `apii`; expected one of the `[upstreams.NAME]` tables (api)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[[listeners]]
+listen = "localhost:80"
+[upstreams.api]
+addresses = ["http://127.0.0.1:3000", "127.0.0.1"]
+[[routes]]
+name = "a"
+path_prefix = "api"
+upstream = "api"
+[[routes]]
+name = "a"
+upstream = "nope"
+pipeline.fallback = { status = 700 }
+"#;
+    let e = ProxyConfig::parse(text, "many.toml").unwrap_err();
+    let paths: Vec<&str> = e.problems().iter().map(|p| p.path.as_str()).collect();
+    for p in [
+        "listeners[0].listen",
+        "upstreams.api.addresses[0]",
+        "upstreams.api.addresses[1]",
+        "routes[0].path_prefix",
+        "routes[1].name",
+        "routes[1].upstream",
+        "routes[1].pipeline.fallback.status",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}\n{e}");
+    }
+    let text = e.to_string();
+    assert!(text.contains("without a scheme"), "{text}");
+    assert!(text.contains("has no port"), "{text}");
+    assert!(text.contains("already used by routes[0]"), "{text}");
+}
+
+#[test]
+fn breaker_names_must_not_collide() {
+    let text = GOOD.replace("name = \"orders\"", "name = \"api\"");
+    let e = error_of(&text);
+    assert!(e.contains("`routes[0].pipeline.circuit_breaker`"), "{e}");
+    assert!(e.contains("like the one of upstreams.api"), "{e}");
+}
+
+#[test]
+fn missing_listeners_and_routes_are_explained() {
+    let e = error_of("[upstreams.api]\naddresses = [\"127.0.0.1:1\"]\n");
+    assert!(
+        e.contains("`listeners`: at least one `[[listeners]]`"),
+        "{e}"
+    );
+    assert!(e.contains("`routes`: at least one `[[routes]]`"), "{e}");
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/proxy/ripcord.toml"
+    );
+    let c = ProxyConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.routes.is_empty());
+}
+
+fn ripcord() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ripcord"))
+}
+
+#[test]
+fn ripcord_check_prints_a_summary_or_the_errors() {
+    let dir = std::env::temp_dir().join(format!("ripcord-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let out = ripcord()
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("good.toml: ok"), "{stdout}");
+    assert!(stdout.contains("breakers: api, orders"), "{stdout}");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        GOOD.replace("open_for = \"5s\"", "open_for = \"soon\""),
+    )
+    .unwrap();
+    let out = ripcord()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml:7:"), "{stderr}");
+    assert!(
+        stderr.contains("upstreams.api.pipeline.circuit_breaker"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("soon"), "{stderr}");
+    assert!(stderr.contains("expected a duration such as"), "{stderr}");
+
+    let out = ripcord()
+        .args(["check", "--config"])
+        .arg(dir.join("missing.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("missing.toml: cannot read the configuration file"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
