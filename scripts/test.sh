@@ -84,6 +84,9 @@ cargo clippy -p ripcord --no-default-features --lib -- -D warnings
 log "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 
+log "Chromium for the dashboard test"
+bash scripts/ensure-chromium.sh
+
 log "cargo test"
 cargo test --workspace --all-features
 
