@@ -1,10 +1,13 @@
 //! Added latency of ripcord-tower per request, on a hyper client/server pair
-//! over loopback: the same GET with no middleware, through a
-//! `CircuitBreakerLayer` (HTTP classifier), through a per-host
-//! `KeyedCircuitBreakerLayer`, and through a `PipelineLayer` (timeout +
-//! breaker). `tower/in_process` runs the same layers around a `service_fn`
-//! that answers at once: the layers' own cost per request. Run:
-//! `cargo bench -p ripcord-benches --bench tower`.
+//! over loopback: the same GET with no middleware and through each layer —
+//! the breaker layers (`CircuitBreakerLayer` with the HTTP classifier, the
+//! body-aware `HttpCircuitBreakerLayer`, a per-host
+//! `KeyedCircuitBreakerLayer`), the standalone `BulkheadLayer`,
+//! `RateLimitLayer` and `TimeoutLayer` (beside tower's own
+//! `tower::timeout::TimeoutLayer`), and `PipelineLayer` (a breaker only, and
+//! timeout + breaker). `tower/in_process` runs the same layers around a
+//! `service_fn` that answers at once: the layers' own cost per request.
+//! Run: `cargo bench -p ripcord-benches --bench tower`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -13,15 +16,19 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use criterion::{criterion_main, Criterion};
+use criterion::{criterion_main, BenchmarkGroup, Criterion};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use ripcord::{CircuitBreaker, Pipeline, Registry};
-use ripcord_tower::http::{HostKey, HttpClassifier};
-use ripcord_tower::{CircuitBreakerLayer, KeyedCircuitBreakerLayer, PipelineLayer};
+use ripcord::{Bulkhead, CircuitBreaker, Pipeline, RateLimiter, Registry, TimeoutPolicy};
+use ripcord_tower::http::{HostKey, HttpCircuitBreakerLayer, HttpClassifier};
+use ripcord_tower::pipeline::NoReplay;
+use ripcord_tower::{
+    BulkheadLayer, CircuitBreakerLayer, KeyedCircuitBreakerLayer, PipelineLayer, RateLimitLayer,
+    TimeoutLayer,
+};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 type Body = Empty<Bytes>;
@@ -48,6 +55,105 @@ where
     start.elapsed()
 }
 
+/// Benches every layer around `inner` (responses with body `B`) in `group`.
+fn cases<S, B>(
+    g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    inner: S,
+    baseline: &str,
+) where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: std::fmt::Debug + Into<BoxError>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    g.bench_function(baseline, |b| {
+        b.iter_custom(|iters| rt.block_on(run(&inner, addr, iters)))
+    });
+
+    let breaker = CircuitBreaker::builder("bench").build().unwrap();
+    let svc = CircuitBreakerLayer::new(breaker)
+        .classifier(HttpClassifier::new())
+        .layer(inner.clone());
+    g.bench_function("CircuitBreakerLayer", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let breaker = CircuitBreaker::builder("bench-body").build().unwrap();
+    let svc = HttpCircuitBreakerLayer::new(breaker).layer(inner.clone());
+    g.bench_function("HttpCircuitBreakerLayer", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let registry: Registry<String> = Registry::builder(CircuitBreaker::builder("hosts"))
+        .build()
+        .unwrap();
+    let svc = KeyedCircuitBreakerLayer::new(registry, HostKey)
+        .classifier(HttpClassifier::new())
+        .layer(inner.clone());
+    g.bench_function("KeyedCircuitBreakerLayer (HostKey)", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let bulkhead = Bulkhead::builder("bench")
+        .max_concurrent(64)
+        .build()
+        .unwrap();
+    let svc = BulkheadLayer::new(bulkhead).layer(inner.clone());
+    g.bench_function("BulkheadLayer", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let limiter = RateLimiter::builder("bench")
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .build()
+        .unwrap();
+    let svc = RateLimitLayer::new(limiter).layer(inner.clone());
+    g.bench_function("RateLimitLayer", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let policy = TimeoutPolicy::builder("bench")
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = TimeoutLayer::new(policy).layer(inner.clone());
+    g.bench_function("TimeoutLayer", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let svc = tower::timeout::TimeoutLayer::new(Duration::from_secs(5)).layer(inner.clone());
+    g.bench_function("tower::timeout::TimeoutLayer (reference)", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let pipeline: Pipeline<Response<B>, BoxError> = Pipeline::builder()
+        .circuit_breaker(CircuitBreaker::builder("bench-pipeline-breaker"))
+        .classify(HttpClassifier::new())
+        .build()
+        .unwrap();
+    let svc = PipelineLayer::new(pipeline)
+        .replay(NoReplay)
+        .layer(inner.clone());
+    g.bench_function("PipelineLayer (breaker)", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+
+    let pipeline: Pipeline<Response<B>, BoxError> = Pipeline::builder()
+        .timeout(Duration::from_secs(5))
+        .circuit_breaker(CircuitBreaker::builder("bench-pipeline"))
+        .classify(HttpClassifier::new())
+        .build()
+        .unwrap();
+    let svc = PipelineLayer::new(pipeline).replay(NoReplay).layer(inner);
+    g.bench_function("PipelineLayer (timeout + breaker)", |b| {
+        b.iter_custom(|iters| rt.block_on(run(&svc, addr, iters)))
+    });
+}
+
 fn bench(c: &mut Criterion) {
     // One thread for client, server and connection tasks: no cross-thread
     // wake-ups, whose cost varies by tens of microseconds on a busy machine.
@@ -63,40 +169,8 @@ fn bench(c: &mut Criterion) {
         addr
     });
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
-
-    let breaker = CircuitBreaker::builder("bench").build().unwrap();
-    let with_breaker = CircuitBreakerLayer::new(breaker)
-        .classifier(HttpClassifier::new())
-        .layer(client.clone());
-    let registry: Registry<String> = Registry::builder(CircuitBreaker::builder("hosts"))
-        .build()
-        .unwrap();
-    let keyed = KeyedCircuitBreakerLayer::new(registry, HostKey)
-        .classifier(HttpClassifier::new())
-        .layer(client.clone());
-    let pipeline: Pipeline<Response<hyper::body::Incoming>, BoxError> = Pipeline::builder()
-        .timeout(Duration::from_secs(5))
-        .circuit_breaker(CircuitBreaker::builder("bench-pipeline"))
-        .classify(HttpClassifier::new())
-        .build()
-        .unwrap();
-    let with_pipeline = PipelineLayer::new(pipeline)
-        .replay(ripcord_tower::pipeline::NoReplay)
-        .layer(client.clone());
-
     let mut g = c.benchmark_group("tower/loopback_get");
-    g.bench_function("hyper (no middleware)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&client, addr, iters)))
-    });
-    g.bench_function("CircuitBreakerLayer", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&with_breaker, addr, iters)))
-    });
-    g.bench_function("KeyedCircuitBreakerLayer (HostKey)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&keyed, addr, iters)))
-    });
-    g.bench_function("PipelineLayer (timeout + breaker)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&with_pipeline, addr, iters)))
-    });
+    cases(&mut g, &rt, addr, client, "hyper (no middleware)");
     g.finish();
 
     // The middleware alone: the same layers around an inner service that
@@ -104,38 +178,8 @@ fn bench(c: &mut Criterion) {
     let instant = tower::service_fn(|_: Request<Body>| async {
         Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
     });
-    let breaker = CircuitBreaker::builder("bench-inproc").build().unwrap();
-    let with_breaker = CircuitBreakerLayer::new(breaker)
-        .classifier(HttpClassifier::new())
-        .layer(instant);
-    let registry: Registry<String> = Registry::builder(CircuitBreaker::builder("hosts"))
-        .build()
-        .unwrap();
-    let keyed = KeyedCircuitBreakerLayer::new(registry, HostKey)
-        .classifier(HttpClassifier::new())
-        .layer(instant);
-    let pipeline: Pipeline<Response<Body>, BoxError> = Pipeline::builder()
-        .timeout(Duration::from_secs(5))
-        .circuit_breaker(CircuitBreaker::builder("bench-inproc-pipeline"))
-        .classify(HttpClassifier::new())
-        .build()
-        .unwrap();
-    let with_pipeline = PipelineLayer::new(pipeline)
-        .replay(ripcord_tower::pipeline::NoReplay)
-        .layer(instant);
     let mut g = c.benchmark_group("tower/in_process");
-    g.bench_function("service_fn (no middleware)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&instant, addr, iters)))
-    });
-    g.bench_function("CircuitBreakerLayer", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&with_breaker, addr, iters)))
-    });
-    g.bench_function("KeyedCircuitBreakerLayer (HostKey)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&keyed, addr, iters)))
-    });
-    g.bench_function("PipelineLayer (timeout + breaker)", |b| {
-        b.iter_custom(|iters| rt.block_on(run(&with_pipeline, addr, iters)))
-    });
+    cases(&mut g, &rt, addr, instant, "service_fn (no middleware)");
     g.finish();
 }
 

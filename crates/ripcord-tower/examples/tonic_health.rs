@@ -1,17 +1,17 @@
 //! A tonic server with gRPC load shedding, and a tonic client with a gRPC
-//! circuit breaker and `grpc-timeout` deadlines — on tonic-health's
-//! generated code, so no `protoc` is needed.
+//! circuit breaker per method and `grpc-timeout` deadlines — on
+//! tonic-health's generated code, so no `protoc` is needed.
 //!
 //! Run with `cargo run -p ripcord-tower --features grpc --example tonic_health`.
 //! The server allows 3 calls a second; the client sends 6 at once and prints
 //! each answer (`RESOURCE_EXHAUSTED` once the limiter sheds), then asks about
 //! an unknown service (`NOT_FOUND`: not counted against the server) and shows
-//! the client breaker's state.
+//! the state of the client's breaker for the `Check` method.
 
 use std::time::Duration;
 
-use ripcord::{CircuitBreaker, RateLimiter};
-use ripcord_tower::grpc::{DeadlineLayer, GrpcCircuitBreakerLayer};
+use ripcord::{CircuitBreaker, RateLimiter, Registry};
+use ripcord_tower::grpc::{DeadlineLayer, KeyedGrpcCircuitBreakerLayer, MethodKey};
 use ripcord_tower::shed::ShedLayer;
 use tonic::transport::Endpoint;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,13 +38,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    // Client: a breaker judging gRPC status codes, under it a deadline layer.
+    // Client: a breaker per method (`/package.Service/Method`) judging gRPC
+    // status codes, under it a deadline layer.
     let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
-    let breaker = CircuitBreaker::builder("health-client").build()?;
+    let breakers: Registry<String> =
+        Registry::builder(CircuitBreaker::builder("health-client")).build()?;
     let svc = ServiceBuilder::new()
-        .layer(GrpcCircuitBreakerLayer::new(breaker.clone()))
+        .layer(KeyedGrpcCircuitBreakerLayer::keyed(
+            breakers.clone(),
+            MethodKey,
+        ))
         .layer(DeadlineLayer::new().max(Duration::from_secs(2)))
         .service(channel);
     let mut client = HealthClient::new(svc);
@@ -71,6 +76,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "unknown service: {:?} (ignored by the breaker)",
         status.code()
     );
-    println!("client breaker: {}, {:?}", breaker.state(), breaker.stats());
+    let check = "/grpc.health.v1.Health/Check".to_owned();
+    if let Some(breaker) = breakers.peek(&check) {
+        println!(
+            "{check} breaker: {}, {:?}",
+            breaker.state(),
+            breaker.stats()
+        );
+    }
     Ok(())
 }

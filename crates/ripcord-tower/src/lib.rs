@@ -1,15 +1,22 @@
 //! tower middleware for [ripcord]: circuit breakers (one, or one per
-//! key), whole pipelines, and server-side load shedding, with outcome
-//! classification that knows HTTP.
+//! key), whole pipelines, each policy on its own, and server-side load
+//! shedding, with outcome classification that knows HTTP and gRPC.
 //!
 //! | middleware | what it does |
 //! |---|---|
 //! | [`CircuitBreakerLayer`] | one breaker around a service; refused calls fail fast with [`Rejected`](ripcord::Rejected) |
-//! | `http::HttpCircuitBreakerLayer` (`http`) | one breaker around an HTTP client that also counts body errors |
-//! | [`keyed::KeyedCircuitBreakerLayer`] | a breaker per key (host, header, anything) from a [`Registry`](ripcord::Registry) |
-//! | [`PipelineLayer`] | a whole [`ripcord::Pipeline`] (timeout, retry, breaker, bulkhead, …); a one-policy pipeline for a single policy |
+//! | `http::HttpCircuitBreakerLayer` (`http`) | one breaker around an HTTP client that also counts body errors; `::keyed` for one per host or route |
+//! | `grpc::GrpcCircuitBreakerLayer` (`grpc`) | one breaker for gRPC calls, client or server side, judged by the `grpc-status` of headers or trailers (streams at their end); `::keyed` for one per method, service or host |
+//! | [`keyed::KeyedCircuitBreakerLayer`] | a breaker per key (host, route template, header, anything) from a [`Registry`](ripcord::Registry) |
+//! | [`PipelineLayer`] | a whole [`ripcord::Pipeline`] (timeout, retry, breaker, bulkhead, …) |
 //! | [`keyed::KeyedPipelineLayer`] | a pipeline per key from a [`Registry`](ripcord::Registry) |
-//! | [`shed::ShedLayer`] (`http`) | server side: answers 429/503 with `Retry-After` before the handler runs |
+//! | [`TimeoutLayer`], [`RetryLayer`], [`BulkheadLayer`], [`RateLimitLayer`] | one policy each, without a pipeline |
+//! | `shed::ShedLayer` (`http`) | server side: answers 429/503 (or gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`) with `Retry-After` before the handler runs |
+//!
+//! Every service is `Clone`, and clones share the policy's state.
+//! `poll_ready` only asks the inner service: readiness is never held back
+//! by a policy, and a refusal (an open breaker, a full bulkhead, a rate
+//! over its limit) fails fast in `call` without calling the inner service.
 //!
 //! Every error converts into a [`tower::BoxError`] and ripcord's typed errors
 //! ([`Rejected`](ripcord::Rejected), [`Timeout`](ripcord::Timeout),
@@ -37,7 +44,8 @@
 //!
 //! - `http` (default): [`http::HttpClassifier`], `Retry-After` parsing,
 //!   idempotency rules for retries, [`http::HostKey`] /
-//!   [`http::HeaderKey`] and the server-side [`shed`] layer.
+//!   [`http::RouteKey`] / [`http::HeaderKey`], the body-aware breaker
+//!   ([`judge`]) and the server-side [`shed`] layer.
 //! - `grpc`: the `grpc` module: status classification from headers and trailers
 //!   (streaming calls recorded at their end), `grpc-timeout` deadlines, and
 //!   gRPC answers (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`) from the [`shed`]
@@ -47,20 +55,31 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod bulkhead;
 pub mod circuit_breaker;
+mod gate;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod judge;
 pub mod keyed;
 pub mod pipeline;
+pub mod rate_limit;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+pub mod retry;
 #[cfg(feature = "http")]
 pub mod shed;
+pub mod timeout;
 
+pub use bulkhead::{BulkheadLayer, BulkheadService};
 pub use circuit_breaker::{CircuitBreakerLayer, CircuitBreakerService};
 pub use keyed::{
     KeyedCircuitBreakerLayer, KeyedCircuitBreakerService, KeyedPipelineLayer, KeyedPipelineService,
 };
 pub use pipeline::{PipelineLayer, PipelineService};
+pub use rate_limit::{RateLimitLayer, RateLimitService};
+pub use retry::{RetryLayer, RetryService};
+pub use timeout::{TimeoutLayer, TimeoutService};

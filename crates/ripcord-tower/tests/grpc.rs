@@ -351,3 +351,234 @@ async fn server_shed_answers_unavailable_when_the_handler_breaker_opens() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
+
+/// Serves the switch with tonic's own server, behind `layer`.
+async fn start_tonic<L, ResBody>(layer: L) -> (SocketAddr, Arc<AtomicU32>)
+where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<tower::BoxError> + Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
+{
+    let switch = Switch::default();
+    let runs = switch.runs.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(HealthServer::new(switch))
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap()
+    });
+    (addr, runs)
+}
+
+/// Reads a stream to its end; the status it ended with.
+async fn drain(mut stream: tonic::Streaming<HealthCheckResponse>) -> Code {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return Code::Ok,
+            Err(status) => return status.code(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_side_breaker_reads_the_status_from_the_trailers_of_a_stream() {
+    let cb = breaker("server-stream", 2);
+    let (addr, _) = start_tonic(GrpcCircuitBreakerLayer::new(cb.clone())).await;
+    let mut client = HealthClient::new(channel(addr).await);
+
+    // Normal responses: the headers say nothing, the trailers carry the status.
+    let stream = client.watch(check("stream-ok")).await.unwrap().into_inner();
+    assert_eq!(drain(stream).await, Code::Ok);
+    let stream = client
+        .watch(check("stream-not_found"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(drain(stream).await, Code::NotFound);
+    assert_eq!(
+        cb.consecutive_failures(),
+        0,
+        "OK and NOT_FOUND do not count"
+    );
+
+    let mut stream = client
+        .watch(check("stream-unavailable"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert_eq!(cb.consecutive_failures(), 0, "not judged at the headers");
+    assert_eq!(drain(stream).await, Code::Unavailable);
+    // The server records when its response stream has been sent; the client
+    // may see the trailers a moment before that.
+    wait_for(|| cb.consecutive_failures() == 1).await;
+
+    // A unary failure is a trailers-only response: judged at its head.
+    client.check(check("internal")).await.unwrap_err();
+    wait_for(|| cb.state() == BreakerState::Open).await;
+}
+
+#[tokio::test]
+async fn server_shed_breaker_judges_streams_at_their_end_on_a_tonic_server() {
+    let cb = breaker("shed-stream", 1);
+    let (addr, runs) = start_tonic(ShedLayer::new().grpc().circuit_breaker(cb.clone())).await;
+    let mut client = HealthClient::new(channel(addr).await);
+
+    let stream = client
+        .watch(check("stream-precondition"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(drain(stream).await, Code::FailedPrecondition);
+    let mut stream = client
+        .watch(check("stream-exhausted"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert_eq!(
+        cb.state(),
+        BreakerState::Closed,
+        "not judged at the headers"
+    );
+    assert_eq!(drain(stream).await, Code::ResourceExhausted);
+    wait_for(|| cb.state() == BreakerState::Open).await;
+
+    // Open: the next call is shed with UNAVAILABLE, the handler never runs.
+    let before = runs.load(Ordering::SeqCst);
+    let status = client.check(check("ok")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.metadata().get("x-ripcord-policy").unwrap(),
+        "circuit_breaker"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn one_failing_method_does_not_trip_another() {
+    use ripcord::Registry;
+    use ripcord_tower::grpc::{KeyedGrpcCircuitBreakerLayer, MethodKey};
+
+    let (addr, runs) = start(None).await;
+    let registry: Registry<String> = Registry::builder(
+        CircuitBreaker::builder("methods")
+            .consecutive_failures(2)
+            .open_for(Backoff::fixed(Duration::from_secs(60))),
+    )
+    .build()
+    .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(KeyedGrpcCircuitBreakerLayer::keyed(
+            registry.clone(),
+            MethodKey,
+        ))
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    for _ in 0..2 {
+        let status = client.check(check("unavailable")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    let before = runs.load(Ordering::SeqCst);
+    let status = client.check(check("ok")).await.unwrap_err();
+    let source = std::error::Error::source(&status).expect("the middleware error");
+    assert!(source.is::<ripcord::Rejected>(), "{status:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), before, "Check is refused");
+
+    // Watch has its own breaker, still closed.
+    let stream = client.watch(check("stream-ok")).await.unwrap().into_inner();
+    assert_eq!(drain(stream).await, Code::Ok);
+    let check_key = "/grpc.health.v1.Health/Check".to_owned();
+    let watch_key = "/grpc.health.v1.Health/Watch".to_owned();
+    assert_eq!(
+        registry.peek(&check_key).unwrap().state(),
+        BreakerState::Open
+    );
+    assert_eq!(
+        registry.peek(&watch_key).unwrap().state(),
+        BreakerState::Closed
+    );
+}
+
+#[tokio::test]
+async fn one_failing_host_does_not_trip_another_grpc_host() {
+    use ripcord::Registry;
+    use ripcord_tower::grpc::KeyedGrpcCircuitBreakerLayer;
+    use ripcord_tower::http::HostKey;
+
+    // Two servers; the per-host layer sits over one lazily connecting
+    // channel per host, chosen by the request's authority.
+    let (a, runs_a) = start(None).await;
+    let (b, runs_b) = start(None).await;
+    let registry: Registry<String> = Registry::builder(
+        CircuitBreaker::builder("hosts")
+            .consecutive_failures(1)
+            .open_for(Backoff::fixed(Duration::from_secs(60))),
+    )
+    .build()
+    .unwrap();
+    let (chan_a, chan_b) = (channel(a).await, channel(b).await);
+    let route = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+        let chan = if req.uri().authority().map(|x| x.as_str()) == Some(&a.to_string()) {
+            chan_a.clone()
+        } else {
+            chan_b.clone()
+        };
+        tower::ServiceExt::oneshot(chan, req)
+    });
+    let svc = ServiceBuilder::new()
+        .layer(KeyedGrpcCircuitBreakerLayer::keyed(
+            registry.clone(),
+            HostKey,
+        ))
+        .service(route);
+    let mut client_a =
+        HealthClient::with_origin(svc.clone(), format!("http://{a}").parse().unwrap());
+    let mut client_b = HealthClient::with_origin(svc, format!("http://{b}").parse().unwrap());
+
+    client_a.check(check("unavailable")).await.unwrap_err();
+    let status = client_a.check(check("ok")).await.unwrap_err();
+    assert!(std::error::Error::source(&status)
+        .unwrap()
+        .is::<ripcord::Rejected>());
+    client_b.check(check("ok")).await.unwrap();
+    assert_eq!(
+        (runs_a.load(Ordering::SeqCst), runs_b.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    assert_eq!(
+        registry.peek(&format!("http://{a}")).unwrap().state(),
+        BreakerState::Open
+    );
+    assert_eq!(
+        registry.peek(&format!("http://{b}")).unwrap().state(),
+        BreakerState::Closed
+    );
+}
+
+/// Waits (at most 2 s) for a condition the server side sets a moment after
+/// the client has seen the response.
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(cond(), "condition not met within 2 s");
+}

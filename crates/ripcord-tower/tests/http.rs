@@ -487,3 +487,101 @@ async fn body_errors_count_as_failures() {
         .unwrap_err();
     assert!(err.is::<ripcord::Rejected>());
 }
+
+#[tokio::test]
+async fn route_keys_isolate_routes_and_bound_the_number_of_breakers() {
+    use ripcord_tower::http::RouteKey;
+    use std::sync::Arc as StdArc;
+
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .route(
+            "/orders/{id}/items",
+            axum::routing::get(|| async { "items" }),
+        )
+        .fallback(any(|| async { "elsewhere" }));
+    let addr = serve(app).await;
+    let registry: Registry<StdArc<str>> = Registry::builder(
+        CircuitBreaker::builder("routes")
+            .consecutive_failures(3)
+            .open_for(Backoff::fixed(Duration::from_secs(60))),
+    )
+    .build()
+    .unwrap();
+    let routes = RouteKey::new(["/users/{id}", "/orders/{id}/items"]);
+    let svc = KeyedCircuitBreakerLayer::new(registry.clone(), routes)
+        .classifier(HttpClassifier::new())
+        .layer(client());
+    let url = |path: String| format!("http://{addr}{path}");
+
+    // Three different users, one route: its breaker opens.
+    for id in 1..=3 {
+        let res = svc
+            .clone()
+            .oneshot(get(&url(format!("/users/{id}"))))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let err = svc
+        .clone()
+        .oneshot(get(&url("/users/99".into())))
+        .await
+        .unwrap_err();
+    assert!(err.is::<ripcord::Rejected>());
+
+    // Another route, and unmatched paths, are unaffected.
+    for id in 0..50 {
+        let res = svc
+            .clone()
+            .oneshot(get(&url(format!("/orders/{id}/items"))))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = svc
+            .clone()
+            .oneshot(get(&url(format!("/misc/{id}"))))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(registry.len(), 3, "one breaker per template, plus `other`");
+    let state = |key: &str| registry.peek(&StdArc::from(key)).unwrap().state();
+    assert_eq!(state("/users/{id}"), BreakerState::Open);
+    assert_eq!(state("/orders/{id}/items"), BreakerState::Closed);
+    assert_eq!(state("other"), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn keyed_http_breaker_judges_each_host_with_its_own_breaker() {
+    use http_body_util::BodyExt;
+    use ripcord_tower::http::KeyedHttpCircuitBreakerLayer;
+
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    a.set(UNAVAILABLE);
+    let registry: Registry<String> = Registry::builder(
+        CircuitBreaker::builder("hosts")
+            .consecutive_failures(2)
+            .open_for(Backoff::fixed(Duration::from_secs(60))),
+    )
+    .build()
+    .unwrap();
+    let svc = KeyedHttpCircuitBreakerLayer::keyed(registry.clone(), HostKey).layer(client());
+    for _ in 0..2 {
+        let res = svc.clone().oneshot(get(&a.url())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let err = svc.clone().oneshot(get(&a.url())).await.unwrap_err();
+    assert!(err.is::<ripcord::Rejected>());
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(get(&b.url())).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 3));
+    let key_b = format!("http://{}", b.addr);
+    assert_eq!(registry.peek(&key_b).unwrap().state(), BreakerState::Closed);
+}

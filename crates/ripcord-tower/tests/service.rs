@@ -222,3 +222,140 @@ fn services_layers_and_futures_are_send_sync() {
     assert_send_sync_clone(&p);
     assert_send(&Service::<bool>::call(&mut p, true));
 }
+
+#[test]
+fn route_key_matches_templates_segment_by_segment() {
+    use ripcord_tower::http::RouteKey;
+    let routes = RouteKey::new([
+        "/",
+        "/users/{id}",
+        "/users/me", // never reached: the template above matches first
+        "/files/{*path}",
+        "/a/{x}/b",
+    ])
+    .other("unrouted");
+    let key = |path: &str| routes.route(path).to_string();
+    assert_eq!(key("/"), "/");
+    assert_eq!(key("/users/7"), "/users/{id}");
+    assert_eq!(
+        key("/users/7/"),
+        "/users/{id}",
+        "a trailing slash is ignored"
+    );
+    assert_eq!(key("/users/me"), "/users/{id}", "first match wins");
+    assert_eq!(key("/users"), "unrouted", "a parameter needs a segment");
+    assert_eq!(key("/users//"), "unrouted", "an empty segment is no id");
+    assert_eq!(key("/users/7/posts"), "unrouted");
+    assert_eq!(
+        key("/files"),
+        "/files/{*path}",
+        "a rest matches nothing too"
+    );
+    assert_eq!(key("/files/a/b/c.txt"), "/files/{*path}");
+    assert_eq!(key("/a/1/b"), "/a/{x}/b");
+    assert_eq!(key("/a/1/c"), "unrouted");
+    assert_eq!(key(""), "/");
+    let req = http::Request::get("http://h/users/5?x=1").body(()).unwrap();
+    assert_eq!(&*ExtractKey::extract(&routes, &req), "/users/{id}");
+}
+
+#[test]
+fn standalone_layers_and_their_futures_are_send_sync() {
+    use ripcord::{Bulkhead, RateLimiter, Retry, TimeoutPolicy};
+    use ripcord_tower::{BulkheadLayer, RateLimitLayer, RetryLayer, TimeoutLayer};
+
+    let timeout = TimeoutLayer::new(TimeoutPolicy::builder("t").build().unwrap());
+    assert_send_sync_clone(&timeout);
+    let mut svc = timeout.layer(Counting::default());
+    assert_send_sync_clone(&svc);
+    assert_send(&svc.call(true));
+
+    let retry = RetryLayer::new(Retry::builder("r").build().unwrap());
+    assert_send_sync_clone(&retry);
+    let mut svc = retry.layer(Counting::default());
+    assert_send_sync_clone(&svc);
+    assert_send(&svc.call(true));
+
+    let bulkhead = BulkheadLayer::new(Bulkhead::builder("b").build().unwrap());
+    assert_send_sync_clone(&bulkhead);
+    let mut svc = bulkhead.layer(Counting::default());
+    assert_send_sync_clone(&svc);
+    assert_send(&svc.call(true));
+
+    let limiter = RateLimitLayer::new(RateLimiter::builder("l").build().unwrap());
+    assert_send_sync_clone(&limiter);
+    let mut svc = limiter.layer(Counting::default());
+    assert_send_sync_clone(&svc);
+    assert_send(&svc.call(true));
+}
+
+/// An inner service that is ready only after being polled twice, counting
+/// its readiness polls and calls.
+#[derive(Clone, Default)]
+struct Slow {
+    polls: Arc<AtomicU32>,
+    calls: Arc<AtomicU32>,
+}
+
+impl Service<()> for Slow {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn policy_layers_pass_readiness_through_and_refuse_in_call() {
+    use ripcord::{Bulkhead, RateLimiter};
+    use ripcord_tower::{BulkheadLayer, RateLimitLayer};
+
+    // An open breaker inside a pipeline: readiness is the inner service's,
+    // and the refusal comes from `call` without calling it.
+    let breaker = CircuitBreaker::builder("p").build().unwrap();
+    breaker.force_open();
+    let pipeline: Pipeline<(), BoxError> = Pipeline::builder()
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap();
+    let inner = Slow::default();
+    let mut svc = PipelineLayer::new(pipeline).layer(inner.clone());
+    let ready = svc.ready().await.unwrap();
+    assert_eq!(inner.polls.load(Ordering::SeqCst), 2, "the inner readiness");
+    let err = ready.call(()).await.unwrap_err();
+    assert!(err.is::<ripcord::Rejected>());
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+
+    // A full bulkhead and an exhausted limiter, likewise.
+    let bulkhead = Bulkhead::builder("b").max_concurrent(1).build().unwrap();
+    let _slot = bulkhead.try_acquire_owned().unwrap();
+    let inner = Slow::default();
+    let mut svc = BulkheadLayer::new(bulkhead).layer(inner.clone());
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<ripcord::BulkheadFull>());
+    assert_eq!(inner.polls.load(Ordering::SeqCst), 2);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+
+    let limiter = RateLimiter::builder("l")
+        .rate(1, Duration::from_secs(60))
+        .burst(1)
+        .build()
+        .unwrap();
+    limiter.try_acquire().unwrap();
+    let inner = Slow::default();
+    let mut svc = RateLimitLayer::new(limiter).layer(inner.clone());
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<ripcord::RateLimited>());
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+}

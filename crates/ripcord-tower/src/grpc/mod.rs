@@ -14,6 +14,36 @@
 //!   as a failure if the body fails or ends without a status. A stream dropped
 //!   before its end (the caller lost interest) counts as ignored.
 //!
+//! The same layer works on the **server side** (a tonic server's
+//! `Server::builder().layer(..)`, or an axum router serving tonic routes):
+//! the handler's normal responses carry their status in the trailers, and
+//! the breaker records it when the response stream ends. To answer refusals
+//! as gRPC statuses there rather than as errors, use
+//! [`ShedLayer::grpc`](crate::shed::ShedLayer::grpc), which judges the
+//! handler's calls the same way.
+//!
+//! # Per method, service or host
+//!
+//! [`KeyedGrpcCircuitBreakerLayer`] takes each call's breaker from a
+//! [`Registry`](ripcord::Registry) by a key: [`MethodKey`]
+//! (`/package.Service/Method`), [`ServiceKey`] (`/package.Service`), or
+//! [`HostKey`](crate::http::HostKey) (scheme and authority). One failing
+//! method or host opens only its own breaker.
+//!
+//! ```
+//! use ripcord::{CircuitBreaker, Registry};
+//! use ripcord_tower::grpc::{KeyedGrpcCircuitBreakerLayer, MethodKey};
+//!
+//! # fn main() -> Result<(), ripcord::ConfigError> {
+//! let registry: Registry<String> =
+//!     Registry::builder(CircuitBreaker::builder("methods").failure_rate(0.5)).build()?;
+//! let layer = KeyedGrpcCircuitBreakerLayer::keyed(registry, MethodKey);
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+//!
+//! # Classification
+//!
 //! [`classify_code`] is the default rule:
 //!
 //! | code | outcome |
@@ -46,11 +76,16 @@
 
 pub mod body;
 mod deadline;
+mod key;
 mod service;
 
 pub use body::GrpcBody;
 pub use deadline::{parse_grpc_timeout, DeadlineLayer, DeadlineService};
-pub use service::{GrpcCircuitBreakerLayer, GrpcCircuitBreakerService};
+pub use key::{MethodKey, ServiceKey};
+pub use service::{
+    GrpcCircuitBreakerLayer, GrpcCircuitBreakerService, GrpcJudge, GrpcResponseFuture,
+    KeyedGrpcCircuitBreakerLayer, KeyedGrpcCircuitBreakerService,
+};
 
 use http::HeaderMap;
 use ripcord::Outcome;

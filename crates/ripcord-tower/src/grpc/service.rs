@@ -1,166 +1,98 @@
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-
-use http::{Request, Response, StatusCode};
-use pin_project_lite::pin_project;
-use ripcord::{CircuitBreaker, Outcome, OwnedPermit};
-use tower::{BoxError, Layer, Service};
+use http::{Response, StatusCode};
+use ripcord::{CircuitBreaker, Outcome, OwnedPermit, Registry};
 
 use super::{classify_code, grpc_status, GrpcBody};
+use crate::judge::{self, Judge, JudgedBreakerLayer, JudgedBreakerService, Keyed, Verdict};
 
-/// Makes [`GrpcCircuitBreakerService`]s; all of them share the breaker.
-#[derive(Debug, Clone)]
-pub struct GrpcCircuitBreakerLayer {
-    breaker: CircuitBreaker,
+/// The gRPC [`Judge`]: a trailers-only response (the status in the
+/// headers) or a non-200 HTTP status is judged at the head; otherwise the
+/// body, a [`GrpcBody`], records the status of the trailers when the stream
+/// ends. Status codes are judged by [`classify_code`] unless replaced.
+#[derive(Clone, Copy)]
+pub struct GrpcJudge {
     classify: fn(i32) -> Outcome,
 }
 
-impl GrpcCircuitBreakerLayer {
-    /// A layer classifying status codes with [`classify_code`].
-    pub fn new(breaker: CircuitBreaker) -> Self {
-        GrpcCircuitBreakerLayer {
-            breaker,
+impl std::fmt::Debug for GrpcJudge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcJudge").finish_non_exhaustive()
+    }
+}
+
+impl Default for GrpcJudge {
+    fn default() -> Self {
+        GrpcJudge {
             classify: classify_code,
         }
     }
+}
 
-    /// Replaces the status-code rule.
-    pub fn classify(mut self, classify: fn(i32) -> Outcome) -> Self {
-        self.classify = classify;
-        self
+impl GrpcJudge {
+    /// A judge with its own status-code rule.
+    pub fn with_classify(classify: fn(i32) -> Outcome) -> Self {
+        GrpcJudge { classify }
     }
 }
 
-impl<S> Layer<S> for GrpcCircuitBreakerLayer {
-    type Service = GrpcCircuitBreakerService<S>;
+impl<B> Judge<B> for GrpcJudge {
+    type Body = GrpcBody<B>;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcCircuitBreakerService {
-            inner,
-            breaker: self.breaker.clone(),
-            classify: self.classify,
+    #[inline]
+    fn head(&self, response: &Response<B>) -> Verdict {
+        match (response.status(), grpc_status(response.headers())) {
+            (StatusCode::OK, None) => Verdict::AtEnd, // the status comes in the trailers
+            (StatusCode::OK, Some(code)) => Verdict::Now((self.classify)(code)),
+            _ => Verdict::Now(Outcome::Failure),
         }
     }
+
+    #[inline]
+    fn body(&self, body: B, pending: Option<OwnedPermit>) -> GrpcBody<B> {
+        GrpcBody::new(body, pending, self.classify)
+    }
 }
 
-/// A circuit breaker for gRPC calls, unary and streaming; see the
-/// [module docs](super). Readiness and refusals behave as in
+/// A circuit breaker for gRPC calls, unary and streaming, client or server
+/// side; see the [module docs](super). Readiness and refusals behave as in
 /// [`CircuitBreakerService`](crate::CircuitBreakerService): a refused call
 /// fails in `call` with [`ripcord::Rejected`], boxed (tonic turns a
 /// middleware error into a `Status`; `Status::source()` holds the
 /// rejection).
-#[derive(Debug, Clone)]
-pub struct GrpcCircuitBreakerService<S> {
-    inner: S,
-    breaker: CircuitBreaker,
-    classify: fn(i32) -> Outcome,
-}
+pub type GrpcCircuitBreakerService<S> = JudgedBreakerService<S, GrpcJudge>;
 
-impl<S> GrpcCircuitBreakerService<S> {
-    /// The breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
-    }
+/// Makes [`GrpcCircuitBreakerService`]s; all of them share the breaker.
+pub type GrpcCircuitBreakerLayer = JudgedBreakerLayer<GrpcJudge>;
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+/// [`GrpcCircuitBreakerLayer`] with a breaker per key — per method
+/// ([`MethodKey`](super::MethodKey)), per service
+/// ([`ServiceKey`](super::ServiceKey)) or per host
+/// ([`HostKey`](crate::http::HostKey)) — from a [`Registry`].
+pub type KeyedGrpcCircuitBreakerLayer<K, X> = JudgedBreakerLayer<GrpcJudge, Keyed<K, X>>;
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+/// The service of [`KeyedGrpcCircuitBreakerLayer`].
+pub type KeyedGrpcCircuitBreakerService<S, K, X> = JudgedBreakerService<S, GrpcJudge, Keyed<K, X>>;
 
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
+/// The response future of the gRPC breaker services.
+pub type GrpcResponseFuture<F> = judge::future::ResponseFuture<F, GrpcJudge>;
+
+impl JudgedBreakerLayer<GrpcJudge> {
+    /// A layer classifying status codes with [`classify_code`].
+    pub fn new(breaker: CircuitBreaker) -> Self {
+        JudgedBreakerLayer::with_judge(breaker, GrpcJudge::default())
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for GrpcCircuitBreakerService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<GrpcBody<ResB>>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let (future, permit, error) = match self.breaker.try_acquire_owned() {
-            Ok(permit) => (Some(self.inner.call(req)), Some(permit), None),
-            Err(rejected) => (None, None, Some(Box::new(rejected) as BoxError)),
-        };
-        ResponseFuture {
-            future,
-            permit,
-            error,
-            classify: self.classify,
-        }
+impl<K, X> JudgedBreakerLayer<GrpcJudge, Keyed<K, X>> {
+    /// A layer picking each call's breaker from `registry` by the key
+    /// `extract` gives it (e.g. [`MethodKey`](super::MethodKey)).
+    pub fn keyed(registry: Registry<K>, extract: X) -> Self {
+        JudgedBreakerLayer::with_judge(Keyed::new(registry, extract), GrpcJudge::default())
     }
 }
 
-pin_project! {
-    /// The response future of [`GrpcCircuitBreakerService`].
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        future: Option<F>,
-        permit: Option<OwnedPermit>,
-        error: Option<BoxError>,
-        classify: fn(i32) -> Outcome,
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response<GrpcBody<B>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(future) = this.future.as_pin_mut() else {
-            return Poll::Ready(Err(this
-                .error
-                .take()
-                .expect("ResponseFuture polled after completion")));
-        };
-        let result = ready!(future.poll(cx));
-        let permit = this.permit.take();
-        match result {
-            Ok(response) => {
-                let classify = *this.classify;
-                let permit = match (response.status(), grpc_status(response.headers())) {
-                    (StatusCode::OK, None) => permit, // the status comes in the trailers
-                    (StatusCode::OK, Some(code)) => {
-                        if let Some(p) = permit {
-                            p.record(classify(code));
-                        }
-                        None
-                    }
-                    _ => {
-                        if let Some(p) = permit {
-                            p.record(Outcome::Failure);
-                        }
-                        None
-                    }
-                };
-                Poll::Ready(Ok(response.map(|b| GrpcBody::new(b, permit, classify))))
-            }
-            Err(e) => {
-                if let Some(p) = permit {
-                    p.record(Outcome::Failure);
-                }
-                Poll::Ready(Err(e.into()))
-            }
-        }
+impl<P> JudgedBreakerLayer<GrpcJudge, P> {
+    /// Replaces the status-code rule.
+    pub fn classify(self, classify: fn(i32) -> Outcome) -> Self {
+        self.map_judge(|_| GrpcJudge::with_classify(classify))
     }
 }

@@ -1,48 +1,62 @@
 //! A circuit breaker for HTTP clients that also sees body errors.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use ripcord::{CircuitBreaker, Outcome, OwnedPermit};
-use tower::{BoxError, Layer, Service};
+use ripcord::{CircuitBreaker, Outcome, OwnedPermit, Registry};
 
 use super::classify_status;
+use crate::judge::{self, Judge, JudgedBreakerLayer, JudgedBreakerService, Keyed, Verdict};
 
-/// Makes [`HttpCircuitBreakerService`]s; all of them share the breaker.
-#[derive(Debug, Clone)]
-pub struct HttpCircuitBreakerLayer {
-    breaker: CircuitBreaker,
+/// The HTTP [`Judge`]: a failed or ignored head (by the status rule,
+/// [`classify_status`] by default) is recorded at once; a successful head is
+/// recorded when its body ends — a failure if the body fails while
+/// streaming, a success when it ends or is dropped unread.
+#[derive(Clone, Copy)]
+pub struct HttpJudge {
     status: fn(StatusCode) -> Outcome,
 }
 
-impl HttpCircuitBreakerLayer {
-    /// A layer judging statuses with [`classify_status`].
-    pub fn new(breaker: CircuitBreaker) -> Self {
-        HttpCircuitBreakerLayer {
-            breaker,
-            status: classify_status,
-        }
-    }
-
-    /// Replaces the status rule.
-    pub fn status(mut self, status: fn(StatusCode) -> Outcome) -> Self {
-        self.status = status;
-        self
+impl std::fmt::Debug for HttpJudge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpJudge").finish_non_exhaustive()
     }
 }
 
-impl<S> Layer<S> for HttpCircuitBreakerLayer {
-    type Service = HttpCircuitBreakerService<S>;
+impl Default for HttpJudge {
+    fn default() -> Self {
+        HttpJudge {
+            status: classify_status,
+        }
+    }
+}
 
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpCircuitBreakerService {
+impl HttpJudge {
+    /// A judge with its own status rule.
+    pub fn with_status(status: fn(StatusCode) -> Outcome) -> Self {
+        HttpJudge { status }
+    }
+}
+
+impl<B> Judge<B> for HttpJudge {
+    type Body = RecordedBody<B>;
+
+    #[inline]
+    fn head(&self, response: &Response<B>) -> Verdict {
+        match (self.status)(response.status()) {
+            Outcome::Success => Verdict::AtEnd,
+            outcome => Verdict::Now(outcome),
+        }
+    }
+
+    #[inline]
+    fn body(&self, inner: B, pending: Option<OwnedPermit>) -> RecordedBody<B> {
+        RecordedBody {
             inner,
-            breaker: self.breaker.clone(),
-            status: self.status,
+            pending: Pending(pending),
         }
     }
 }
@@ -56,114 +70,37 @@ impl<S> Layer<S> for HttpCircuitBreakerLayer {
 /// successful head is recorded as a success when the body ends — or when it
 /// is dropped unread, since nothing went wrong. Readiness and refusals behave
 /// as in [`CircuitBreakerService`](crate::CircuitBreakerService).
-#[derive(Debug, Clone)]
-pub struct HttpCircuitBreakerService<S> {
-    inner: S,
-    breaker: CircuitBreaker,
-    status: fn(StatusCode) -> Outcome,
-}
+pub type HttpCircuitBreakerService<S> = JudgedBreakerService<S, HttpJudge>;
 
-impl<S> HttpCircuitBreakerService<S> {
-    /// The breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
-    }
+/// Makes [`HttpCircuitBreakerService`]s; all of them share the breaker.
+pub type HttpCircuitBreakerLayer = JudgedBreakerLayer<HttpJudge>;
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+/// [`HttpCircuitBreakerLayer`] with a breaker per key (e.g.
+/// [`HostKey`](super::HostKey)) from a [`Registry`].
+pub type KeyedHttpCircuitBreakerLayer<K, X> = JudgedBreakerLayer<HttpJudge, Keyed<K, X>>;
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+/// The response future of [`HttpCircuitBreakerService`].
+pub type HttpResponseFuture<F> = judge::future::ResponseFuture<F, HttpJudge>;
 
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
+impl JudgedBreakerLayer<HttpJudge> {
+    /// A layer judging statuses with [`classify_status`].
+    pub fn new(breaker: CircuitBreaker) -> Self {
+        JudgedBreakerLayer::with_judge(breaker, HttpJudge::default())
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for HttpCircuitBreakerService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<RecordedBody<ResB>>;
-    type Error = BoxError;
-    type Future = HttpResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let (future, permit, error) = match self.breaker.try_acquire_owned() {
-            Ok(permit) => (Some(self.inner.call(req)), Some(permit), None),
-            Err(rejected) => (None, None, Some(Box::new(rejected) as BoxError)),
-        };
-        HttpResponseFuture {
-            future,
-            permit,
-            error,
-            status: self.status,
-        }
+impl<K, X> JudgedBreakerLayer<HttpJudge, Keyed<K, X>> {
+    /// A layer picking each request's breaker from `registry` by the key
+    /// `extract` gives it, judging statuses with [`classify_status`].
+    pub fn keyed(registry: Registry<K>, extract: X) -> Self {
+        JudgedBreakerLayer::with_judge(Keyed::new(registry, extract), HttpJudge::default())
     }
 }
 
-pin_project! {
-    /// The response future of [`HttpCircuitBreakerService`].
-    #[derive(Debug)]
-    pub struct HttpResponseFuture<F> {
-        #[pin]
-        future: Option<F>,
-        permit: Option<OwnedPermit>,
-        error: Option<BoxError>,
-        status: fn(StatusCode) -> Outcome,
-    }
-}
-
-impl<F, B, E> Future for HttpResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response<RecordedBody<B>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(future) = this.future.as_pin_mut() else {
-            return Poll::Ready(Err(this
-                .error
-                .take()
-                .expect("HttpResponseFuture polled after completion")));
-        };
-        let result = ready!(future.poll(cx));
-        let permit = this.permit.take();
-        match result {
-            Ok(response) => {
-                let permit = match (this.status)(response.status()) {
-                    Outcome::Success => permit,
-                    outcome => {
-                        if let Some(p) = permit {
-                            p.record(outcome);
-                        }
-                        None
-                    }
-                };
-                Poll::Ready(Ok(response.map(|inner| RecordedBody {
-                    inner,
-                    pending: Pending(permit),
-                })))
-            }
-            Err(e) => {
-                if let Some(p) = permit {
-                    p.record(Outcome::Failure);
-                }
-                Poll::Ready(Err(e.into()))
-            }
-        }
+impl<P> JudgedBreakerLayer<HttpJudge, P> {
+    /// Replaces the status rule.
+    pub fn status(self, status: fn(StatusCode) -> Outcome) -> Self {
+        self.map_judge(|_| HttpJudge::with_status(status))
     }
 }
 
@@ -193,6 +130,14 @@ pin_project! {
         #[pin]
         inner: B,
         pending: Pending,
+    }
+}
+
+impl<B> RecordedBody<B> {
+    /// Unwraps the inner body (a call still pending is then recorded as a
+    /// success).
+    pub fn into_inner(self) -> B {
+        self.inner
     }
 }
 

@@ -21,7 +21,14 @@
 //! classifier, the outcome is recorded when the response *head* arrives, so a
 //! body that fails while streaming afterwards is not seen.
 //! [`HttpCircuitBreakerLayer`] also watches the body: it wraps it in a
-//! [`RecordedBody`] and counts a body error as a failure.
+//! [`RecordedBody`] and counts a body error as a failure
+//! ([`KeyedHttpCircuitBreakerLayer`] does the same with a breaker per key).
+//!
+//! # Keys
+//!
+//! For per-key layers: [`HostKey`] (scheme + authority), [`RouteKey`]
+//! (route templates such as `/users/{id}`; unmatched paths share one key)
+//! and [`HeaderKey`].
 //!
 //! # Retries
 //!
@@ -39,9 +46,10 @@ mod key;
 mod retry_after;
 
 pub use breaker::{
-    HttpCircuitBreakerLayer, HttpCircuitBreakerService, HttpResponseFuture, RecordedBody,
+    HttpCircuitBreakerLayer, HttpCircuitBreakerService, HttpJudge, HttpResponseFuture,
+    KeyedHttpCircuitBreakerLayer, RecordedBody,
 };
-pub use key::{HeaderKey, HostKey};
+pub use key::{HeaderKey, HostKey, RouteKey};
 pub use retry_after::{response_retry_after, retry_after, retry_after_at};
 
 use http::{Method, Request, Response, StatusCode};

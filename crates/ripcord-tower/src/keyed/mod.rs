@@ -4,8 +4,11 @@
 //! One failing host (or route, or tenant) opens its own breaker and never
 //! refuses calls to another key. Keys are extracted by an [`ExtractKey`]: any
 //! closure `Fn(&Request) -> K`, or for HTTP (feature `http`)
-//! [`HostKey`](crate::http::HostKey) (scheme + authority, the default) and
-//! [`HeaderKey`](crate::http::HeaderKey).
+//! [`HostKey`](crate::http::HostKey) (scheme + authority, the default),
+//! [`RouteKey`](crate::http::RouteKey) (the route template a path matches,
+//! with one fixed key for unmatched paths, so the number of breakers stays
+//! bounded) and [`HeaderKey`](crate::http::HeaderKey); for gRPC (feature
+//! `grpc`) `grpc::MethodKey` and `grpc::ServiceKey`.
 //!
 //! ```
 //! use ripcord::{CircuitBreaker, Registry};

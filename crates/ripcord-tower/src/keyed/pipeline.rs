@@ -71,8 +71,8 @@ impl<S, K, T, X: Clone, R: Clone> Layer<S> for KeyedPipelineLayer<K, T, X, R> {
 }
 
 /// A [`Service`] whose calls go through the pipeline of their key; see the
-/// [module docs](super). Like [`PipelineService`](crate::PipelineService),
-/// it is always ready and clones the inner service per attempt.
+/// [module docs](super). Readiness and cloning are as in
+/// [`PipelineService`](crate::PipelineService).
 pub struct KeyedPipelineService<S, K, T, X, R = CloneRequest> {
     inner: S,
     registry: Registry<K, Pipeline<T, BoxError>>,
@@ -123,27 +123,31 @@ impl<S, K, T, X, R> KeyedPipelineService<S, K, T, X, R> {
 
 impl<S, K, T, X, R, Req> Service<Req> for KeyedPipelineService<S, K, T, X, R>
 where
-    S: Service<Req, Response = T> + Clone + Send + Sync + 'static,
+    S: Service<Req, Response = T> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     T: Send + 'static,
     K: Eq + Hash + Clone + Send + Sync + 'static,
     X: ExtractKey<Req, Key = K>,
-    Req: Send + Sync + 'static,
+    Req: Send + 'static,
     R: Replay<Req> + Clone + Send + Sync + 'static,
 {
     type Response = T;
     type Error = BoxError;
     type Future = ResponseFuture<T>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.extract.extract(&req);
         match self.registry.get(&key) {
-            Ok(pipeline) => run(&pipeline, None, &self.inner, &self.replay, req),
+            Ok(pipeline) => {
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                run(&pipeline, None, ready, &self.replay, req)
+            }
             Err(e) => Box::pin(std::future::ready(Err(Box::new(e) as BoxError))),
         }
     }

@@ -32,17 +32,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Cloning
+//! # Readiness and cloning
 //!
-//! The service is `Clone` and clones share the pipeline (one `Arc`). The
-//! **inner service is cloned for every attempt** and driven to readiness by
-//! that clone (as `tower::util::Oneshot` does), because a retry or a hedge
-//! calls it more than once and the attempts outlive `call`'s borrow. So the
-//! inner service must be `Clone` and cheap to clone (hyper and reqwest
-//! clients, tonic channels and `tower::buffer::Buffer` are).
-//! [`poll_ready`](Service::poll_ready) always returns ready: readiness is
-//! awaited per attempt, inside the pipeline's policies (so a timeout bounds
-//! the wait for readiness too).
+//! The service is `Clone` and clones share the pipeline (one `Arc`).
+//! [`poll_ready`](Service::poll_ready) drives the inner service to
+//! readiness; it never waits on a policy, so an open breaker or a full
+//! bulkhead refuses in `call`, fast, and readiness is not held for it.
+//! `call` takes the service that was made ready (leaving a clone in its
+//! place, as `tower::util::Oneshot`-style callers expect: the inner service
+//! must be `Clone` and cheap to clone — hyper and reqwest clients, tonic
+//! channels and `tower::buffer::Buffer` are) and calls it for the first
+//! attempt once the policies admit it; a retry or a hedge drives that same
+//! service to readiness again before each further attempt.
 //!
 //! # Replaying requests
 //!
@@ -65,8 +66,9 @@
 //!
 //! # Cost
 //!
-//! Each call boxes its future (one allocation), and each attempt clones the
-//! inner service.
+//! Each call boxes its future (one allocation) and clones the inner service
+//! once (the `poll_ready`/`call` hand-over above). A request is copied for
+//! a possible retry only when the pipeline has a retry or a hedge.
 
 pub mod error;
 mod layer;
@@ -79,7 +81,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use ripcord::Pipeline;
+use ripcord::{Pipeline, PolicyKind};
 use tower::{BoxError, Service};
 
 use self::error::NotReplayable;
@@ -182,73 +184,125 @@ impl<S, T, R> PipelineService<S, T, R> {
 
 impl<S, T, R, Req> Service<Req> for PipelineService<S, T, R>
 where
-    S: Service<Req, Response = T> + Clone + Send + Sync + 'static,
+    S: Service<Req, Response = T> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     T: Send + 'static,
-    Req: Send + Sync + 'static,
+    Req: Send + 'static,
     R: Replay<Req> + Clone + Send + Sync + 'static,
 {
     type Response = T;
     type Error = BoxError;
     type Future = ResponseFuture<T>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        run(
-            &self.pipeline,
-            self.once.as_ref(),
-            &self.inner,
-            &self.replay,
-            req,
-        )
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        run(&self.pipeline, self.once.as_ref(), ready, &self.replay, req)
     }
 }
 
+/// What the attempts of one call share: the inner service (made ready by
+/// the caller for the first attempt) and the request, until the first
+/// attempt takes it.
+struct Attempts<S, Req> {
+    svc: S,
+    first: Option<Req>,
+    /// Boxed: a request is large, and most calls never need a copy.
+    template: Option<Box<Req>>,
+}
+
 /// Runs `req` through `pipeline` (or `once` if the request cannot be
-/// replayed), calling a clone of `inner` per attempt.
+/// replayed), calling `ready` — an inner service that `poll_ready` has made
+/// ready — for the first attempt and driving it to readiness again for any
+/// later one.
 pub(crate) fn run<S, T, R, Req>(
     pipeline: &Pipeline<T, BoxError>,
     once: Option<&Pipeline<T, BoxError>>,
-    inner: &S,
+    ready: S,
     replay: &R,
     req: Req,
 ) -> ResponseFuture<T>
 where
-    S: Service<Req, Response = T> + Clone + Send + Sync + 'static,
+    S: Service<Req, Response = T> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     T: Send + 'static,
-    Req: Send + Sync + 'static,
+    Req: Send + 'static,
     R: Replay<Req> + Clone + Send + Sync + 'static,
 {
-    let template = replay.replay(&req);
+    // Copies are needed only by a retry or a hedge.
+    let again = pipeline
+        .kinds()
+        .any(|k| matches!(k, PolicyKind::Retry | PolicyKind::Hedge));
+    let template = if again {
+        replay.replay(&req).map(Box::new)
+    } else {
+        None
+    };
     let pipeline = match (&template, once) {
-        (None, Some(once)) => once.clone(),
+        (None, Some(once)) if again => once.clone(),
         _ => pipeline.clone(),
     };
-    let inner = inner.clone();
     let replay = replay.clone();
-    let first = Mutex::new(Some(req));
+    let shared = Mutex::new(Attempts {
+        svc: ready,
+        first: Some(req),
+        template,
+    });
     Box::pin(async move {
         let attempt = || {
-            let req = first
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .or_else(|| template.as_ref().and_then(|t| replay.replay(t)));
-            let mut svc = inner.clone();
+            let shared = &shared;
+            let replay = &replay;
             async move {
-                let req = req.ok_or_else(|| Box::new(NotReplayable(())) as BoxError)?;
-                poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
-                svc.call(req).await.map_err(Into::into)
+                let first = {
+                    let mut attempts = lock(shared);
+                    // The service is still ready from `poll_ready`.
+                    let req = attempts.first.take();
+                    req.map(|req| attempts.svc.call(req))
+                };
+                let future = match first {
+                    Some(future) => future,
+                    None => {
+                        // Boxed, so that the attempt's future stays small
+                        // for the first attempt.
+                        let mut req = lock(shared)
+                            .template
+                            .as_ref()
+                            .and_then(|t| replay.replay(t))
+                            .map(Box::new);
+                        if req.is_none() {
+                            return Err(Box::new(NotReplayable(())) as BoxError);
+                        }
+                        poll_fn(|cx| {
+                            let mut attempts = lock(shared);
+                            match attempts.svc.poll_ready(cx) {
+                                Poll::Ready(Ok(())) => match req.take() {
+                                    Some(req) => Poll::Ready(Ok(attempts.svc.call(*req))),
+                                    None => {
+                                        Poll::Ready(Err(Box::new(NotReplayable(())) as BoxError))
+                                    }
+                                },
+                                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                                Poll::Pending => Poll::Pending,
+                            }
+                        })
+                        .await?
+                    }
+                };
+                future.await.map_err(Into::into)
             }
         };
         pipeline.execute(attempt).await.map_err(into_box_error)
     })
+}
+
+fn lock<S, Req>(m: &Mutex<Attempts<S, Req>>) -> std::sync::MutexGuard<'_, Attempts<S, Req>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Flattens a pipeline's error into a [`BoxError`] holding the inner

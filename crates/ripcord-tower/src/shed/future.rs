@@ -8,6 +8,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 use ripcord::{OwnedBulkheadPermit, OwnedPermit};
 
+use super::body::ShedBody;
 use crate::http::classify_status;
 
 pin_project! {
@@ -63,21 +64,22 @@ impl<F, B> ResponseFuture<F, B> {
     }
 }
 
-fn classify<B>(grpc: bool, response: &Response<B>) -> ripcord::Outcome {
+/// The outcome of a handler's response head, or `None` when the status
+/// comes in the trailers (a gRPC response that is not trailers-only).
+fn classify<B>(grpc: bool, response: &Response<B>) -> Option<ripcord::Outcome> {
     #[cfg(feature = "grpc")]
     if grpc && response.status() == http::StatusCode::OK {
-        return crate::grpc::grpc_status(response.headers())
-            .map_or(ripcord::Outcome::Success, crate::grpc::classify_code);
+        return crate::grpc::grpc_status(response.headers()).map(crate::grpc::classify_code);
     }
     let _ = grpc;
-    classify_status(response.status())
+    Some(classify_status(response.status()))
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ShedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -88,18 +90,31 @@ where
                 grpc,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.record(match &result {
-                        Ok(response) => classify(*grpc, response),
-                        Err(_) => ripcord::Outcome::Failure,
-                    });
-                }
                 drop(slot.take());
-                Poll::Ready(result)
+                let permit = permit.take();
+                Poll::Ready(match result {
+                    Ok(response) => {
+                        let pending = match (permit, classify(*grpc, &response)) {
+                            (Some(p), Some(outcome)) => {
+                                p.record(outcome);
+                                None
+                            }
+                            (permit, _) => permit,
+                        };
+                        Ok(response.map(|b| ShedBody::new(b, pending)))
+                    }
+                    Err(e) => {
+                        if let Some(p) = permit {
+                            p.record(ripcord::Outcome::Failure);
+                        }
+                        Err(e)
+                    }
+                })
             }
             KindProj::Shed { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("ResponseFuture polled after completion"))),
+                .expect("ResponseFuture polled after completion")
+                .map(|b| ShedBody::new(b, None)))),
         }
     }
 }

@@ -22,9 +22,11 @@
 //! are trailers-only gRPC responses: `RESOURCE_EXHAUSTED` for the rate
 //! limiter, `UNAVAILABLE` for the breaker and the bulkhead (with the same
 //! `retry-after` and policy metadata), and the breaker judges the handler's
-//! calls by `grpc::classify_code` on a trailers-only
-//! status. A status sent in the trailers of a normal response is not seen
-//! (such a call counts as a success).
+//! calls by their gRPC status (`grpc::classify_code`): a trailers-only
+//! response at its head, a normal response from its `grpc-status` trailer
+//! when the response stream ends (the body, a [`ShedBody`], records it; a
+//! stream that fails or ends without a status is a failure, one dropped
+//! before its end is ignored).
 //!
 //! The policies run in that order: rate limiter, breaker, bulkhead. The
 //! breaker records the handler's responses with
@@ -47,9 +49,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod body;
 pub mod future;
 mod layer;
 
+pub use body::ShedBody;
 pub use layer::ShedLayer;
 
 use std::task::{Context, Poll};
@@ -142,7 +146,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Default,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ShedBody<ResB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResB>;
 

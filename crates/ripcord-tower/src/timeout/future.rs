@@ -1,0 +1,70 @@
+//! The response future of the timeout service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use ripcord::TimeoutPolicy;
+use tokio::time::{Instant, Sleep};
+use tower::BoxError;
+
+pin_project! {
+    /// The response future of [`TimeoutService`](super::TimeoutService):
+    /// the inner call, or [`ripcord::Timeout`] (boxed) at the deadline. The
+    /// timer is created only if the call is still pending at its first poll.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Instant,
+        after: Duration,
+        policy: TimeoutPolicy,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(
+        inner: F,
+        deadline: Instant,
+        after: Duration,
+        policy: &TimeoutPolicy,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            sleep: None,
+            deadline,
+            after,
+            policy: policy.clone(),
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                let timeout = ripcord::Timeout::new(this.policy.name(), *this.after);
+                return Poll::Ready(Err(Box::new(timeout)));
+            }
+        }
+        Poll::Pending
+    }
+}
