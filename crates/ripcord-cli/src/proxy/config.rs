@@ -12,6 +12,7 @@
 //! max_header_bytes = 65536             # larger request heads get 431
 //! default_timeout = "30s"              # for routes whose pipelines set none
 //! drain_deadline = "30s"               # how long shutdown waits for in-flight requests
+//! workers = 2                          # worker threads; default: one per CPU
 //!
 //! [[listeners]]
 //! listen = "127.0.0.1:8080"            # HTTP/1.1 and h2c
@@ -179,6 +180,24 @@ pub struct LimitsConfig {
     /// How long a client may take to send a request head (default 30 s).
     #[serde(with = "ripcord::duration")]
     pub header_read_timeout: Duration,
+    /// How many worker threads serve client connections (1 to
+    /// [`MAX_WORKERS`]; default: one per CPU). Each worker runs its own
+    /// single-threaded runtime and its own pool of upstream connections
+    /// (`pool_max_idle_per_host` each); accepted connections are handed to
+    /// the workers in turn.
+    pub workers: Option<usize>,
+}
+
+/// The largest `limits.workers`.
+pub const MAX_WORKERS: usize = 1024;
+
+impl LimitsConfig {
+    /// The number of worker threads: `workers`, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .clamp(1, MAX_WORKERS)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -191,6 +210,7 @@ impl Default for LimitsConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             header_read_timeout: Duration::from_secs(30),
+            workers: None,
         }
     }
 }
@@ -556,6 +576,14 @@ impl ProxyConfig {
                     l.max_header_bytes
                 ),
             );
+        }
+        if let Some(w) = l.workers {
+            if !(1..=MAX_WORKERS).contains(&w) {
+                report(
+                    "limits.workers".into(),
+                    format!("{w}: expected 1 to {MAX_WORKERS} worker threads"),
+                );
+            }
         }
         for (key, d) in [
             ("default_timeout", l.default_timeout),
@@ -984,6 +1012,46 @@ impl fmt::Display for Problem {
             f.write_str(&self.message)
         } else {
             write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[upstreams.app]
+addresses = ["127.0.0.1:3000"]
+[[routes]]
+name = "all"
+upstream = "app"
+"#;
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_are_bounded() {
+        let c = ProxyConfig::parse(BASE, "t.toml").expect("valid");
+        assert_eq!(c.limits.workers, None);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(c.limits.worker_count(), cpus.min(MAX_WORKERS));
+
+        let c =
+            ProxyConfig::parse(&format!("[limits]\nworkers = 3\n{BASE}"), "t.toml").expect("valid");
+        assert_eq!(c.limits.worker_count(), 3);
+
+        for bad in [0, MAX_WORKERS + 1] {
+            let text = format!("[limits]\nworkers = {bad}\n{BASE}");
+            let err = ProxyConfig::parse(&text, "t.toml")
+                .expect_err("out of range")
+                .to_string();
+            assert!(err.contains("t.toml"), "{err}");
+            assert!(err.contains("limits.workers"), "{err}");
+            assert!(
+                err.contains(&format!("expected 1 to {MAX_WORKERS}")),
+                "{err}"
+            );
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Forwarding one request: the route's policies, the upstream call, the
 //! header rules of a proxy, and the responses the proxy makes itself.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,8 +15,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use ripcord::retry::RetryStep;
 use ripcord::{
     Bulkhead, CircuitBreaker, Error, Outcome, OwnedBulkheadPermit, OwnedPermit, PolicyKind,
@@ -27,8 +29,284 @@ use tower::BoxError;
 
 use super::config::StaticFallback;
 
-/// The HTTP client the proxy forwards with (a pooled HTTP/1.1 client).
-pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
+/// The HTTP client the proxy forwards with: a pool of HTTP/1.1
+/// connections to the upstreams' addresses, owned by one worker (its
+/// connections run on the worker's runtime).
+///
+/// A connection goes back to the pool when the response body it carried
+/// has been read to its end; one whose body was abandoned is closed. The
+/// most recently used idle connection is taken first. A request that a
+/// pooled connection could not send (the upstream had closed it) is sent
+/// once more on a new connection.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamClient {
+    pool: Arc<Pool>,
+}
+
+#[derive(Debug)]
+struct Pool {
+    idle: Mutex<IdleMap>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+/// Idle connections by address (`host:port` as configured; a few
+/// addresses, looked up twice per request: plain string keys and FNV rather
+/// than `Authority`'s case-folding hash and comparison).
+type IdleMap = HashMap<Box<str>, Vec<Idle>, BuildHasherDefault<Fnv>>;
+
+/// The FNV-1a hash.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: std::time::Instant,
+}
+
+/// A pooled connection on loan: given back when its response body ends.
+#[derive(Debug)]
+struct Loan {
+    pool: Arc<Pool>,
+    addr: http::uri::Authority,
+    sender: SendRequest<ProxyBody>,
+}
+
+impl Loan {
+    fn give_back(self) {
+        self.pool.put(self.addr, self.sender);
+    }
+}
+
+/// A connection to an upstream address could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {addr}")]
+struct ConnectError {
+    addr: http::uri::Authority,
+    #[source]
+    source: BoxError,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, addr: http::uri::Authority, sender: SendRequest<ProxyBody>) {
+        if self.max_idle == 0 || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        let list = match idle.get_mut(addr.as_str()) {
+            Some(list) => list,
+            None => idle.entry(addr.as_str().into()).or_default(),
+        };
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                sender,
+                since: std::time::Instant::now(),
+            });
+        }
+    }
+
+    /// The most recently used idle connection to `addr` if it is ready to
+    /// send (else it stays pooled for [`take`](Self::take)).
+    fn take_ready(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(addr.as_str())?;
+        while let Some(i) = list.pop() {
+            if i.sender.is_closed() {
+                continue;
+            }
+            if i.sender.is_ready() {
+                return Some(i.sender);
+            }
+            list.push(i);
+            break;
+        }
+        None
+    }
+
+    /// The most recently used live idle connection to `addr`.
+    fn take(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(addr.as_str())?;
+        while let Some(i) = list.pop() {
+            // Staleness is left to `reap`: no clock read per request.
+            if !i.sender.is_closed() {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+}
+
+impl UpstreamClient {
+    /// A pool with these limits (see `[limits]` in the configuration).
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+        UpstreamClient {
+            pool: Arc::new(Pool {
+                idle: Mutex::new(IdleMap::default()),
+                connect_timeout,
+                idle_timeout,
+                max_idle,
+            }),
+        }
+    }
+
+    /// How often [`reap`](Self::reap) should run.
+    pub(crate) fn reap_period(&self) -> Duration {
+        (self.pool.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// Closes the idle connections older than the idle timeout, or closed
+    /// by their upstream.
+    pub(crate) fn reap(&self) {
+        let timeout = self.pool.idle_timeout;
+        self.pool.lock().retain(|_, list| {
+            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() < timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// A ready pooled connection to `addr`, if there is one.
+    async fn pooled(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+        while let Some(mut sender) = self.pool.take(addr) {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Its last response has just ended: the connection is about to
+            // take the next request.
+            let wait = self.pool.connect_timeout;
+            if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// A new connection to `addr`, its connection task running on this
+    /// worker.
+    async fn connect(
+        &self,
+        addr: &http::uri::Authority,
+    ) -> Result<SendRequest<ProxyBody>, ConnectError> {
+        let fail = |source: BoxError| ConnectError {
+            addr: addr.clone(),
+            source,
+        };
+        let stream = match tokio::time::timeout(
+            self.pool.connect_timeout,
+            tokio::net::TcpStream::connect(addr.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(fail(Box::new(e))),
+            Err(_) => {
+                return Err(fail(
+                    format!("no connection within {:?}", self.pool.connect_timeout).into(),
+                ))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(Box::new(e)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (origin-form URI) to `addr` on a pooled or new
+    /// connection.
+    ///
+    /// The usual case (a ready pooled connection) keeps its future small;
+    /// the others run on the heap.
+    async fn send(
+        &self,
+        addr: &http::uri::Authority,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+        let Some(mut sender) = self.pool.take_ready(addr) else {
+            return Box::pin(self.send_slow(addr, req)).await;
+        };
+        let response = match sender.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // Not sent: the upstream closed the idle connection.
+                Some(req) => {
+                    drop(e);
+                    return Box::pin(self.send_fresh(addr, req)).await;
+                }
+                None => return Err(Box::new(e.into_error())),
+            },
+        };
+        Ok((response, self.loan(addr, sender)))
+    }
+
+    /// [`send`](Self::send) when no pooled connection is ready now.
+    async fn send_slow(
+        &self,
+        addr: &http::uri::Authority,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+        let Some(mut sender) = self.pooled(addr).await else {
+            return self.send_fresh(addr, req).await;
+        };
+        let response = match sender.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    drop(e);
+                    return self.send_fresh(addr, req).await;
+                }
+                None => return Err(Box::new(e.into_error())),
+            },
+        };
+        Ok((response, self.loan(addr, sender)))
+    }
+
+    /// Sends `req` on a new connection to `addr`.
+    async fn send_fresh(
+        &self,
+        addr: &http::uri::Authority,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+        let mut sender = self.connect(addr).await?;
+        let response = sender.send_request(req).await?;
+        Ok((response, self.loan(addr, sender)))
+    }
+
+    fn loan(&self, addr: &http::uri::Authority, sender: SendRequest<ProxyBody>) -> Loan {
+        Loan {
+            pool: Arc::clone(&self.pool),
+            addr: addr.clone(),
+            sender,
+        }
+    }
+}
 
 /// A body the proxy sends or receives: streamed from a peer, or made whole by
 /// the proxy.
@@ -127,7 +405,34 @@ impl Drop for CallGuard {
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
+    /// On the heap: every request and response the proxy moves around
+    /// carries a body, so bodies stay small.
+    tail: Box<Tail>,
+}
+
+#[derive(Debug)]
+struct Tail {
     guard: CallGuard,
+    /// The connection, given back to the pool at the body's end.
+    loan: Option<Loan>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, guard: CallGuard, loan: Option<Loan>) -> Self {
+        UpstreamBody {
+            inner,
+            tail: Box::new(Tail { guard, loan }),
+        }
+    }
+
+    fn ended(&mut self) {
+        let tail = &mut *self.tail;
+        tail.guard.record(Outcome::Success);
+        tail.guard.slots = Default::default();
+        if let Some(loan) = tail.loan.take() {
+            loan.give_back();
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -141,11 +446,14 @@ impl Body for UpstreamBody {
         let this = self.get_mut();
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
-            Some(Err(_)) => this.guard.record(Outcome::Failure),
-            None => {
-                this.guard.record(Outcome::Success);
-                this.guard.slots = Default::default();
+            Some(Err(_)) => {
+                this.tail.guard.record(Outcome::Failure);
+                // The connection is broken: it closes with the sender.
+                this.tail.loan = None;
             }
+            None => this.ended(),
+            // The last frame: a server may not ask for the end.
+            Some(Ok(_)) if this.inner.is_end_stream() => this.ended(),
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
@@ -245,15 +553,26 @@ impl RoutePolicies {
     }
 }
 
-/// Where a request came from, for the `X-Forwarded-*` headers.
-#[derive(Debug, Clone, Copy)]
+/// Where a request came from, for the `X-Forwarded-*` headers (made once
+/// per client connection).
+#[derive(Debug, Clone)]
 pub(crate) struct Peer {
-    pub(crate) remote: SocketAddr,
+    /// The client's IP address, as a header value.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `remote`.
+    pub(crate) fn new(remote: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { ip }
+    }
 }
 
 /// Headers a proxy never forwards (RFC 9110 §7.6.1), besides those named by
-/// `Connection` and any `Proxy-*`.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// `Connection` and any `Proxy-*` (`Connection` first).
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -265,26 +584,61 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes the hop-by-hop headers: those `Connection` names, the fixed
 /// list, and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // One pass over the names (most heads carry none of them), no lookups.
+    let (mut hop, mut proxy) = ([false; HOP_BY_HOP.len()], false);
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            hop[i] = true;
+        } else if k.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
     }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
+    if hop[0] {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        match (values.next(), values.next()) {
+            (None, _) => {}
+            // The usual case, without allocating.
+            (Some(v), None) => {
+                let v = v.clone();
+                remove_named(headers, &v);
+            }
+            (Some(_), Some(_)) => {
+                let all: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for v in &all {
+                    remove_named(headers, v);
+                }
+            }
+        }
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for n in proxy {
-        headers.remove(n);
+    for (n, present) in HOP_BY_HOP.iter().zip(hop) {
+        if present {
+            headers.remove(n);
+        }
+    }
+    if proxy {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for n in names {
+            headers.remove(n);
+        }
+    }
+}
+
+/// Removes the headers a `Connection` value names (a name that is not a
+/// valid header name matches nothing).
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(v) = connection.to_str() else {
+        return;
+    };
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        headers.remove(name);
     }
 }
 
@@ -308,50 +662,64 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// Makes the upstream request head from the client's.
-fn upstream_head(parts: &mut http::request::Parts, peer: Peer) {
+fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
+    let mut host = parts.headers.get(header::HOST).cloned();
     // An HTTP/2 request carries its host in the URI only.
-    if !parts.headers.contains_key(header::HOST) {
+    if host.is_none() {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
+                parts.headers.insert(header::HOST, v.clone());
+                host = Some(v);
             }
         }
     }
     strip_hop_by_hop(&mut parts.headers);
-    let ip = peer.remote.ip().to_string();
     let xff = match parts
         .headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    parts.headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    if !parts.headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(h) = parts.headers.get(header::HOST).cloned() {
-            parts.headers.insert(X_FORWARDED_HOST.clone(), h);
+        Some(prev) if !prev.trim().is_empty() => {
+            let ip = peer.ip.as_bytes();
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
         }
+        _ => Some(peer.ip.clone()),
+    };
+    // `insert` replaces every earlier value.
+    match xff {
+        Some(v) => {
+            parts.headers.insert(&X_FORWARDED_FOR, v);
+        }
+        None => {
+            parts.headers.remove(&X_FORWARDED_FOR);
+        }
+    }
+    parts
+        .headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
+    if let (http::header::Entry::Vacant(e), Some(h)) =
+        (parts.headers.entry(&X_FORWARDED_HOST), host)
+    {
+        e.insert(h);
     }
     parts.version = Version::HTTP_11;
 }
 
-fn upstream_uri(authority: &http::uri::Authority, original: &Uri) -> Uri {
-    let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
-    Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
-        .path_and_query(pq)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+/// The upstream request's URI: `original`'s path and query (moved, not
+/// parsed again), in origin form.
+fn upstream_uri(original: Uri) -> Uri {
+    let pq = original
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// Forwards one request through the route's policies.
@@ -359,7 +727,7 @@ pub(crate) async fn forward(
     client: &UpstreamClient,
     route: &RoutePolicies,
     req: Request<Incoming>,
-    peer: Peer,
+    peer: &Peer,
 ) -> Response<ProxyBody> {
     for limiter in route.limiters.iter().flatten() {
         if let Err(limited) = limiter.acquire().await {
@@ -372,25 +740,9 @@ pub(crate) async fn forward(
     let result = match (&route.retry, replayable) {
         (Some(retry), true) => {
             drop(body);
-            let mut run = retry.start();
-            // No retry starts later than this, whatever a `Retry-After` asks.
-            let budget = route.timeout.saturating_mul(retry.max_attempts());
-            run.set_deadline(tokio::time::Instant::now() + budget);
-            loop {
-                run.begin_attempt();
-                let req = Request::from_parts(clone_parts(&parts), ProxyBody::empty());
-                let result = attempt(client, route, req).await;
-                // A refusal by the route's own breaker or bulkhead is
-                // answered at once: waiting for a probe slot would hold the
-                // client for the breaker's whole open time.
-                if let Err(Error::Rejected(_) | Error::BulkheadFull(_)) = &result {
-                    break result;
-                }
-                match run.next_composed(result) {
-                    RetryStep::Done(r) => break r,
-                    RetryStep::Retry { after } => tokio::time::sleep(after).await,
-                }
-            }
+            // On the heap: the future of a request without retries stays
+            // small (it is moved a few times on its way).
+            Box::pin(with_retries(client, route, retry, parts)).await
         }
         _ => {
             let body = if body.is_end_stream() {
@@ -408,6 +760,34 @@ pub(crate) async fn forward(
             Response::from_parts(parts, ProxyBody::Upstream(body))
         }
         Err(e) => refusal(route, &e),
+    }
+}
+
+/// Attempts a bodiless request as the route's retry policy allows.
+async fn with_retries(
+    client: &UpstreamClient,
+    route: &RoutePolicies,
+    retry: &Retry,
+    parts: http::request::Parts,
+) -> Result<Response<UpstreamBody>, Error<BoxError>> {
+    let mut run = retry.start();
+    // No retry starts later than this, whatever a `Retry-After` asks.
+    let budget = route.timeout.saturating_mul(retry.max_attempts());
+    run.set_deadline(tokio::time::Instant::now() + budget);
+    loop {
+        run.begin_attempt();
+        let req = Request::from_parts(clone_parts(&parts), ProxyBody::empty());
+        let result = attempt(client, route, req).await;
+        // A refusal by the route's own breaker or bulkhead is answered at
+        // once: waiting for a probe slot would hold the client for the
+        // breaker's whole open time.
+        if let Err(Error::Rejected(_) | Error::BulkheadFull(_)) = &result {
+            return result;
+        }
+        match run.next_composed(result) {
+            RetryStep::Done(r) => return r,
+            RetryStep::Retry { after } => tokio::time::sleep(after).await,
+        }
     }
 }
 
@@ -450,30 +830,46 @@ async fn attempt(
             }
         }
     }
-    *req.uri_mut() = upstream_uri(route.upstream.pick(), req.uri());
-    let call = client.request(req);
+    let addr = route.upstream.pick();
+    let uri = std::mem::take(req.uri_mut());
+    *req.uri_mut() = upstream_uri(uri);
+    // A request without `Host` (HTTP/1.0) names the upstream.
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(addr.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let call = client.send(addr, req);
     match tokio::time::timeout(route.timeout, call).await {
         Err(_) => {
             guard.record(Outcome::Failure);
             Err(Error::Timeout(Timeout::new(&route.name, route.timeout)))
         }
-        Ok(Err(e)) if request_body_failed(&e) => {
+        Ok(Err(e)) if request_body_failed(&*e) => {
             // The client's upload broke off: not the upstream's fault.
             guard.record(Outcome::Ignored);
-            Err(Error::Inner(Box::new(RequestBodyFailed(Box::new(e)))))
+            Err(Error::Inner(Box::new(RequestBodyFailed(e))))
         }
         Ok(Err(e)) => {
             guard.record(Outcome::Failure);
-            Err(Error::Inner(Box::new(e)))
+            Err(Error::Inner(e))
         }
-        Ok(Ok(response)) => {
+        Ok(Ok((response, loan))) => {
             let outcome = classify_status(response.status());
             if outcome == Outcome::Success {
                 guard.head_ok = true;
             } else {
                 guard.record(outcome);
             }
-            Ok(response.map(|inner| UpstreamBody { inner, guard }))
+            // A response without a body (HEAD, 204, 304, an empty one)
+            // frees its connection now: the body may never be polled.
+            let loan = if response.body().is_end_stream() {
+                loan.give_back();
+                None
+            } else {
+                Some(loan)
+            };
+            Ok(response.map(|inner| UpstreamBody::new(inner, guard, loan)))
         }
     }
 }
@@ -583,4 +979,146 @@ pub(crate) fn proxy_response(status: StatusCode, text: String) -> Response<Proxy
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::upstream::{Behavior, Upstream as TestUpstream};
+
+    fn client() -> UpstreamClient {
+        UpstreamClient::new(Duration::from_secs(2), Duration::from_secs(30), 8)
+    }
+
+    fn get() -> Request<ProxyBody> {
+        Request::get("/")
+            .header(header::HOST, "upstream")
+            .body(ProxyBody::empty())
+            .expect("a valid request")
+    }
+
+    /// Sends a GET and reads the body through an [`UpstreamBody`], as the
+    /// proxy does.
+    async fn call(client: &UpstreamClient, addr: &http::uri::Authority) -> Bytes {
+        let (response, loan) = client.send(addr, get()).await.expect("a response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
+        body.collect().await.expect("the whole body").to_bytes()
+    }
+
+    fn authority(addr: SocketAddr) -> http::uri::Authority {
+        addr.to_string().parse().expect("an authority")
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_has_been_read() {
+        let upstream = TestUpstream::bind(1).await.expect("an upstream");
+        let (client, addr) = (client(), authority(upstream.addr()));
+        for _ in 0..5 {
+            assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
+        }
+        assert_eq!(upstream.requests(), 5);
+        assert_eq!(upstream.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bodyless_response_frees_its_connection_at_once() {
+        let upstream = TestUpstream::bind(2).await.expect("an upstream");
+        upstream.set(Behavior::healthy().payload(""));
+        let (client, addr) = (client(), authority(upstream.addr()));
+        for _ in 0..3 {
+            let (response, loan) = client.send(&addr, get()).await.expect("a response");
+            assert!(response.body().is_end_stream());
+            // What `attempt` does with an empty body: the body is dropped
+            // unread.
+            loan.give_back();
+            drop(response);
+        }
+        assert_eq!(upstream.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_body_closes_its_connection() {
+        let upstream = TestUpstream::bind(3).await.expect("an upstream");
+        upstream.set(Behavior::healthy().streaming(5, Duration::from_millis(50)));
+        let (client, addr) = (client(), authority(upstream.addr()));
+        let (response, loan) = client.send(&addr, get()).await.expect("a response");
+        let mut body = UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.is_data());
+        drop(body);
+        upstream.set(Behavior::healthy());
+        assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
+        assert_eq!(upstream.connections(), 2);
+    }
+
+    /// An upstream that answers one request per connection, then closes it
+    /// without saying so (`Connection: close` absent).
+    async fn one_shot_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+                let _ = s.shutdown().await;
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced() {
+        let (addr, task) = one_shot_upstream().await;
+        let (client, addr) = (client(), authority(addr));
+        for _ in 0..4 {
+            assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
+            // Give the upstream's close time to arrive or not: both orders
+            // must work.
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_address_is_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let addr = authority(listener.local_addr().expect("its address"));
+        drop(listener);
+        let err = client().send(&addr, get()).await.expect_err("no upstream");
+        assert!(err.is::<ConnectError>(), "{err}");
+        assert!(err.to_string().contains(addr.as_str()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reaping_drops_connections_idle_too_long() {
+        let upstream = TestUpstream::bind(4).await.expect("an upstream");
+        let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_millis(50), 8);
+        let addr = authority(upstream.addr());
+        call(&client, &addr).await;
+        assert_eq!(client.pool.lock().get(addr.as_str()).map_or(0, Vec::len), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        client.reap();
+        assert!(client.pool.lock().get(addr.as_str()).is_none());
+        call(&client, &addr).await;
+        assert_eq!(upstream.connections(), 2);
+    }
 }

@@ -18,13 +18,12 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -33,7 +32,7 @@ use ripcord::{Bulkhead, CircuitBreaker, RateLimiter, Retry};
 use ripcord_metrics::Metrics;
 use ripcord_redis::RedisStore;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{redact_url, PipelineSection, ProxyConfig};
@@ -69,6 +68,15 @@ pub enum StartError {
     /// A policy could not be built (the configuration was not validated).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start proxy worker {index}")]
+    Worker {
+        /// Which worker (0-based).
+        index: usize,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A policy of the configuration could not be built.
@@ -146,12 +154,30 @@ fn keep<T: Clone>(old: Option<&Kept<T>>, key: &str, fingerprint: &str) -> Option
         .map(|(_, p)| p.clone())
 }
 
-/// What every connection task shares.
+/// What every worker shares: the routing table in force.
 #[derive(Debug)]
 struct Shared {
     table: RwLock<Arc<Table>>,
+}
+
+/// What the connections of one worker share: the routing table and the
+/// worker's own upstream connection pool (its connections run on the
+/// worker's thread, next to the client connections that use them).
+#[derive(Debug)]
+struct WorkerCtx {
+    shared: Arc<Shared>,
     client: forward::UpstreamClient,
 }
+
+/// What the requests of one client connection share.
+#[derive(Debug)]
+struct ConnCtx {
+    worker: Arc<WorkerCtx>,
+    peer: Peer,
+}
+
+/// A connection accepted by a listener, on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
 
 impl Shared {
     fn table(&self) -> Arc<Table> {
@@ -171,7 +197,8 @@ pub struct RunningProxy {
     fleet: Option<Fleet>,
     store: Option<RedisStore>,
     stop: watch::Sender<Option<Duration>>,
-    listeners: Vec<JoinHandle<ShutdownReport>>,
+    listeners: Vec<JoinHandle<()>>,
+    workers: Vec<oneshot::Receiver<ShutdownReport>>,
     admin: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -473,18 +500,8 @@ impl Proxy {
             })?;
 
         let limits = &config.limits;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
-        let client: forward::UpstreamClient = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(limits.pool_idle_timeout)
-            .pool_max_idle_per_host(limits.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let shared = Arc::new(Shared {
             table: RwLock::new(Arc::new(table)),
-            client,
         });
         metrics.watch(LiveTable(Arc::downgrade(&shared)));
         let state = Arc::new(ProxyState::new(
@@ -505,6 +522,37 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        for index in 0..config.limits.worker_count() {
+            let (conns_tx, conns_rx) = mpsc::unbounded_channel();
+            let (done_tx, done_rx) = oneshot::channel();
+            let ctx = Arc::new(WorkerCtx {
+                shared: Arc::clone(&shared),
+                client: forward::UpstreamClient::new(
+                    limits.connect_timeout,
+                    limits.pool_idle_timeout,
+                    limits.pool_max_idle_per_host,
+                ),
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| StartError::Worker { index, source })?;
+            let (server, stop) = (server.clone(), stop.subscribe());
+            std::thread::Builder::new()
+                .name(format!("ripcord-proxy-{index}"))
+                .spawn(move || {
+                    let report = runtime.block_on(worker_loop(ctx, conns_rx, server, stop));
+                    let _ = done_tx.send(report);
+                })
+                .map_err(|source| StartError::Worker { index, source })?;
+            senders.push(conns_tx);
+            workers.push(done_rx);
+        }
+        let senders: Arc<[mpsc::UnboundedSender<Accepted>]> = senders.into();
+        let next = Arc::new(AtomicUsize::new(0));
         let mut listen_addrs = Vec::new();
         let mut listeners = Vec::new();
         for (i, listener) in bound.into_iter().enumerate() {
@@ -516,8 +564,8 @@ impl Proxy {
             listen_addrs.push(addr);
             listeners.push(tokio::spawn(accept_loop(
                 listener,
-                server.clone(),
-                Arc::clone(&shared),
+                Arc::clone(&senders),
+                Arc::clone(&next),
                 stop.subscribe(),
             )));
         }
@@ -540,30 +588,25 @@ impl Proxy {
             store,
             stop,
             listeners,
+            workers,
             admin: Some(admin),
         })
     }
 }
 
-/// Accepts connections until told to stop, then drains them up to the
-/// deadline it is given.
+/// Accepts connections until told to stop and hands them to the workers
+/// in turn.
 async fn accept_loop(
     listener: TcpListener,
-    server: auto::Builder<TokioExecutor>,
-    shared: Arc<Shared>,
+    workers: Arc<[mpsc::UnboundedSender<Accepted>]>,
+    next: Arc<AtomicUsize>,
     mut stop: watch::Receiver<Option<Duration>>,
-) -> ShutdownReport {
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let deadline = loop {
+) {
+    loop {
         tokio::select! {
             changed = stop.changed() => {
-                if changed.is_err() {
-                    break Duration::ZERO;
-                }
-                let deadline = *stop.borrow_and_update();
-                if let Some(d) = deadline {
-                    break d;
+                if changed.is_err() || stop.borrow_and_update().is_some() {
+                    return;
                 }
             }
             accepted = listener.accept() => {
@@ -573,11 +616,59 @@ async fn accept_loop(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let peer = Peer { remote };
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let i = next.fetch_add(1, Ordering::Relaxed) % workers.len();
+                // A worker that is gone has stopped: the connection closes.
+                let _ = workers[i].send((stream, remote));
+            }
+        }
+    }
+}
+
+/// A worker: serves the connections it is handed on its own thread and
+/// single-threaded runtime (no cross-thread wake-ups per request) until told
+/// to stop, then drains them up to the deadline it is given.
+async fn worker_loop(
+    ctx: Arc<WorkerCtx>,
+    mut conns: mpsc::UnboundedReceiver<Accepted>,
+    server: auto::Builder<TokioExecutor>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> ShutdownReport {
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut open = true;
+    let mut reap = tokio::time::interval(ctx.client.reap_period());
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = loop {
+        tokio::select! {
+            _ = reap.tick() => ctx.client.reap(),
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break Duration::ZERO;
+                }
+                let deadline = *stop.borrow_and_update();
+                if let Some(d) = deadline {
+                    break d;
+                }
+            }
+            accepted = conns.recv(), if open => {
+                let Some((stream, remote)) = accepted else {
+                    // The listeners are gone: wait for the stop signal.
+                    open = false;
+                    continue;
+                };
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                    continue;
+                };
+                let conn_ctx = Arc::new(ConnCtx {
+                    worker: Arc::clone(&ctx),
+                    peer: Peer::new(remote),
+                });
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+                    let conn_ctx = Arc::clone(&conn_ctx);
+                    async move { Ok::<_, Infallible>(handle(&conn_ctx, req).await) }
                 });
                 let conn = server.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -589,7 +680,7 @@ async fn accept_loop(
             }
         }
     };
-    drop(listener);
+    drop(conns);
     let drained = tokio::time::timeout(deadline, graceful.shutdown())
         .await
         .is_ok();
@@ -604,14 +695,14 @@ async fn accept_loop(
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     if req.method() == http::Method::CONNECT {
         return forward::proxy_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not supported: this is a reverse proxy\n".to_string(),
         );
     }
-    let table = shared.table();
+    let table = conn.worker.shared.table();
     let host = if table.routes.uses_hosts() {
         forward::request_host(&req)
     } else {
@@ -630,7 +721,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>, peer: Peer) -> Response
     };
     let route = Arc::clone(route);
     drop(table);
-    forward::forward(&shared.client, &route, req, peer).await
+    forward::forward(&conn.worker.client, &route, req, &conn.peer).await
 }
 
 impl RunningProxy {
@@ -734,6 +825,7 @@ impl RunningProxy {
                 || l.0.pool_idle_timeout != l.1.pool_idle_timeout
                 || l.0.pool_max_idle_per_host != l.1.pool_max_idle_per_host
                 || l.0.header_read_timeout != l.1.header_read_timeout
+                || l.0.worker_count() != l.1.worker_count()
             {
                 summary.restart_needed.push("limits".into());
             }
@@ -776,7 +868,10 @@ impl RunningProxy {
             aborted: 0,
         };
         for l in std::mem::take(&mut self.listeners) {
-            if let Ok(r) = l.await {
+            let _ = l.await;
+        }
+        for w in std::mem::take(&mut self.workers) {
+            if let Ok(r) = w.await {
                 report.drained &= r.drained;
                 report.aborted += r.aborted;
             }
