@@ -53,7 +53,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
 
-    /// Seed of the simulated dependency's randomness (failures and latency jitter).
+    /// Seed of the upstream's randomness (failures and latency jitter).
     #[arg(long, default_value_t = 42)]
     seed: u64,
 

@@ -58,14 +58,47 @@ pub enum FleetAction {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// The fleet's Redis store (`redis://[user[:password]@]host[:port][/db]`).
-    #[arg(long, value_name = "URL")]
-    pub store: String,
-    /// The key prefix the fleet's breakers use (the `key_prefix` of its store).
-    #[arg(long, default_value = "ripcord", value_name = "P")]
-    pub prefix: String,
+    #[arg(long, value_name = "URL", required_unless_present = "config")]
+    pub store: Option<String>,
+    /// Take the store and its prefix from a `ripcord proxy` configuration file
+    /// (its `store` and `store_prefix`); `--store` and `--prefix` override them.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// The key prefix the fleet's breakers use (the `key_prefix` of its store;
+    /// default `ripcord`).
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
     /// How long to wait for the store to connect and to answer.
     #[arg(long, default_value = "2s", value_parser = parse_timeout, value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+impl StoreArgs {
+    /// The store URL and key prefix: from the options, else from the
+    /// configuration file, else the default prefix `ripcord`.
+    fn resolve(&self) -> Result<(String, String), FleetError> {
+        let config = match &self.config {
+            Some(path) => Some((
+                path.display().to_string(),
+                crate::proxy::config::ProxyConfig::load(path).map_err(FleetError::Config)?,
+            )),
+            None => None,
+        };
+        let store = match (&self.store, &config) {
+            (Some(url), _) => url.clone(),
+            (None, Some((file, c))) => c
+                .store
+                .clone()
+                .ok_or_else(|| FleetError::NoStore(file.clone()))?,
+            (None, None) => return Err(FleetError::NoStore("the command line".to_string())),
+        };
+        let prefix = self
+            .prefix
+            .clone()
+            .or_else(|| config.and_then(|(_, c)| c.store_prefix))
+            .unwrap_or_else(|| "ripcord".to_string());
+        Ok((store, prefix))
+    }
 }
 
 /// Options of `open` and `disable`.
@@ -168,6 +201,12 @@ pub enum FleetError {
         #[source]
         source: StoreError,
     },
+    /// The configuration file named with `--config` could not be used.
+    #[error("cannot take the store from the configuration")]
+    Config(#[source] crate::proxy::config::ConfigError),
+    /// The configuration file names no store.
+    #[error("{0} has no `store`: pass --store redis://… or add `store = \"redis://…\"` to it")]
+    NoStore(String),
     /// No breaker of that name in the store.
     #[error(
         "no breaker named `{name}` in the store at {url} under prefix `{prefix}` ({known}){hint}"
@@ -196,7 +235,9 @@ impl FleetError {
         match self {
             FleetError::Unreachable { .. }
             | FleetError::InvalidStore { .. }
-            | FleetError::Store { .. } => 2,
+            | FleetError::Store { .. }
+            | FleetError::Config(_)
+            | FleetError::NoStore(_) => 2,
             FleetError::UnknownBreaker { .. } | FleetError::Output(_) => 1,
         }
     }
@@ -233,20 +274,17 @@ struct Store {
 
 impl Store {
     async fn connect(args: &StoreArgs) -> Result<Store, FleetError> {
-        let url = redact_url(&args.store);
-        let built = RedisStore::builder(&args.store)
-            .key_prefix(&args.prefix)
+        let (store, prefix) = args.resolve()?;
+        let url = redact_url(&store);
+        let built = RedisStore::builder(&store)
+            .key_prefix(&prefix)
             .pubsub(false)
             .connect_timeout(args.timeout)
             .response_timeout(args.timeout)
             .build()
             .await;
         match built {
-            Ok(store) => Ok(Store {
-                store,
-                url,
-                prefix: args.prefix.clone(),
-            }),
+            Ok(store) => Ok(Store { store, url, prefix }),
             Err(
                 source @ (BuildError::InvalidUrl { .. }
                 | BuildError::InvalidPrefix(_)

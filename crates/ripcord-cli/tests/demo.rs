@@ -76,9 +76,16 @@ fn run_demo(args: &[&str]) -> String {
     let mut dashboard = None;
     // Read the intro up to the dashboard line.
     while dashboard.is_none() {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no dashboard line within 20s:\n{output}"));
+        let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(20)) else {
+            // Ended early (or stuck): say what it printed on stderr.
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            let status = child.wait().expect("the demo's exit status");
+            panic!("no dashboard line ({status}):\n{output}\n{stderr}");
+        };
         output.push_str(&line);
         output.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix("dashboard") {

@@ -283,3 +283,66 @@ async fn an_unreachable_store_gives_its_url_and_exit_code_2() {
     .await
     .expect("the test took longer than its limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_can_come_from_a_proxy_configuration() {
+    tokio::time::timeout(LIMIT, async {
+        let prefix = random_prefix();
+        let url = redis_url();
+        let (_link, breakers) = instance(&prefix, &["orders"]).await;
+        let dir = std::env::temp_dir().join(format!("ripcord-fleet-cli-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let with_store = dir.join("with-store.toml");
+        std::fs::write(
+            &with_store,
+            format!(
+                "store = \"{url}\"\nstore_prefix = \"{prefix}\"\n\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\n[upstreams.app]\naddresses = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"orders\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+            ),
+        )
+        .expect("writing the configuration");
+        let config = with_store.display().to_string();
+
+        let out = fleet(args(&["open", "orders", "--config", &config])).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        wait_for(&breakers[0], State::ForcedOpen).await;
+        let out = fleet(args(&["status", "--config", &config])).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("orders") && l.contains("forced_open")),
+            "{stdout}"
+        );
+        let out = fleet(args(&["reset", "orders", "--config", &config])).await;
+        assert!(out.status.success());
+        wait_for(&breakers[0], State::Closed).await;
+
+        // A configuration without a store, and one that is not valid.
+        let without = dir.join("without-store.toml");
+        std::fs::write(
+            &without,
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\n[upstreams.app]\naddresses = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"orders\"\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        )
+        .expect("writing");
+        let out = fleet(args(&["status", "--config", &without.display().to_string()])).await;
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("has no `store`"), "{stderr}");
+        let broken = dir.join("broken.toml");
+        std::fs::write(&broken, "store = [\n").expect("writing");
+        let out = fleet(args(&["status", "--config", &broken.display().to_string()])).await;
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("broken.toml"), "{stderr}");
+        // Neither --store nor --config: the argument parser says so.
+        let out = fleet(args(&["status"])).await;
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--store"), "{stderr}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .expect("the test took longer than its limit");
+}

@@ -1,0 +1,427 @@
+//! `ripcord proxy` side by side with a direct connection and with nginx as a
+//! plain reverse proxy, in one run, on loopback, against the same upstream
+//! (ripcord-cli's in-process test upstream answering `ok\n`).
+//!
+//! - `proxy/direct`: the load generator talks to the upstream.
+//! - `proxy/ripcord`: through `ripcord proxy` (one route, a circuit breaker
+//!   and a 2 s timeout), started in-process on a runtime of its own with two
+//!   worker threads.
+//! - `proxy/ripcord_plain`: the same proxy, on a route without a pipeline
+//!   (only the default 30 s timeout): what forwarding costs without the
+//!   breaker.
+//! - `proxy/nginx`: through nginx (`worker_processes 2`, upstream keep-alive),
+//!   started as a child process from a generated configuration in a temporary
+//!   folder, and stopped at the end. Skipped, with a message, when no `nginx`
+//!   binary is on the PATH or in /usr/sbin.
+//!
+//! Criterion measures the closed-loop throughput at a fixed concurrency
+//! ([`CONCURRENCY`] keep-alive connections; time per request = 1/throughput).
+//! After the criterion groups, the same run prints a table from the load
+//! generator: saturated throughput with p50/p99, p50/p99 one request at a
+//! time, and p50/p99 at a fixed rate that every target sustains, with the p99
+//! added over direct. Run:
+//! `cargo bench -p ripcord-benches --bench proxy`.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_main, Criterion, Throughput};
+use http::Uri;
+use ripcord_cli::loadgen::{self, FixedRate, LatencyHistogram, LoadClient, Report};
+use ripcord_cli::proxy::config::ProxyConfig;
+use ripcord_cli::proxy::server::{Proxy, RunningProxy};
+use ripcord_cli::upstream::Upstream;
+use tokio::runtime::Runtime;
+
+/// Rounds of the table.
+const ROUNDS: usize = 3;
+/// Connections (and workers) of the closed-loop runs.
+const CONCURRENCY: usize = 32;
+/// Requests of each closed-loop run of the table.
+const TABLE_REQUESTS: u64 = 20_000;
+/// Requests of each one-at-a-time run of the table.
+const SEQUENTIAL_REQUESTS: u64 = 3_000;
+/// The fixed rate of the latency table, in requests per second.
+const FIXED_RATE: u32 = 2_000;
+/// How long the fixed-rate runs last.
+const FIXED_DURATION: Duration = Duration::from_secs(3);
+/// Every request must complete within this.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn runtime(threads: usize, name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The proxy's configuration: one route to the upstream with a breaker and a
+/// timeout.
+fn proxy_config(upstream: SocketAddr) -> ProxyConfig {
+    let text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[limits]
+drain_deadline = "1s"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[upstreams.bench]
+addresses = ["{upstream}"]
+
+[[routes]]
+name = "bench"
+path_prefix = "/"
+upstream = "bench"
+pipeline = {{ timeout = "2s", circuit_breaker = {{ failure_rate = 0.5, minimum_calls = 20, open_for = "10s" }} }}
+
+[[routes]]
+name = "plain"
+path_prefix = "/plain"
+upstream = "bench"
+"#
+    );
+    ProxyConfig::parse(&text, "proxy bench config").expect("a valid proxy configuration")
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// nginx as a plain reverse proxy, killed on drop.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn binary() -> Option<PathBuf> {
+        let on_path = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("nginx"))
+                .find(|p| p.is_file())
+        });
+        on_path.or_else(|| {
+            let sbin = Path::new("/usr/sbin/nginx");
+            sbin.is_file().then(|| sbin.to_path_buf())
+        })
+    }
+
+    fn start(upstream: SocketAddr) -> Option<Nginx> {
+        let Some(binary) = Self::binary() else {
+            eprintln!(
+                "\n*** nginx not found (PATH, /usr/sbin): the nginx case is SKIPPED. \
+                 Install Debian's `nginx` (apt-get install nginx-light) to run it. ***\n"
+            );
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("ripcord-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder for nginx");
+        let port = free_port();
+        let d = dir.display();
+        let config = format!(
+            r#"
+daemon off;
+master_process on;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream bench {{
+        server {upstream};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(config.as_bytes()))
+            .expect("writing nginx.conf");
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let nginx = Nginx { child, addr, dir };
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not listen on {addr} within 10s (see {})",
+                nginx.dir.join("error.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master: it stops its workers, then exits.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the table gathers of one target: per round, the throughput and the
+/// p50/p99 of each run.
+#[derive(Default)]
+struct Row {
+    throughput: Vec<f64>,
+    saturated: Vec<(Duration, Duration)>,
+    sequential: Vec<(Duration, Duration)>,
+    paced: Vec<(Duration, Duration)>,
+}
+
+/// The p50 and p99 of a run.
+fn p50_p99(h: &LatencyHistogram) -> (Duration, Duration) {
+    (h.percentile(0.5), h.percentile(0.99))
+}
+
+/// The median of the rounds' values.
+fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// One target of the comparison.
+struct Target {
+    name: &'static str,
+    client: LoadClient,
+    uri: Uri,
+}
+
+fn target(name: &'static str, addr: SocketAddr, path: &str, rt: &Runtime) -> Target {
+    let uri: Uri = format!("http://{addr}{path}").parse().expect("a URI");
+    let _guard = rt.enter();
+    let client = LoadClient::new(uri.clone(), false, None).expect("a client");
+    Target { name, client, uri }
+}
+
+/// Fails the bench loudly if any request did not get the upstream's 200.
+fn all_ok(name: &str, report: &Report) {
+    let ok = report.by_status.get(&200).copied().unwrap_or(0);
+    assert!(
+        ok == report.completed() && report.failed() == 0 && report.skipped == 0,
+        "{name}: not every request got the upstream's 200:\n{}",
+        report.summary()
+    );
+}
+
+/// A latency in microseconds, e.g. `412 µs`.
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn bench(c: &mut Criterion) {
+    let client_rt = runtime(2, "bench-client");
+    let proxy_rt = runtime(2, "bench-proxy");
+    let upstream = client_rt.block_on(async { Upstream::bind(1).await.expect("the upstream") });
+    let proxy: RunningProxy = proxy_rt.block_on(async {
+        Proxy::start(proxy_config(upstream.addr()))
+            .await
+            .expect("starting the proxy")
+    });
+    let nginx = Nginx::start(upstream.addr());
+
+    let mut targets = vec![
+        target("direct", upstream.addr(), "/bench", &client_rt),
+        target("ripcord", proxy.listen_addrs()[0], "/bench", &client_rt),
+        target(
+            "ripcord_plain",
+            proxy.listen_addrs()[0],
+            "/plain",
+            &client_rt,
+        ),
+    ];
+    if let Some(n) = &nginx {
+        targets.push(target("nginx", n.addr, "/bench", &client_rt));
+    }
+    // Warm every pool, and check every target answers with the upstream's 200.
+    for t in &targets {
+        let r = client_rt.block_on(loadgen::closed_loop(
+            &t.client,
+            CONCURRENCY,
+            2_000,
+            DEADLINE,
+        ));
+        all_ok(t.name, &r);
+    }
+
+    let mut group = c.benchmark_group("proxy");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    for t in &targets {
+        group.bench_function(t.name, |b| {
+            b.iter_custom(|iters| {
+                let r = client_rt.block_on(loadgen::closed_loop(
+                    &t.client,
+                    CONCURRENCY,
+                    iters,
+                    DEADLINE,
+                ));
+                all_ok(t.name, &r);
+                r.elapsed
+            })
+        });
+    }
+    group.finish();
+
+    // The table, from the load generator, in the same run: ROUNDS rounds,
+    // each target in turn within a round, so a change in the machine's load
+    // hits every target alike. Each figure is the median of the rounds' (so
+    // one stall of the machine during one run does not decide a p99).
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nproxy comparison on loopback, {ROUNDS} interleaved rounds (load average before: {})\n",
+        load.trim()
+    );
+    let mut rows: Vec<Row> = targets.iter().map(|_| Row::default()).collect();
+    for _ in 0..ROUNDS {
+        for (t, row) in targets.iter().zip(&mut rows) {
+            let saturated = client_rt.block_on(loadgen::closed_loop(
+                &t.client,
+                CONCURRENCY,
+                TABLE_REQUESTS,
+                DEADLINE,
+            ));
+            all_ok(t.name, &saturated);
+            row.throughput.push(saturated.throughput());
+            row.saturated.push(p50_p99(&saturated.latency));
+            let sequential = client_rt.block_on(loadgen::closed_loop(
+                &t.client,
+                1,
+                SEQUENTIAL_REQUESTS,
+                DEADLINE,
+            ));
+            all_ok(t.name, &sequential);
+            row.sequential.push(p50_p99(&sequential.latency));
+            let mut fixed = FixedRate::new(t.uri.clone(), FIXED_RATE, FIXED_DURATION);
+            fixed.deadline = DEADLINE;
+            let paced = client_rt
+                .block_on(loadgen::fixed_rate(fixed))
+                .expect("a fixed-rate run");
+            all_ok(t.name, &paced);
+            row.paced.push(p50_p99(&paced.latency));
+        }
+    }
+    println!(
+        "| target | req/s at {CONCURRENCY} conns | p50 | p99 | one at a time: p50 | p99 | at {FIXED_RATE} req/s: p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let summary = |row: &Row| {
+        let col = |runs: &[(Duration, Duration)]| {
+            (
+                median(&runs.iter().map(|r| r.0).collect::<Vec<_>>()),
+                median(&runs.iter().map(|r| r.1).collect::<Vec<_>>()),
+            )
+        };
+        (
+            median(&row.throughput),
+            col(&row.saturated),
+            col(&row.sequential),
+            col(&row.paced),
+        )
+    };
+    let direct = summary(&rows[0]);
+    for (i, (t, row)) in targets.iter().zip(&rows).enumerate() {
+        let (throughput, saturated, sequential, paced) = summary(row);
+        let added = |d: Duration, base: Duration| {
+            if i == 0 {
+                us(d)
+            } else {
+                format!(
+                    "{} ({:+.0} µs)",
+                    us(d),
+                    d.as_secs_f64() * 1e6 - base.as_secs_f64() * 1e6
+                )
+            }
+        };
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            t.name,
+            throughput,
+            us(saturated.0),
+            us(saturated.1),
+            us(sequential.0),
+            added(sequential.1, direct.2 .1),
+            us(paced.0),
+            added(paced.1, direct.3 .1),
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nload average after: {}", load.trim());
+    println!(
+        "(per round and target — req/s: closed loop, {CONCURRENCY} keep-alive connections, \
+         {TABLE_REQUESTS} requests; one at a time: {SEQUENTIAL_REQUESTS} requests on one \
+         connection; fixed rate: {FIXED_RATE} req/s for {}s, open loop)\n",
+        FIXED_DURATION.as_secs()
+    );
+
+    drop(nginx);
+    drop(targets);
+    proxy_rt.block_on(proxy.shutdown(Duration::from_secs(1)));
+    drop(upstream);
+}
+
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+}
+
+criterion_main!(benches);
