@@ -28,10 +28,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::hash_map::{Entry as MapEntry, RandomState};
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -93,10 +93,121 @@ struct Slot<V> {
     last_used: AtomicU64,
 }
 
-type Shard<K, V> = RwLock<HashMap<K, Slot<V>>>;
+type Shard<K, V> = RwLock<HashMap<K, Slot<V>, KeyHash>>;
+
+/// The registry's hash of a key: a folded 64×64→128-bit multiply per word,
+/// keyed by two random seeds per registry (so that which keys collide
+/// cannot be known in advance). A lookup hashes its key twice (for the
+/// shard and in the shard's map), which with SipHash cost more than the
+/// rest of the lookup.
+#[derive(Clone, Copy)]
+struct KeyHash {
+    seed: u64,
+    mul: u64,
+}
+
+impl KeyHash {
+    fn random() -> Self {
+        // The standard library's `RandomState` is seeded from the OS.
+        let mut rng = crate::random::SplitMix64::new(RandomState::new().hash_one(0x5EED_u64));
+        KeyHash {
+            seed: rng.next_u64(),
+            // Odd, with both halves busy, so that the multiply mixes.
+            mul: rng.next_u64() | (1 << 63) | 1,
+        }
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            acc: self.seed,
+            mul: self.mul,
+        }
+    }
+}
+
+struct KeyHasher {
+    acc: u64,
+    mul: u64,
+}
+
+/// The shard of a key's hash: bits the shard's map uses neither for its
+/// buckets (the low ones) nor for its control bytes (the top seven).
+#[inline(always)]
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 32) as usize) % SHARDS
+}
+
+/// The high and low halves of the 128-bit product, folded together.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl KeyHasher {
+    #[inline(always)]
+    fn mix(&mut self, word: u64) {
+        self.acc = fold(self.acc ^ word, self.mul);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(buf));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            // The length tells `ab` from `ab\0`.
+            self.mix(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.mix(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold(self.acc, self.mul.rotate_left(32) | 1)
+    }
+}
 
 struct Shared<K, V> {
     shards: Box<[Shard<K, V>]>,
+    hash: KeyHash,
     factory: Factory<K, V>,
     max_keys: usize,
     idle_nanos: u64,
@@ -181,10 +292,9 @@ where
         }
     }
 
+    #[inline]
     fn shard(&self, key: &K) -> &Shard<K, V> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shared.shards[(h.finish() as usize) % SHARDS]
+        &self.shared.shards[shard_of(self.shared.hash.hash_one(key))]
     }
 
     /// The member for `key`, created on first use.
@@ -391,9 +501,13 @@ where
         } else if let Some((template, _)) = &self.template {
             template.clone().build()?;
         }
+        let hash = KeyHash::random();
         Ok(Registry {
             shared: Arc::new(Shared {
-                shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| RwLock::new(HashMap::with_hasher(hash)))
+                    .collect(),
+                hash,
                 factory,
                 max_keys: self.max_keys,
                 idle_nanos: nanos(self.idle_timeout),
@@ -411,5 +525,40 @@ impl<K, V> fmt::Debug for Registry<K, V> {
             .field("len", &self.shared.len.load(Ordering::Relaxed))
             .field("max_keys", &self.shared.max_keys)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    use super::{shard_of, KeyHash, SHARDS};
+
+    #[test]
+    fn the_key_hash_tells_keys_apart_and_spreads_them_over_shards() {
+        let h = KeyHash::random();
+        let keys: Vec<String> = (0..2000)
+            .map(|i| format!("http://10.0.{}.{}:80", i / 256, i % 256))
+            .collect();
+        let hashes: HashSet<u64> = keys.iter().map(|k| h.hash_one(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
+        // Trailing zero bytes and lengths count.
+        assert_ne!(h.hash_one(&b"ab"[..]), h.hash_one(&b"ab\0"[..]));
+        assert_ne!(h.hash_one("ab"), h.hash_one("ab\0"));
+        assert_ne!(h.hash_one(0u64), h.hash_one(1u64));
+        // Every shard gets a share, none much more than its own.
+        let mut per_shard = [0u32; SHARDS];
+        for k in &keys {
+            per_shard[shard_of(h.hash_one(k))] += 1;
+        }
+        let fair = keys.len() as u32 / SHARDS as u32;
+        assert!(
+            per_shard.iter().all(|&n| n > fair / 2 && n < fair * 2),
+            "{per_shard:?}"
+        );
+        // Two registries hash differently.
+        let other = KeyHash::random();
+        assert_ne!(h.hash_one("key"), other.hash_one("key"));
     }
 }

@@ -6,7 +6,7 @@ use ripcord::{Pipeline, Registry};
 use tower::{BoxError, Layer, Service};
 
 use super::ExtractKey;
-use crate::pipeline::{run, CloneRequest, Replay, ResponseFuture};
+use crate::pipeline::{start, CloneRequest, Replay, ResponseFuture};
 
 /// Makes [`KeyedPipelineService`]s; all of them share the registry.
 pub struct KeyedPipelineLayer<K, T, X, R = CloneRequest> {
@@ -134,7 +134,7 @@ where
 {
     type Response = T;
     type Error = BoxError;
-    type Future = ResponseFuture<T>;
+    type Future = ResponseFuture<S::Future, T>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -143,12 +143,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.extract.extract(&req);
         match self.registry.get(&key) {
-            Ok(pipeline) => {
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                run(&pipeline, None, ready, &self.replay, req)
-            }
-            Err(e) => Box::pin(std::future::ready(Err(Box::new(e) as BoxError))),
+            Ok(pipeline) => start(&pipeline, None, &mut self.inner, &self.replay, req),
+            Err(e) => ResponseFuture::refused(Box::new(e)),
         }
     }
 }

@@ -66,13 +66,25 @@
 //!
 //! # Cost
 //!
-//! Each call boxes its future (one allocation) and clones the inner service
-//! once (the `poll_ready`/`call` hand-over above). A request is copied for
-//! a possible retry only when the pipeline has a retry or a hedge.
+//! A pipeline whose policies all decide at once — timeouts, circuit
+//! breakers, bulkheads without a queue, rate limiters that never wait —
+//! runs without allocating (up to two breakers and bulkheads in the
+//! pipeline; more share one allocation): the policies admit the call in `call`
+//! ([`Pipeline::admit`](ripcord::Pipeline::admit)), the inner service is
+//! called in place (no clone), and the [`ResponseFuture`] is the inner
+//! call's future raced against the deadline, whose timer is created only if
+//! the call is still pending at its first poll.
+//!
+//! A pipeline with a retry, a hedge, a fallback or a policy that may wait
+//! boxes its future (one allocation) and clones the inner service once
+//! per call (the `poll_ready`/`call` hand-over above). A request is copied
+//! for a possible retry only when the pipeline has a retry or a hedge.
 
 pub mod error;
+pub mod future;
 mod layer;
 
+pub use future::ResponseFuture;
 pub use layer::PipelineLayer;
 
 use std::fmt;
@@ -112,9 +124,6 @@ impl<Req> Replay<Req> for NoReplay {
         None
     }
 }
-
-/// The boxed response future of [`PipelineService`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// A [`Service`] whose calls go through a [`ripcord::Pipeline`]. See the
 /// [module docs](self).
@@ -193,16 +202,49 @@ where
 {
     type Response = T;
     type Error = BoxError;
-    type Future = ResponseFuture<T>;
+    type Future = ResponseFuture<S::Future, T>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        run(&self.pipeline, self.once.as_ref(), ready, &self.replay, req)
+        start(
+            &self.pipeline,
+            self.once.as_ref(),
+            &mut self.inner,
+            &self.replay,
+            req,
+        )
+    }
+}
+
+/// Starts a call of `inner` (made ready by `poll_ready`) through
+/// `pipeline`: directly when its policies all decide at once, boxed
+/// otherwise (see [`run`]).
+pub(crate) fn start<S, T, R, Req>(
+    pipeline: &Pipeline<T, BoxError>,
+    once: Option<&Pipeline<T, BoxError>>,
+    inner: &mut S,
+    replay: &R,
+    req: Req,
+) -> ResponseFuture<S::Future, T>
+where
+    S: Service<Req, Response = T> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+    Req: Send + 'static,
+    R: Replay<Req> + Clone + Send + Sync + 'static,
+{
+    match pipeline.admit() {
+        Some(Ok(admitted)) => ResponseFuture::admitted(inner.call(req), admitted),
+        Some(Err(refused)) => ResponseFuture::refused(into_box_error(refused)),
+        None => {
+            let clone = inner.clone();
+            let ready = std::mem::replace(inner, clone);
+            ResponseFuture::boxed(run(pipeline, once, ready, replay, req))
+        }
     }
 }
 
@@ -226,7 +268,7 @@ pub(crate) fn run<S, T, R, Req>(
     ready: S,
     replay: &R,
     req: Req,
-) -> ResponseFuture<T>
+) -> Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>
 where
     S: Service<Req, Response = T> + Send + 'static,
     S::Error: Into<BoxError>,

@@ -61,10 +61,43 @@ where
         }
         if let Some(sleep) = this.sleep.as_pin_mut() {
             if sleep.poll(cx).is_ready() {
-                let timeout = ripcord::Timeout::new(this.policy.name(), *this.after);
-                return Poll::Ready(Err(Box::new(timeout)));
+                // The time the call was given: from `call` to the deadline.
+                return Poll::Ready(Err(Box::new(this.policy.timed_out(*this.after))));
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use ripcord::{EventKind, TimeoutPolicy};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use crate::TimeoutLayer;
+
+    #[tokio::test]
+    async fn a_cut_call_emits_timed_out_with_the_time_it_was_given() {
+        let policy = TimeoutPolicy::builder("api")
+            .timeout(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let mut events = policy.subscribe();
+        let svc = TimeoutLayer::new(policy).layer(service_fn(|()| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, Infallible>(())
+        }));
+        let err = svc.oneshot(()).await.unwrap_err();
+        let timeout = err.downcast_ref::<ripcord::Timeout>().expect("a timeout");
+        assert_eq!(timeout.name(), "api");
+        assert_eq!(timeout.elapsed(), Duration::from_millis(20));
+        let event = events.try_recv().expect("a TimedOut event");
+        let EventKind::TimedOut { elapsed } = event.kind else {
+            panic!("{:?}", event.kind)
+        };
+        assert_eq!(elapsed, timeout.elapsed());
     }
 }

@@ -29,11 +29,16 @@
 //! covers the response future only: for an HTTP response whose body
 //! streams afterwards, the body is not bounded.
 //!
-//! Two differences from a timeout inside a [`PipelineLayer`](crate::PipelineLayer):
-//! the layer does not publish its deadline to the services inside it (a
-//! pipeline further in does not see it as
-//! [`current_deadline`](ripcord::timeout::current_deadline)), and it does not
-//! emit the policy's `TimedOut` event. Use a pipeline when either matters.
+//! A call cut at the deadline emits the policy's `TimedOut` event (see
+//! [`TimeoutPolicy::timed_out`]). Unlike a timeout inside a
+//! [`PipelineLayer`](crate::PipelineLayer), the layer does not publish its
+//! deadline to the services inside it (a pipeline or a retry further in
+//! does not see it as
+//! [`current_deadline`](ripcord::timeout::current_deadline)): publishing
+//! costs a task-local swap on every poll of the call. When it matters, use
+//! a `PipelineLayer` with a timeout (and the breaker, bulkhead, … in the
+//! same pipeline): a pipeline of policies that decide at once costs little
+//! more than the separate layers.
 
 pub mod future;
 mod layer;

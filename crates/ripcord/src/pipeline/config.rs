@@ -390,11 +390,13 @@ where
             };
             policies.push(self.make(entry, &name, rename.is_some())?);
         }
+        let direct = policies.iter().all(super::admit::is_direct);
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 name,
                 policies: policies.into_boxed_slice(),
                 classify: self.classify.clone(),
+                direct,
             }),
         })
     }

@@ -83,14 +83,23 @@
 //! box their futures: they are off the hot path. `benches/README.md` compares
 //! the cost with tower's own stack.
 //!
+//! A pipeline whose policies all decide at once — timeouts, breakers,
+//! bulkheads without a queue, rate limiters that never wait — can also be
+//! run without `execute`'s future: [`Pipeline::admit`] takes the policies'
+//! permits for one call and hands back an [`Admitted`], which records the
+//! call's result when told. Middleware uses it to keep its own small,
+//! nameable future around the call (ripcord-tower's `PipelineLayer` does).
+//!
 //! # Configuration files
 //!
 //! [`PipelineConfig`] describes a pipeline in TOML (or any serde format), each
 //! policy with its own configuration type; see its docs.
 
+mod admit;
 mod config;
 mod execute;
 
+pub use admit::Admitted;
 pub use config::{Part, PipelineBuilder, PipelineConfig, PolicyConfig};
 
 use std::fmt;
@@ -115,6 +124,8 @@ pub(crate) struct Inner<T, E> {
     name: Name,
     policies: Box<[Policy<T, E>]>,
     classify: Option<Arc<dyn Classify<T, E> + Send + Sync>>,
+    /// Whether every policy decides at once (see [`Pipeline::admit`]).
+    direct: bool,
 }
 
 pub(crate) enum Policy<T, E> {

@@ -1,11 +1,27 @@
 //! The deadline of the current task, shared by nested policies.
 
-use std::future::Future;
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 
 use tokio::time::Instant;
 
-tokio::task_local! {
-    static DEADLINE: Instant;
+std::thread_local! {
+    /// The deadline of the future being polled on this thread: set around
+    /// each poll of a scoped future (so it follows the task, like a tokio
+    /// task-local, but costs a plain load and store per poll).
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Puts the previous deadline back when the poll ends (or unwinds).
+struct Restore(Option<Instant>);
+
+impl Drop for Restore {
+    #[inline]
+    fn drop(&mut self) {
+        let prev = self.0;
+        let _ = DEADLINE.try_with(|d| d.set(prev));
+    }
 }
 
 /// The deadline that encloses the current task, if any: the earliest of the
@@ -34,7 +50,7 @@ tokio::task_local! {
 /// # }
 /// ```
 pub fn current_deadline() -> Option<Instant> {
-    DEADLINE.try_with(|d| *d).ok()
+    DEADLINE.try_with(Cell::get).ok().flatten()
 }
 
 /// Runs `fut` with `deadline` as the task's deadline (or the enclosing one,
@@ -45,7 +61,7 @@ pub fn current_deadline() -> Option<Instant> {
 /// [`execute_with_deadline`](crate::TimeoutPolicy::execute_with_deadline)
 /// takes an explicit deadline).
 pub async fn with_deadline<F: Future>(deadline: Instant, fut: F) -> F::Output {
-    DEADLINE.scope(earliest(deadline), fut).await
+    scope(earliest(deadline), fut).await
 }
 
 /// `deadline`, capped by the enclosing deadline.
@@ -57,6 +73,19 @@ pub(crate) fn earliest(deadline: Instant) -> Instant {
 }
 
 /// Runs `fut` with `deadline` (already capped) as the task's deadline.
-pub(crate) fn scope<F: Future>(deadline: Instant, fut: F) -> impl Future<Output = F::Output> {
-    DEADLINE.scope(deadline, fut)
+pub(crate) async fn scope<F: Future>(deadline: Instant, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| sync_scope(deadline, || fut.as_mut().poll(cx))).await
+}
+
+/// Runs `f` with `deadline` (already capped) as the task's deadline: for a
+/// future polled by hand inside it.
+#[inline]
+pub(crate) fn sync_scope<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
+    // During a thread's teardown the deadline is gone: run `f` without it.
+    let Ok(prev) = DEADLINE.try_with(|d| d.replace(Some(deadline))) else {
+        return f();
+    };
+    let _restore = Restore(prev);
+    f()
 }

@@ -60,7 +60,7 @@ mod deadline;
 pub use config::{TimeoutBuilder, TimeoutConfig, MAX_TIMEOUT};
 pub use deadline::{current_deadline, with_deadline};
 /// For the pipeline, which keeps its own deadlines.
-pub(crate) use deadline::{earliest, scope};
+pub(crate) use deadline::{earliest, scope, sync_scope};
 
 use std::fmt;
 use std::future::Future;
@@ -228,10 +228,33 @@ impl TimeoutPolicy {
         }
     }
 
-    /// Reports a call cancelled after `elapsed`: emits
-    /// [`TimedOut`](EventKind::TimedOut) and makes the error. For composers
-    /// (the pipeline) that keep the deadline themselves.
-    pub(crate) fn timed_out(&self, elapsed: Duration) -> Timeout {
+    /// Reports a call cancelled at its deadline after running `elapsed`:
+    /// emits the policy's [`TimedOut`](EventKind::TimedOut) event (to its
+    /// listeners and to receivers from [`subscribe`](Self::subscribe)) and
+    /// returns the [`Timeout`] error naming the policy.
+    ///
+    /// For middleware and composers that keep the deadline themselves (from
+    /// [`deadline_from_now`](Self::deadline_from_now)) and race the call
+    /// against it, instead of calling [`execute`](Self::execute): call it
+    /// once the call has been cancelled.
+    ///
+    /// ```
+    /// use ripcord::{EventKind, TimeoutPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let policy = TimeoutPolicy::builder("api").timeout(Duration::from_millis(5)).build().unwrap();
+    /// let mut events = policy.subscribe();
+    /// let deadline = policy.deadline_from_now(None);
+    /// let call = tokio::time::sleep(Duration::from_secs(5));
+    /// assert!(tokio::time::timeout_at(deadline, call).await.is_err());
+    /// let err = policy.timed_out(Duration::from_millis(5));
+    /// assert_eq!(err.name(), "api");
+    /// let event = events.recv().await.unwrap();
+    /// assert!(matches!(event.kind, EventKind::TimedOut { .. }));
+    /// # }
+    /// ```
+    pub fn timed_out(&self, elapsed: Duration) -> Timeout {
         let inner = &*self.inner;
         if inner.events.active() {
             inner.events.emit(Event {
