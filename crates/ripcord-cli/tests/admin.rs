@@ -487,6 +487,50 @@ async fn the_event_stream_delivers_a_state_change_at_once() {
 }
 
 #[tokio::test]
+async fn a_stream_opened_after_the_last_one_closed_still_gets_transitions() {
+    let admin = Admin::start(Some(TOKEN)).await;
+    // The breakers are followed only while a stream is open: open one, let
+    // it go, and give the listener two snapshots to notice it is gone.
+    let mut first = EventStream::open(admin.addr).await;
+    first
+        .wait_for(Duration::from_secs(5), |s| {
+            !events_named(s, "history").is_empty()
+        })
+        .await
+        .expect("a history event first");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut events = EventStream::open(admin.addr).await;
+    events
+        .wait_for(Duration::from_secs(5), |s| {
+            !events_named(s, "history").is_empty()
+        })
+        .await
+        .expect("a history event first");
+    let search = admin.breaker("search");
+    for _ in 0..3 {
+        let _ = search.call_sync(|| Err::<(), _>("down"));
+    }
+    assert_eq!(search.state(), State::Open);
+    events
+        .wait_for(Duration::from_secs(5), |s| {
+            events_named(s, "transition")
+                .iter()
+                .any(|t| t["name"] == "search" && t["to"] == "open")
+        })
+        .await
+        .expect("a transition event for search within 5 s");
+    let t = events_named(&events.seen, "transition")
+        .into_iter()
+        .find(|t| t["name"] == "search")
+        .expect("found above");
+    assert_eq!(t["from"], "closed");
+    assert_eq!(t["reason"], "consecutive failures");
+    admin.shutdown().await;
+}
+
+#[tokio::test]
 async fn history_records_rates_each_second() {
     let admin = Admin::start(Some(TOKEN)).await;
     let payments = admin.breaker("payments");

@@ -581,38 +581,52 @@ static HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
+/// The names of [`HOP_BY_HOP`], for matching `Connection` tokens.
+const HOP_BY_HOP_NAMES: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The position of a (lower-case) header name in [`HOP_BY_HOP`].
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    match name {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "te" => Some(2),
+        "trailer" => Some(3),
+        "transfer-encoding" => Some(4),
+        "upgrade" => Some(5),
+        _ => None,
+    }
+}
+
 /// Removes the hop-by-hop headers: those `Connection` names, the fixed
 /// list, and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (most heads carry none of them), no lookups.
+    // One pass over the headers (most heads carry none of them, or only
+    // `Connection: keep-alive`), no lookups.
     let (mut hop, mut proxy) = ([false; HOP_BY_HOP.len()], false);
-    for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
-            hop[i] = true;
-        } else if k.as_str().starts_with("proxy-") {
-            proxy = true;
-        }
-    }
-    if hop[0] {
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        match (values.next(), values.next()) {
-            (None, _) => {}
-            // The usual case, without allocating.
-            (Some(v), None) => {
-                let v = v.clone();
-                remove_named(headers, &v);
-            }
-            (Some(_), Some(_)) => {
-                let all: Vec<HeaderValue> = headers
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .cloned()
-                    .collect();
-                for v in &all {
-                    remove_named(headers, v);
+    // What `Connection` names besides the fixed list (which goes anyway):
+    // allocated only when there is any.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for (k, v) in headers.iter() {
+        let k = k.as_str();
+        match hop_by_hop_index(k) {
+            Some(i) => {
+                hop[i] = true;
+                if i == 0 {
+                    connection_names(v, &mut named);
                 }
             }
+            None => proxy |= k.starts_with("proxy-"),
         }
+    }
+    for n in &named {
+        headers.remove(n);
     }
     for (n, present) in HOP_BY_HOP.iter().zip(hop) {
         if present {
@@ -631,14 +645,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the headers a `Connection` value names (a name that is not a
-/// valid header name matches nothing).
-fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+/// Adds to `out` the headers a `Connection` value names, except those of
+/// the fixed list (a name that is not a valid header name matches nothing).
+fn connection_names(connection: &HeaderValue, out: &mut Vec<HeaderName>) {
     let Ok(v) = connection.to_str() else {
         return;
     };
     for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        headers.remove(name);
+        if HOP_BY_HOP_NAMES
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            out.push(n);
+        }
     }
 }
 
@@ -1120,5 +1142,52 @@ mod tests {
         assert!(client.pool.lock().get(addr.as_str()).is_none());
         call(&client, &addr).await;
         assert_eq!(upstream.connections(), 2);
+    }
+
+    #[test]
+    fn hop_by_hop_names_match_the_fixed_list() {
+        for (i, (name, text)) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES).enumerate() {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(hop_by_hop_index(text), Some(i));
+        }
+        assert_eq!(hop_by_hop_index("x-te"), None);
+    }
+
+    #[test]
+    fn strip_hop_by_hop_removes_what_connection_names_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Hop"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" close ,, Upgrade"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("proxy-connection", HeaderValue::from_static("x"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+
+        // A name that is not a header name matches nothing.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("bad name, x-a"),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-b"]);
     }
 }

@@ -1,6 +1,12 @@
 //! The hub behind `/api/events` and `/api/history`: a sampler that records
-//! every breaker each second and publishes a snapshot, and one follower per
-//! breaker that publishes each transition as it happens.
+//! every breaker each second and publishes a snapshot, and, while at least
+//! one event stream is open, one follower per breaker that publishes each
+//! transition as it happens.
+//!
+//! A follower subscribes to its breaker's events, which makes every call
+//! through that breaker send one; with no stream open there are no
+//! followers, so calls send nothing (a breaker that was followed once keeps
+//! its empty channel: a call then only finds that nobody listens).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +54,23 @@ struct Inner {
     sampler: Mutex<Option<JoinHandle<()>>>,
     /// Event streams open now.
     streams: AtomicUsize,
+    /// The breakers' followers: one per breaker while a stream is open,
+    /// none otherwise. Changed only under this lock, after `streams`.
+    followers: Mutex<Vec<Follower>>,
+}
+
+impl Inner {
+    fn followers(&self) -> std::sync::MutexGuard<'_, Vec<Follower>> {
+        self.followers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every follower if no stream is open.
+    fn unfollow_if_unwatched(&self) {
+        let mut followers = self.followers();
+        if self.streams.load(Ordering::Acquire) == 0 {
+            followers.clear();
+        }
+    }
 }
 
 /// Why an event stream could not be opened.
@@ -64,7 +87,9 @@ struct StreamSlot(Arc<Inner>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        // The last stream gone: stop following the breakers.
+        self.0.unfollow_if_unwatched();
     }
 }
 
@@ -125,12 +150,10 @@ impl Hub {
                 history: History::default(),
                 sampler: Mutex::new(None),
                 streams: AtomicUsize::new(0),
+                followers: Mutex::new(Vec::new()),
             }),
         };
-        // Follow the breakers from the start, so that no transition after
-        // `start` returns is missed.
-        let followers = follow_all(&hub, Vec::new());
-        let task = tokio::spawn(sample_forever(hub.clone(), followers));
+        let task = tokio::spawn(sample_forever(hub.clone()));
         *hub.inner.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         hub
     }
@@ -144,9 +167,10 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            // The sampler owns the followers; aborting it drops (and aborts) them.
             task.abort();
         }
+        // Dropping the followers aborts them.
+        self.inner.followers().clear();
         self.inner
             .tx
             .lock()
@@ -192,11 +216,14 @@ impl Hub {
     /// transition.
     pub(super) fn stream(&self) -> Result<AdminBody, StreamRefused> {
         let mut rx = self.subscribe().ok_or(StreamRefused::ShuttingDown)?;
-        if self.inner.streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
-            self.inner.streams.fetch_sub(1, Ordering::Relaxed);
+        if self.inner.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
+            self.inner.streams.fetch_sub(1, Ordering::AcqRel);
             return Err(StreamRefused::TooMany);
         }
         let slot = StreamSlot(Arc::clone(&self.inner));
+        // Follow the breakers before the history is taken, so that no
+        // transition after it is missed.
+        self.follow_breakers();
         let first = sse("history", &self.history_json(), Some(2000));
         let (tx, body) = mpsc::channel::<Bytes>(8);
         tokio::spawn(async move {
@@ -217,6 +244,24 @@ impl Hub {
             }
         });
         Ok(AdminBody::stream(body))
+    }
+
+    /// Follows every current breaker while a stream is open (keeps the
+    /// followers of those still listed, drops the others, adds the new
+    /// ones); follows none otherwise.
+    fn follow_breakers(&self) {
+        let mut followers = self.inner.followers();
+        if self.inner.streams.load(Ordering::Acquire) == 0 {
+            followers.clear();
+            return;
+        }
+        let entries = self.inner.state.breakers();
+        followers.retain(|f| entries.iter().any(|e| e.breaker.same_as(&f.breaker)));
+        for e in entries.iter() {
+            if !followers.iter().any(|f| f.breaker.same_as(&e.breaker)) {
+                followers.push(follow(self.clone(), e.clone()));
+            }
+        }
     }
 
     /// Publishes a `transition` event of `entry`'s breaker into `epoch`, from
@@ -321,20 +366,7 @@ fn follow(hub: Hub, entry: BreakerEntry) -> Follower {
     Follower { breaker, task }
 }
 
-/// Follows every current breaker: keeps the followers of those still
-/// listed, drops the others, adds the new ones.
-fn follow_all(hub: &Hub, mut followers: Vec<Follower>) -> Vec<Follower> {
-    let entries = hub.inner.state.breakers();
-    followers.retain(|f| entries.iter().any(|e| e.breaker.same_as(&f.breaker)));
-    for e in entries.iter() {
-        if !followers.iter().any(|f| f.breaker.same_as(&e.breaker)) {
-            followers.push(follow(hub.clone(), e.clone()));
-        }
-    }
-    followers
-}
-
-async fn sample_forever(hub: Hub, mut followers: Vec<Follower>) {
+async fn sample_forever(hub: Hub) {
     let state = Arc::clone(&hub.inner.state);
     let mut last: HashMap<String, Totals> = Totals::read(state.metrics());
     let mut last_at = Instant::now();
@@ -344,7 +376,7 @@ async fn sample_forever(hub: Hub, mut followers: Vec<Follower>) {
     interval.tick().await;
     loop {
         interval.tick().await;
-        followers = follow_all(&hub, followers);
+        hub.follow_breakers();
         let entries = state.breakers();
 
         let now = Instant::now();
