@@ -301,13 +301,12 @@ pipeline.circuit_breaker = {{ consecutive_failures = 2, open_for = "60s" }}
     proxy.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_proxies_sharing_a_redis_store_trip_together() {
+/// A proxy configuration on the test's Redis (`REDIS_URL`) under a fresh key
+/// prefix, with one route `name` to `up` carrying `pipeline`.
+fn shared_store_config(up: &Upstream, name: &str, pipeline: &str) -> String {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let up = Upstream::start().await;
-    up.set_status(500);
     let prefix = format!("ripcord-proxy-test-{}", unique());
-    let text = format!(
+    format!(
         r#"
 store = "{url}"
 store_prefix = "{prefix}"
@@ -315,14 +314,25 @@ admin.listen = "127.0.0.1:0"
 [[listeners]]
 listen = "127.0.0.1:0"
 [upstreams.app]
-addresses = ["{}"]
+addresses = ["{addr}"]
 [[routes]]
-name = "shared"
+name = "{name}"
 path_prefix = "/"
 upstream = "app"
-pipeline.circuit_breaker = {{ consecutive_failures = 3, open_for = "30s" }}
+{pipeline}
 "#,
-        up.addr
+        addr = up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_sharing_a_redis_store_trip_together() {
+    let up = Upstream::start().await;
+    up.set_status(500);
+    let text = shared_store_config(
+        &up,
+        "shared",
+        r#"pipeline.circuit_breaker = { consecutive_failures = 3, open_for = "30s" }"#,
     );
     let one = start(&text).await;
     let two = start(&text).await;
@@ -349,25 +359,11 @@ pipeline.circuit_breaker = {{ consecutive_failures = 3, open_for = "30s" }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_sharing_a_redis_store_share_a_rate_limit() {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let up = Upstream::start().await;
-    let prefix = format!("ripcord-proxy-test-{}", unique());
-    let text = format!(
-        r#"
-store = "{url}"
-store_prefix = "{prefix}"
-admin.listen = "127.0.0.1:0"
-[[listeners]]
-listen = "127.0.0.1:0"
-[upstreams.app]
-addresses = ["{}"]
-[[routes]]
-name = "limited"
-path_prefix = "/"
-upstream = "app"
-pipeline.rate_limiter = {{ rate = 3, period = "60s" }}
-"#,
-        up.addr
+    let text = shared_store_config(
+        &up,
+        "limited",
+        r#"pipeline.rate_limiter = { rate = 3, period = "60s" }"#,
     );
     let one = start(&text).await;
     let two = start(&text).await;
