@@ -9,30 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use proxy_support::{base, client, get, send, start, Upstream};
+use proxy_support::{base, client, get, one_route, send, start, Upstream};
 use ripcord::State;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(upstream: &Upstream, route_pipeline: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-listen = "127.0.0.1:0"
-
-[upstreams.app]
-addresses = ["{addr}"]
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-pipeline = {route_pipeline}
-"#,
-        addr = upstream.addr
-    )
+    one_route(upstream, "", "app", &format!("pipeline = {route_pipeline}"))
 }
 
 const BREAKER: &str = r#"{ circuit_breaker = { consecutive_failures = 3, open_for = "300ms", half_open_calls = 1 } }"#;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use proxy_support::{base, client, eventually, get, start, unique, Upstream};
+use proxy_support::{base, client, eventually, get, one_route, start, unique, Upstream};
 use ripcord::State;
 use ripcord_cli::proxy::config::ProxyConfig;
 
@@ -122,30 +122,16 @@ impl Drop for Binary {
     }
 }
 
-fn one_route(upstream: &Upstream, extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-listen = "127.0.0.1:0"
-[upstreams.app]
-addresses = ["{}"]
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-pipeline.circuit_breaker = {{ consecutive_failures = 2, open_for = "60s" }}
-{extra}
-"#,
-        upstream.addr
-    )
+/// One route `app` with a breaker that trips on two failures, plus `extra`.
+fn app_route(upstream: &Upstream, extra: &str) -> String {
+    let breaker = r#"pipeline.circuit_breaker = { consecutive_failures = 2, open_for = "60s" }"#;
+    one_route(upstream, "", "app", &format!("{breaker}\n{extra}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_an_in_flight_request_then_exits() {
     let up = Upstream::start().await;
-    let (mut proxy, url) = Binary::start(&one_route(&up, ""));
+    let (mut proxy, url) = Binary::start(&app_route(&up, ""));
     let c = client();
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), url.clone());
@@ -184,7 +170,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits() {
 async fn sighup_reload_keeps_an_open_breaker_open_and_adds_a_route() {
     let up = Upstream::start().await;
     let other = Upstream::start().await;
-    let (mut proxy, url) = Binary::start(&one_route(&up, ""));
+    let (mut proxy, url) = Binary::start(&app_route(&up, ""));
     let c = client();
     up.set_status(500);
     for _ in 0..2 {
@@ -199,7 +185,7 @@ async fn sighup_reload_keeps_an_open_breaker_open_and_adds_a_route() {
         "[upstreams.other]\naddresses = [\"{}\"]\n[[routes]]\nname = \"extra\"\npath_prefix = \"/extra\"\nupstream = \"other\"\n",
         other.addr
     );
-    proxy.rewrite(&one_route(&up, &extra));
+    proxy.rewrite(&app_route(&up, &extra));
     proxy.signal("HUP");
     let line = proxy.wait_line("reloaded", Duration::from_secs(5));
     assert!(line.contains("breakers kept: app"), "{line}");
@@ -306,23 +292,8 @@ pipeline.circuit_breaker = {{ consecutive_failures = 2, open_for = "60s" }}
 fn shared_store_config(up: &Upstream, name: &str, pipeline: &str) -> String {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("ripcord-proxy-test-{}", unique());
-    format!(
-        r#"
-store = "{url}"
-store_prefix = "{prefix}"
-admin.listen = "127.0.0.1:0"
-[[listeners]]
-listen = "127.0.0.1:0"
-[upstreams.app]
-addresses = ["{addr}"]
-[[routes]]
-name = "{name}"
-path_prefix = "/"
-upstream = "app"
-{pipeline}
-"#,
-        addr = up.addr
-    )
+    let head = format!("store = \"{url}\"\nstore_prefix = \"{prefix}\"");
+    one_route(up, &head, name, pipeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,32 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Got {
     }
 }
 
+/// A configuration with one upstream `app` at `upstream` and one route
+/// `name` on `/` to it: `head` goes first (top-level keys such as `store`),
+/// the listener and admin take port 0, and `route` lines end the route's
+/// table (its pipeline).
+pub fn one_route(upstream: &Upstream, head: &str, name: &str, route: &str) -> String {
+    format!(
+        r#"{head}
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[upstreams.app]
+addresses = ["{addr}"]
+
+[[routes]]
+name = "{name}"
+path_prefix = "/"
+upstream = "app"
+{route}
+"#,
+        addr = upstream.addr
+    )
+}
+
 /// Starts a proxy on `toml` (listener and admin on port 0 unless the text
 /// says otherwise).
 pub async fn start(toml: &str) -> RunningProxy {
