@@ -420,34 +420,13 @@ async fn the_event_stream_delivers_a_state_change_at_once() {
     let admin = Admin::start(Some(TOKEN)).await;
     let mut events = EventStream::open(admin.addr).await;
     // First the history, with every breaker.
-    events
-        .wait_for(Duration::from_secs(5), |s| {
-            !events_named(s, "history").is_empty()
-        })
-        .await
-        .expect("a history event first");
+    await_history(&mut events).await;
     let history = &events_named(&events.seen, "history")[0];
     assert_eq!(history["breakers"].as_array().map(Vec::len), Some(3));
     assert_eq!(history["seconds"], 300);
 
     // Trip a breaker the ordinary way: three failures in a row.
-    let search = admin.breaker("search");
-    for _ in 0..3 {
-        let _ = search.call_sync(|| Err::<(), _>("down"));
-    }
-    assert_eq!(search.state(), State::Open);
-    events
-        .wait_for(Duration::from_secs(5), |s| {
-            events_named(s, "transition")
-                .iter()
-                .any(|t| t["name"] == "search" && t["to"] == "open")
-        })
-        .await
-        .expect("a transition event for search within 5 s");
-    let t = events_named(&events.seen, "transition")
-        .into_iter()
-        .find(|t| t["name"] == "search")
-        .expect("found above");
+    let t = trip_search(&admin, &mut events).await;
     assert_eq!(t["from"], "closed");
     assert_eq!(t["reason"], "consecutive failures");
     assert_eq!(t["breaker"]["state"], "open");
@@ -502,12 +481,26 @@ async fn a_stream_opened_after_the_last_one_closed_still_gets_transitions() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let mut events = EventStream::open(admin.addr).await;
+    await_history(&mut events).await;
+    let t = trip_search(&admin, &mut events).await;
+    assert_eq!(t["from"], "closed");
+    assert_eq!(t["reason"], "consecutive failures");
+    admin.shutdown().await;
+}
+
+/// Waits (up to 5 s) for the history event that opens every stream.
+async fn await_history(events: &mut EventStream) {
     events
         .wait_for(Duration::from_secs(5), |s| {
             !events_named(s, "history").is_empty()
         })
         .await
         .expect("a history event first");
+}
+
+/// Trips `search` the ordinary way (three failures in a row) and returns the
+/// transition event `events` delivers for it within 5 s.
+async fn trip_search(admin: &Admin, events: &mut EventStream) -> serde_json::Value {
     let search = admin.breaker("search");
     for _ in 0..3 {
         let _ = search.call_sync(|| Err::<(), _>("down"));
@@ -521,13 +514,10 @@ async fn a_stream_opened_after_the_last_one_closed_still_gets_transitions() {
         })
         .await
         .expect("a transition event for search within 5 s");
-    let t = events_named(&events.seen, "transition")
+    events_named(&events.seen, "transition")
         .into_iter()
         .find(|t| t["name"] == "search")
-        .expect("found above");
-    assert_eq!(t["from"], "closed");
-    assert_eq!(t["reason"], "consecutive failures");
-    admin.shutdown().await;
+        .expect("found above")
 }
 
 #[tokio::test]
