@@ -152,8 +152,11 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // The whole group this browser leads (renderers, zygote), then the
         // browser itself in case the group kill could not run.
+        // `-s KILL --` spelled out: procps-ng 4.0's kill(1) reads
+        // `kill -KILL -<pgid>` as a signal to process group 9 (strace shows
+        // kill(-9, SIGKILL)), which ends whatever else runs in that group.
         let _ = Command::new("kill")
-            .arg("-KILL")
+            .args(["-s", "KILL", "--"])
             .arg(format!("-{}", self.child.id()))
             .stderr(Stdio::null())
             .status();
