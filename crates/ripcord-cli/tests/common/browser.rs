@@ -151,10 +151,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // The whole group this browser leads (renderers, zygote), then the
-        // browser itself in case the group kill could not run.
-        // `-s KILL --` spelled out: procps-ng 4.0's kill(1) reads
-        // `kill -KILL -<pgid>` as a signal to process group 9 (strace shows
-        // kill(-9, SIGKILL)), which ends whatever else runs in that group.
+        // browser itself in case the group kill could not run. `-s KILL --`
+        // is spelled out because procps-ng 4.0's kill(1) reads
+        // `kill -KILL -<pgid>` as kill(-9, SIGKILL): process group 9.
         let _ = Command::new("kill")
             .args(["-s", "KILL", "--"])
             .arg(format!("-{}", self.child.id()))
