@@ -88,6 +88,11 @@ fn out_of_range_values_name_the_key_and_the_range() {
         "{e}"
     );
     assert!(e.starts_with("bad.toml:13:"), "{e}");
+    let e = error_of(&format!("[limits]\nbusy_poll = \"150ms\"\n{GOOD}"));
+    assert!(
+        e.contains("`limits.busy_poll`: 150ms: expected 0s (off) to 100ms"),
+        "{e}"
+    );
     let e = error_of(&format!("[limits]\nmax_header_bytes = 100\n{GOOD}"));
     assert!(
         e.contains("`limits.max_header_bytes`: 100: expected 8192 to 1048576 bytes"),

@@ -26,6 +26,7 @@
 //! the connection is closed before the body's end) and counts as a failure.
 
 pub mod admin;
+mod busy_poll;
 pub mod config;
 pub mod forward;
 mod route;

@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::busy_poll::BusyPoll;
 use super::config::{redact_url, PipelineSection, ProxyConfig};
 use super::forward::{
     self, Limiter, Parts, Peer, ProxyBody, RoutePolicies, Upstream, UpstreamBody,
@@ -167,6 +168,8 @@ struct Shared {
 struct WorkerCtx {
     shared: Arc<Shared>,
     client: forward::UpstreamClient,
+    /// Set when `limits.busy_poll` is not zero.
+    busy: Option<Arc<BusyPoll>>,
 }
 
 /// What the requests of one client connection share.
@@ -535,6 +538,7 @@ impl Proxy {
                     limits.pool_idle_timeout,
                     limits.pool_max_idle_per_host,
                 ),
+                busy: BusyPoll::new(limits.busy_poll),
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -638,6 +642,7 @@ async fn worker_loop(
 ) -> ShutdownReport {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let spinner = ctx.busy.clone().map(|b| tokio::spawn(b.run()));
     let mut open = true;
     let mut reap = tokio::time::interval(ctx.client.reap_period());
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -668,7 +673,13 @@ async fn worker_loop(
                 });
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let conn_ctx = Arc::clone(&conn_ctx);
-                    async move { Ok::<_, Infallible>(handle(&conn_ctx, req).await) }
+                    async move {
+                        let busy = conn_ctx.worker.busy.as_deref();
+                        busy.inspect(|b| b.touch());
+                        let response = handle(&conn_ctx, req).await;
+                        busy.inspect(|b| b.touch());
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let conn = server.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -681,6 +692,9 @@ async fn worker_loop(
         }
     };
     drop(conns);
+    if let Some(spinner) = spinner {
+        spinner.abort();
+    }
     let drained = tokio::time::timeout(deadline, graceful.shutdown())
         .await
         .is_ok();
@@ -826,6 +840,7 @@ impl RunningProxy {
                 || l.0.pool_max_idle_per_host != l.1.pool_max_idle_per_host
                 || l.0.header_read_timeout != l.1.header_read_timeout
                 || l.0.worker_count() != l.1.worker_count()
+                || l.0.busy_poll != l.1.busy_poll
             {
                 summary.restart_needed.push("limits".into());
             }
