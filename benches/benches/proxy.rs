@@ -22,8 +22,7 @@
 //! After the criterion groups, the same run prints a table from the load
 //! generator: saturated throughput with p50/p99, p50/p99 one request at a
 //! time, and p50/p99 at a fixed rate that every target sustains, with the p99
-//! added over direct (the median over the rounds of the difference within a
-//! round).
+//! added over direct; percentiles are over all the rounds' requests.
 //!
 //! The upstream runs on a runtime of its own, as a separate service would:
 //! every direct request wakes one of its threads, and every response wakes
@@ -53,7 +52,7 @@ const CONCURRENCY: usize = 32;
 /// Requests of each closed-loop run of the table.
 const TABLE_REQUESTS: u64 = 20_000;
 /// Requests of each one-at-a-time run of the table.
-const SEQUENTIAL_REQUESTS: u64 = 3_000;
+const SEQUENTIAL_REQUESTS: u64 = 5_000;
 /// The fixed rate of the latency table, in requests per second.
 const FIXED_RATE: u32 = 2_000;
 /// How long the fixed-rate runs last.
@@ -227,19 +226,14 @@ impl Drop for Nginx {
     }
 }
 
-/// What the table gathers of one target: per round, the throughput and the
-/// p50/p99 of each run.
+/// What the table gathers of one target: per round, the throughput; over
+/// all rounds, every request's latency of each kind of run.
 #[derive(Default)]
 struct Row {
     throughput: Vec<f64>,
-    saturated: Vec<(Duration, Duration)>,
-    sequential: Vec<(Duration, Duration)>,
-    paced: Vec<(Duration, Duration)>,
-}
-
-/// The p50 and p99 of a run.
-fn p50_p99(h: &LatencyHistogram) -> (Duration, Duration) {
-    (h.percentile(0.5), h.percentile(0.99))
+    saturated: LatencyHistogram,
+    sequential: LatencyHistogram,
+    paced: LatencyHistogram,
 }
 
 /// The median of the rounds' values.
@@ -352,8 +346,10 @@ fn bench(c: &mut Criterion) {
 
     // The table, from the load generator, in the same run: ROUNDS rounds,
     // each target in turn within a round, so a change in the machine's load
-    // hits every target alike. Each figure is the median of the rounds' (so
-    // one stall of the machine during one run does not decide a p99).
+    // hits every target alike. A target's percentiles are over every request
+    // of its runs in all rounds (ROUNDS × SEQUENTIAL_REQUESTS one at a time,
+    // say): a p99 of many samples, which one stall of the machine in one run
+    // cannot move much; its throughput is the median of the rounds'.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\nproxy comparison on loopback, {ROUNDS} interleaved rounds (load average before: {})\n",
@@ -370,7 +366,7 @@ fn bench(c: &mut Criterion) {
             ));
             all_ok(t.name, &saturated);
             row.throughput.push(saturated.throughput());
-            row.saturated.push(p50_p99(&saturated.latency));
+            row.saturated.merge(&saturated.latency);
             let sequential = client_rt.block_on(loadgen::closed_loop(
                 &t.client,
                 1,
@@ -378,65 +374,41 @@ fn bench(c: &mut Criterion) {
                 DEADLINE,
             ));
             all_ok(t.name, &sequential);
-            row.sequential.push(p50_p99(&sequential.latency));
+            row.sequential.merge(&sequential.latency);
             let mut fixed = FixedRate::new(t.uri.clone(), FIXED_RATE, FIXED_DURATION);
             fixed.deadline = DEADLINE;
             let paced = client_rt
                 .block_on(loadgen::fixed_rate(fixed))
                 .expect("a fixed-rate run");
             all_ok(t.name, &paced);
-            row.paced.push(p50_p99(&paced.latency));
+            row.paced.merge(&paced.latency);
         }
     }
     println!(
         "| target | req/s at {CONCURRENCY} conns | p50 | p99 | one at a time: p50 | p99 | at {FIXED_RATE} req/s: p50 | p99 |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let summary = |row: &Row| {
-        let col = |runs: &[(Duration, Duration)]| {
-            (
-                median(&runs.iter().map(|r| r.0).collect::<Vec<_>>()),
-                median(&runs.iter().map(|r| r.1).collect::<Vec<_>>()),
-            )
-        };
-        (
-            median(&row.throughput),
-            col(&row.saturated),
-            col(&row.sequential),
-            col(&row.paced),
-        )
-    };
-    // The p99 added over direct: the median over the rounds of (this
-    // target's p99 − direct's p99 in the same round), so a round the machine
-    // made slow for every target does not count as the proxy's.
-    let added = |runs: &[(Duration, Duration)], base: &[(Duration, Duration)]| {
-        let diffs: Vec<f64> = runs
-            .iter()
-            .zip(base)
-            .map(|(r, b)| (r.1.as_secs_f64() - b.1.as_secs_f64()) * 1e6)
-            .collect();
-        median(&diffs)
-    };
+    let p99 = |h: &LatencyHistogram| h.percentile(0.99);
+    let direct = &rows[0];
     for (i, (t, row)) in targets.iter().zip(&rows).enumerate() {
-        let (throughput, saturated, sequential, paced) = summary(row);
-        let with_added =
-            |p99: Duration, runs: &[(Duration, Duration)], base: &[(Duration, Duration)]| {
-                if i == 0 {
-                    us(p99)
-                } else {
-                    format!("{} ({:+.0} µs)", us(p99), added(runs, base))
-                }
-            };
+        let with_added = |h: &LatencyHistogram, base: &LatencyHistogram| {
+            if i == 0 {
+                us(p99(h))
+            } else {
+                let added = p99(h).as_secs_f64() - p99(base).as_secs_f64();
+                format!("{} ({:+.0} µs)", us(p99(h)), added * 1e6)
+            }
+        };
         println!(
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
             t.name,
-            throughput,
-            us(saturated.0),
-            us(saturated.1),
-            us(sequential.0),
-            with_added(sequential.1, &row.sequential, &rows[0].sequential),
-            us(paced.0),
-            with_added(paced.1, &row.paced, &rows[0].paced),
+            median(&row.throughput),
+            us(row.saturated.percentile(0.5)),
+            us(p99(&row.saturated)),
+            us(row.sequential.percentile(0.5)),
+            with_added(&row.sequential, &direct.sequential),
+            us(row.paced.percentile(0.5)),
+            with_added(&row.paced, &direct.paced),
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
