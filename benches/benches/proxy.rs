@@ -22,7 +22,10 @@
 //! After the criterion groups, the same run prints a table from the load
 //! generator: saturated throughput with p50/p99, p50/p99 one request at a
 //! time, and p50/p99 at a fixed rate that every target sustains, with the p99
-//! added over direct; percentiles are over all the rounds' requests.
+//! added over direct. Each kind of run takes the targets in short turns
+//! (100 requests one at a time, 1 s at the fixed rate), so a stall of the
+//! machine lands on every target alike, and a target's percentiles are over
+//! all its requests of that kind.
 //!
 //! The upstream runs on a runtime of its own, as a separate service would:
 //! every direct request wakes one of its threads, and every response wakes
@@ -43,20 +46,24 @@ use ripcord_cli::proxy::server::{Proxy, RunningProxy};
 use ripcord_cli::upstream::Upstream;
 use tokio::runtime::Runtime;
 
-/// Rounds of the table.
-const ROUNDS: usize = 5;
+/// Rounds of the table's closed-loop runs at [`CONCURRENCY`].
+const SATURATED_ROUNDS: usize = 5;
+/// Turns of the table's one-at-a-time runs.
+const SEQUENTIAL_TURNS: usize = 50;
+/// Requests of each target in one turn of the one-at-a-time runs.
+const SEQUENTIAL_PER_TURN: u64 = 100;
+/// Rounds of the table's fixed-rate runs.
+const FIXED_ROUNDS: usize = 15;
 /// `limits.busy_poll` of the `ripcord_busy_poll` proxy.
 const BUSY_POLL: &str = "5ms";
 /// Connections (and workers) of the closed-loop runs.
 const CONCURRENCY: usize = 32;
 /// Requests of each closed-loop run of the table.
 const TABLE_REQUESTS: u64 = 20_000;
-/// Requests of each one-at-a-time run of the table.
-const SEQUENTIAL_REQUESTS: u64 = 5_000;
 /// The fixed rate of the latency table, in requests per second.
 const FIXED_RATE: u32 = 2_000;
 /// How long the fixed-rate runs last.
-const FIXED_DURATION: Duration = Duration::from_secs(3);
+const FIXED_DURATION: Duration = Duration::from_secs(1);
 /// Every request must complete within this.
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -226,8 +233,8 @@ impl Drop for Nginx {
     }
 }
 
-/// What the table gathers of one target: per round, the throughput; over
-/// all rounds, every request's latency of each kind of run.
+/// What the table gathers of one target: per closed-loop round, the
+/// throughput; over all turns, every request's latency of each kind of run.
 #[derive(Default)]
 struct Row {
     throughput: Vec<f64>,
@@ -236,7 +243,7 @@ struct Row {
     paced: LatencyHistogram,
 }
 
-/// The median of the rounds' values.
+/// The median of the rounds' throughputs.
 fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -344,19 +351,20 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    // The table, from the load generator, in the same run: ROUNDS rounds,
-    // each target in turn within a round, so a change in the machine's load
-    // hits every target alike. A target's percentiles are over every request
-    // of its runs in all rounds (ROUNDS × SEQUENTIAL_REQUESTS one at a time,
-    // say): a p99 of many samples, which one stall of the machine in one run
-    // cannot move much; its throughput is the median of the rounds'.
+    // The table, from the load generator, in the same run. A target's
+    // percentiles are over every request of its runs of one kind (5,000 one
+    // at a time, say): a p99 of many samples, which one stall of the machine
+    // in one run cannot move much; its throughput is the median of the
+    // rounds'.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\nproxy comparison on loopback, {ROUNDS} interleaved rounds (load average before: {})\n",
+        "\nproxy comparison on loopback, targets interleaved (load average before: {})\n",
         load.trim()
     );
     let mut rows: Vec<Row> = targets.iter().map(|_| Row::default()).collect();
-    for _ in 0..ROUNDS {
+    // Three phases, each interleaving the targets in short turns, so that a
+    // stall of the machine (or of its host) lands on every target alike.
+    for _ in 0..SATURATED_ROUNDS {
         for (t, row) in targets.iter().zip(&mut rows) {
             let saturated = client_rt.block_on(loadgen::closed_loop(
                 &t.client,
@@ -367,14 +375,22 @@ fn bench(c: &mut Criterion) {
             all_ok(t.name, &saturated);
             row.throughput.push(saturated.throughput());
             row.saturated.merge(&saturated.latency);
+        }
+    }
+    for _ in 0..SEQUENTIAL_TURNS {
+        for (t, row) in targets.iter().zip(&mut rows) {
             let sequential = client_rt.block_on(loadgen::closed_loop(
                 &t.client,
                 1,
-                SEQUENTIAL_REQUESTS,
+                SEQUENTIAL_PER_TURN,
                 DEADLINE,
             ));
             all_ok(t.name, &sequential);
             row.sequential.merge(&sequential.latency);
+        }
+    }
+    for _ in 0..FIXED_ROUNDS {
+        for (t, row) in targets.iter().zip(&mut rows) {
             let mut fixed = FixedRate::new(t.uri.clone(), FIXED_RATE, FIXED_DURATION);
             fixed.deadline = DEADLINE;
             let paced = client_rt
@@ -414,9 +430,10 @@ fn bench(c: &mut Criterion) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nload average after: {}", load.trim());
     println!(
-        "(per round and target — req/s: closed loop, {CONCURRENCY} keep-alive connections, \
-         {TABLE_REQUESTS} requests; one at a time: {SEQUENTIAL_REQUESTS} requests on one \
-         connection; fixed rate: {FIXED_RATE} req/s for {}s, open loop)\n",
+        "(req/s: median of {SATURATED_ROUNDS} closed-loop rounds of {TABLE_REQUESTS} requests on \
+         {CONCURRENCY} keep-alive connections; one at a time: {SEQUENTIAL_TURNS} turns of \
+         {SEQUENTIAL_PER_TURN} requests on one connection; fixed rate: {FIXED_ROUNDS} rounds of \
+         {FIXED_RATE} req/s for {}s, open loop; each phase takes the targets in turn)\n",
         FIXED_DURATION.as_secs()
     );
 
