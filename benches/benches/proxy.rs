@@ -4,8 +4,9 @@
 //!
 //! - `proxy/direct`: the load generator talks to the upstream.
 //! - `proxy/ripcord`: through `ripcord proxy` (one route, a circuit breaker
-//!   and a 2 s timeout), started in-process on a runtime of its own with two
-//!   worker threads.
+//!   and a 2 s timeout, default limits: one worker per CPU), in a process of
+//!   its own: this bench binary run again as the proxy, on the code path and
+//!   runtime of the `ripcord proxy` command.
 //! - `proxy/ripcord_plain`: the same proxy, on a route without a pipeline
 //!   (only the default 30 s timeout): what forwarding costs without the
 //!   breaker.
@@ -32,17 +33,17 @@
 //! one of the load generator's. Run:
 //! `cargo bench -p ripcord-benches --bench proxy`.
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use http::Uri;
 use ripcord_cli::loadgen::{self, FixedRate, LatencyHistogram, LoadClient, Report};
 use ripcord_cli::proxy::config::ProxyConfig;
-use ripcord_cli::proxy::server::{Proxy, RunningProxy};
+use ripcord_cli::proxy::ProxyArgs;
 use ripcord_cli::upstream::Upstream;
 use tokio::runtime::Runtime;
 
@@ -76,10 +77,10 @@ fn runtime(threads: usize, name: &str) -> Runtime {
         .expect("a tokio runtime")
 }
 
-/// The proxy's configuration: one route to the upstream with a breaker and a
-/// timeout, one route without a pipeline, and `limits.busy_poll` as given
-/// (the worker count is the default, one per CPU).
-fn proxy_config(upstream: SocketAddr, busy_poll: &str) -> ProxyConfig {
+/// The proxy's configuration file: one route to the upstream with a breaker
+/// and a timeout, one route without a pipeline, and `limits.busy_poll` as
+/// given (the worker count is the default, one per CPU).
+fn proxy_config(upstream: SocketAddr, busy_poll: &str) -> String {
     let text = format!(
         r#"
 [admin]
@@ -107,7 +108,109 @@ path_prefix = "/plain"
 upstream = "bench"
 "#
     );
-    ProxyConfig::parse(&text, "proxy bench config").expect("a valid proxy configuration")
+    ProxyConfig::parse(&text, "proxy bench config").expect("a valid proxy configuration");
+    text
+}
+
+/// The variable that makes this bench binary run `ripcord proxy` on the
+/// configuration file it names, instead of benchmarking.
+const CHILD_CONFIG: &str = "RIPCORD_BENCH_PROXY_CONFIG";
+
+/// The child's side: runs the proxy as the `ripcord proxy` command does (its
+/// runtime, [`ripcord_cli::proxy::run`], the same lines on stdout) until
+/// SIGTERM.
+fn run_child_proxy(config: PathBuf) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(ripcord_cli::proxy::run(ProxyArgs {
+        config,
+        drain_deadline: None,
+    }))
+}
+
+/// SIGTERM to a child, then up to 5 s for it to exit, then SIGKILL.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A temporary folder of this bench run, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ripcord-bench-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `ripcord proxy` in a process of its own (this bench binary, re-run with
+/// [`CHILD_CONFIG`]), as it runs in production and as nginx runs here;
+/// stopped with SIGTERM on drop.
+struct ChildProxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl ChildProxy {
+    fn start(name: &str, config: &str) -> ChildProxy {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("ripcord.toml");
+        std::fs::write(&path, config).expect("writing ripcord.toml");
+        let mut child = Command::new(std::env::current_exe().expect("this bench binary"))
+            .env(CHILD_CONFIG, &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the proxy process");
+        let stdout = child.stdout.take().expect("the proxy's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the proxy exited before listening")
+                .expect("reading the proxy's stdout");
+            if let Some(url) = line.strip_prefix("ripcord proxy: listening on http://") {
+                break url.parse::<SocketAddr>().expect("a listen address");
+            }
+        };
+        // Keep reading (and dropping) what it prints, so it never blocks on
+        // a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ChildProxy {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
 }
 
 /// A free loopback port (bound, read, released).
@@ -118,11 +221,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// nginx as a plain reverse proxy, killed on drop.
+/// nginx as a plain reverse proxy, stopped with SIGTERM on drop (the
+/// master stops its workers, then exits).
 struct Nginx {
     child: Child,
     addr: SocketAddr,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Nginx {
@@ -146,10 +250,9 @@ impl Nginx {
             );
             return None;
         };
-        let dir = std::env::temp_dir().join(format!("ripcord-bench-nginx-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary folder for nginx");
+        let dir = TempDir::new("nginx");
         let port = free_port();
-        let d = dir.display();
+        let d = dir.0.display();
         let config = format!(
             r#"
 daemon off;
@@ -181,17 +284,17 @@ http {{
 }}
 "#
         );
-        let path = dir.join("nginx.conf");
+        let path = dir.0.join("nginx.conf");
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("writing nginx.conf");
         let child = Command::new(&binary)
             .arg("-p")
-            .arg(&dir)
+            .arg(&dir.0)
             .arg("-c")
             .arg(&path)
             .arg("-e")
-            .arg(dir.join("error.log"))
+            .arg(dir.0.join("error.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -204,7 +307,7 @@ http {{
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "nginx did not listen on {addr} within 10s (see {})",
-                nginx.dir.join("error.log").display()
+                nginx.dir.0.join("error.log").display()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -214,22 +317,7 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM to the master: it stops its workers, then exits.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        stop(&mut self.child);
     }
 }
 
@@ -281,40 +369,24 @@ fn us(d: Duration) -> String {
 
 fn bench(c: &mut Criterion) {
     let client_rt = runtime(2, "bench-client");
-    let proxy_rt = runtime(2, "bench-proxy");
     // The upstream has threads of its own, as a separate service has: had it
     // shared the load generator's, a direct request could be sent, served
     // and answered on one thread without ever waking another, which no call
     // to another service does.
     let upstream_rt = runtime(2, "bench-upstream");
     let upstream = upstream_rt.block_on(async { Upstream::bind(1).await.expect("the upstream") });
-    let proxy: RunningProxy = proxy_rt.block_on(async {
-        Proxy::start(proxy_config(upstream.addr(), "0s"))
-            .await
-            .expect("starting the proxy")
-    });
-    let busy: RunningProxy = proxy_rt.block_on(async {
-        Proxy::start(proxy_config(upstream.addr(), BUSY_POLL))
-            .await
-            .expect("starting the proxy")
-    });
+    let proxy = ChildProxy::start("ripcord", &proxy_config(upstream.addr(), "0s"));
+    let busy = ChildProxy::start(
+        "ripcord-busy-poll",
+        &proxy_config(upstream.addr(), BUSY_POLL),
+    );
     let nginx = Nginx::start(upstream.addr());
 
     let mut targets = vec![
         target("direct", upstream.addr(), "/bench", &client_rt),
-        target("ripcord", proxy.listen_addrs()[0], "/bench", &client_rt),
-        target(
-            "ripcord_plain",
-            proxy.listen_addrs()[0],
-            "/plain",
-            &client_rt,
-        ),
-        target(
-            "ripcord_busy_poll",
-            busy.listen_addrs()[0],
-            "/bench",
-            &client_rt,
-        ),
+        target("ripcord", proxy.addr, "/bench", &client_rt),
+        target("ripcord_plain", proxy.addr, "/plain", &client_rt),
+        target("ripcord_busy_poll", busy.addr, "/bench", &client_rt),
     ];
     if let Some(n) = &nginx {
         targets.push(target("nginx", n.addr, "/bench", &client_rt));
@@ -439,14 +511,17 @@ fn bench(c: &mut Criterion) {
 
     drop(nginx);
     drop(targets);
-    proxy_rt.block_on(proxy.shutdown(Duration::from_secs(1)));
-    proxy_rt.block_on(busy.shutdown(Duration::from_secs(1)));
+    drop(proxy);
+    drop(busy);
     drop(upstream);
 }
 
-fn benches() {
+fn main() -> ExitCode {
+    if let Some(config) = std::env::var_os(CHILD_CONFIG) {
+        return run_child_proxy(config.into());
+    }
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
+    c.final_summary();
+    ExitCode::SUCCESS
 }
-
-criterion_main!(benches);
