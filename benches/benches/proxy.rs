@@ -10,9 +10,10 @@
 //! - `proxy/ripcord_plain`: the same proxy, on a route without a pipeline
 //!   (only the default 30 s timeout): what forwarding costs without the
 //!   breaker.
-//! - `proxy/ripcord_busy_poll`: the `ripcord` route on a second proxy with
-//!   `limits.busy_poll` set ([`BUSY_POLL`]): its workers poll their sockets
-//!   without sleeping while requests keep coming.
+//! - `proxy/ripcord_busy_poll`: the `ripcord` route on a second proxy tuned
+//!   for latency ([`BUSY_POLL`]): one worker thread, which polls its sockets
+//!   without sleeping while requests keep coming (`limits.busy_poll`), and
+//!   leaves the other core to the load generator and the upstream.
 //! - `proxy/nginx`: through nginx (`worker_processes 2`, upstream keep-alive),
 //!   started as a child process from a generated configuration in a temporary
 //!   folder, and stopped at the end. Skipped, with a message, when no `nginx`
@@ -55,8 +56,9 @@ const SEQUENTIAL_TURNS: usize = 50;
 const SEQUENTIAL_PER_TURN: u64 = 100;
 /// Rounds of the table's fixed-rate runs.
 const FIXED_ROUNDS: usize = 15;
-/// `limits.busy_poll` of the `ripcord_busy_poll` proxy.
-const BUSY_POLL: &str = "5ms";
+/// The `[limits]` of the `ripcord_busy_poll` proxy: one worker thread that
+/// polls for 5 ms after each request before it sleeps.
+const BUSY_POLL: &str = "busy_poll = \"5ms\"\nworkers = 1";
 /// Connections (and workers) of the closed-loop runs.
 const CONCURRENCY: usize = 32;
 /// Requests of each closed-loop run of the table.
@@ -78,9 +80,8 @@ fn runtime(threads: usize, name: &str) -> Runtime {
 }
 
 /// The proxy's configuration file: one route to the upstream with a breaker
-/// and a timeout, one route without a pipeline, and `limits.busy_poll` as
-/// given (the worker count is the default, one per CPU).
-fn proxy_config(upstream: SocketAddr, busy_poll: &str) -> String {
+/// and a timeout, one route without a pipeline, and `limits` lines as given.
+fn proxy_config(upstream: SocketAddr, limits: &str) -> String {
     let text = format!(
         r#"
 [admin]
@@ -88,7 +89,7 @@ listen = "127.0.0.1:0"
 
 [limits]
 drain_deadline = "1s"
-busy_poll = "{busy_poll}"
+{limits}
 
 [[listeners]]
 listen = "127.0.0.1:0"
@@ -375,7 +376,7 @@ fn bench(c: &mut Criterion) {
     // to another service does.
     let upstream_rt = runtime(2, "bench-upstream");
     let upstream = upstream_rt.block_on(async { Upstream::bind(1).await.expect("the upstream") });
-    let proxy = ChildProxy::start("ripcord", &proxy_config(upstream.addr(), "0s"));
+    let proxy = ChildProxy::start("ripcord", &proxy_config(upstream.addr(), ""));
     let busy = ChildProxy::start(
         "ripcord-busy-poll",
         &proxy_config(upstream.addr(), BUSY_POLL),
