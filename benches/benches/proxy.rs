@@ -363,6 +363,21 @@ fn all_ok(name: &str, report: &Report) {
     );
 }
 
+/// The time the hypervisor ran something else while this machine's vCPUs
+/// wanted to run (the `steal` column of `/proc/stat`, all CPUs), or zero
+/// where it is not reported.
+fn stolen() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    // USER_HZ: 100 ticks per second on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 /// A latency in microseconds, e.g. `412 µs`.
 fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
@@ -437,6 +452,13 @@ fn bench(c: &mut Criterion) {
     let mut rows: Vec<Row> = targets.iter().map(|_| Row::default()).collect();
     // Three phases, each interleaving the targets in short turns, so that a
     // stall of the machine (or of its host) lands on every target alike.
+    let mut steal = Vec::new();
+    let mut mark = stolen();
+    let mut phase_done = |name: &str| {
+        let now = stolen();
+        steal.push(format!("{name} {} ms", (now - mark).as_millis()));
+        mark = now;
+    };
     for _ in 0..SATURATED_ROUNDS {
         for (t, row) in targets.iter().zip(&mut rows) {
             let saturated = client_rt.block_on(loadgen::closed_loop(
@@ -450,6 +472,7 @@ fn bench(c: &mut Criterion) {
             row.saturated.merge(&saturated.latency);
         }
     }
+    phase_done("closed loop");
     for _ in 0..SEQUENTIAL_TURNS {
         for (t, row) in targets.iter().zip(&mut rows) {
             let sequential = client_rt.block_on(loadgen::closed_loop(
@@ -462,6 +485,7 @@ fn bench(c: &mut Criterion) {
             row.sequential.merge(&sequential.latency);
         }
     }
+    phase_done("one at a time");
     for _ in 0..FIXED_ROUNDS {
         for (t, row) in targets.iter().zip(&mut rows) {
             let mut fixed = FixedRate::new(t.uri.clone(), FIXED_RATE, FIXED_DURATION);
@@ -473,6 +497,7 @@ fn bench(c: &mut Criterion) {
             row.paced.merge(&paced.latency);
         }
     }
+    phase_done("fixed rate");
     println!(
         "| target | req/s at {CONCURRENCY} conns | p50 | p99 | one at a time: p50 | p99 | at {FIXED_RATE} req/s: p50 | p99 |"
     );
@@ -502,6 +527,10 @@ fn bench(c: &mut Criterion) {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nload average after: {}", load.trim());
+    println!(
+        "CPU time stolen by the hypervisor, per phase: {}",
+        steal.join(", ")
+    );
     println!(
         "(req/s: median of {SATURATED_ROUNDS} closed-loop rounds of {TABLE_REQUESTS} requests on \
          {CONCURRENCY} keep-alive connections; one at a time: {SEQUENTIAL_TURNS} turns of \
