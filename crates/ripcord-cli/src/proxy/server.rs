@@ -631,6 +631,10 @@ async fn accept_loop(
     }
 }
 
+/// The longest time between two ticks of a worker's reaper (see
+/// [`worker_loop`]).
+const TIMER_FLOOR: Duration = Duration::from_millis(500);
+
 /// A worker: serves the connections it is handed on its own thread and
 /// single-threaded runtime (no cross-thread wake-ups per request) until told
 /// to stop, then drains them up to the deadline it is given.
@@ -644,7 +648,13 @@ async fn worker_loop(
     let mut connections = JoinSet::new();
     let spinner = ctx.busy.clone().map(|b| tokio::spawn(b.run()));
     let mut open = true;
-    let mut reap = tokio::time::interval(ctx.client.reap_period());
+    // The reaper ticks at least every TIMER_FLOOR: besides closing stale
+    // upstream connections, its next tick keeps the runtime's timer driver
+    // due to wake up before the deadline of any request timeout longer than
+    // that, so arming such a timeout does not have to interrupt the driver
+    // (tokio then writes to the runtime's eventfd: a system call per
+    // request).
+    let mut reap = tokio::time::interval(ctx.client.reap_period().min(TIMER_FLOOR));
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = loop {
         tokio::select! {
