@@ -41,6 +41,19 @@ fn a_good_configuration_parses_with_defaults() {
     let breakers: Vec<String> = c.breakers().into_iter().map(|b| b.1).collect();
     assert_eq!(breakers, ["api", "orders"]);
     assert!(c.summary().contains("orders: host * prefix /orders -> api"));
+    assert!(c.summary().contains("busy polling: off"), "{}", c.summary());
+    let c = ProxyConfig::parse(
+        &format!("[limits]\nworkers = 3\nbusy_poll = \"2ms\"\n{GOOD}"),
+        "good.toml",
+    )
+    .unwrap();
+    assert_eq!(c.limits.busy_poll, std::time::Duration::from_millis(2));
+    assert!(
+        c.summary()
+            .contains("workers: 3, busy polling: 2ms after each request"),
+        "{}",
+        c.summary()
+    );
 }
 
 #[test]

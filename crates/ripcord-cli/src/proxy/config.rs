@@ -516,6 +516,18 @@ impl ProxyConfig {
             )),
             None => s.push_str("store: none (state in memory)\n"),
         }
+        s.push_str(&format!(
+            "workers: {}, busy polling: {}\n",
+            self.limits.worker_count(),
+            if self.limits.busy_poll.is_zero() {
+                "off".to_string()
+            } else {
+                format!(
+                    "{} after each request",
+                    humantime::format_duration(self.limits.busy_poll)
+                )
+            }
+        ));
         s.push_str(&format!("upstreams: {}\n", self.upstreams.len()));
         for (name, u) in &self.upstreams {
             s.push_str(&format!(
