@@ -470,8 +470,17 @@ async fn one(client: &LoadClient, deadline: Duration, check: Option<&Check>, rec
 
 /// Sends `config.rate` requests per second for `config.duration` (open loop:
 /// a slow answer never delays the next request), then waits for those in
-/// flight (each bounded by `config.deadline`).
+/// flight (each bounded by `config.deadline`), on a new client (so a new
+/// pool of connections) for `config.target`.
 pub async fn fixed_rate(config: FixedRate) -> Result<Report, LoadError> {
+    let client = LoadClient::new(config.target.clone(), config.http2, config.host.as_deref())?;
+    fixed_rate_on(&client, &config).await
+}
+
+/// [`fixed_rate`] over `client`'s pool, whose connections may already be
+/// open (from an earlier run, say): the target, protocol and `Host` header
+/// are the client's, and `config`'s are not used.
+pub async fn fixed_rate_on(client: &LoadClient, config: &FixedRate) -> Result<Report, LoadError> {
     if config.rate == 0 || config.rate > 1_000_000 {
         return Err(LoadError::Option {
             option: "rate",
@@ -486,7 +495,6 @@ pub async fn fixed_rate(config: FixedRate) -> Result<Report, LoadError> {
             expected: "a deadline above zero and at least 1 request in flight",
         });
     }
-    let client = LoadClient::new(config.target.clone(), config.http2, config.host.as_deref())?;
     let recorder = Arc::new(Recorder::default());
     let in_flight = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();

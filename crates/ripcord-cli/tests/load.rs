@@ -338,3 +338,51 @@ circuit_breaker = {{ failure_rate = 0.5, minimum_calls = 20, window = {{ time = 
     .await
     .expect("the load test took longer than its limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_on_reuses_the_clients_open_connections() {
+    let _serial = SERIAL.lock().await;
+    // An upstream that counts the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let ok = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), ok)
+                    .await;
+            });
+        }
+    });
+    let target = uri(addr, "/");
+    let client = LoadClient::new(target.clone(), false, None).expect("a client");
+    // 100 requests per second: one every 10 ms, so one connection suffices.
+    let run = FixedRate::new(target, 100, Duration::from_millis(500));
+    let first = loadgen::fixed_rate_on(&client, &run).await.expect("a run");
+    assert_eq!(first.by_status.get(&200), Some(&50), "{}", first.summary());
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened >= 1);
+    let second = loadgen::fixed_rate_on(&client, &run).await.expect("a run");
+    assert_eq!(
+        second.by_status.get(&200),
+        Some(&50),
+        "{}",
+        second.summary()
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        opened,
+        "the second run opened connections of its own instead of the client's"
+    );
+    server.abort();
+}
