@@ -3,14 +3,15 @@
 //!
 //! A worker that sleeps between requests is woken by the kernel when the
 //! next request (or the upstream's response) arrives. On a machine with idle
-//! cores that wake-up is cheap, but on virtual machines an idle vCPU is
-//! halted, and waking it costs tens of microseconds, twice per proxied
+//! cores that wake-up is cheap, but on many virtual machines an idle vCPU
+//! is halted, and waking it costs tens of microseconds, twice per proxied
 //! request (once for the request, once for the upstream's response). With
 //! busy polling, a worker that served a request in the last `busy_poll`
 //! keeps asking the kernel for ready sockets without blocking, so it sees
 //! the next event at once. It costs CPU: a busy worker's thread stays
 //! runnable (it yields to any other thread that wants its core) until it has
-//! seen no request for `busy_poll`; an idle proxy sleeps as usual.
+//! seen no request start or end for `busy_poll`: an idle proxy sleeps as
+//! usual, and so does a worker waiting on a slow upstream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
