@@ -95,7 +95,7 @@ async fn a_busy_polling_worker_spins_while_requests_come_then_sleeps() {
         "the worker used {idle:?} of CPU in 800 ms without requests: it kept polling"
     );
 
-    // And it wakes up for the next request, and polls again.
+    // And it still serves the next request.
     let got = get(&client, &url).await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(upstream.hits(), served + 1);

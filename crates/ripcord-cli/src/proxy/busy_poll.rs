@@ -19,14 +19,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// One worker's busy-poll state: when it last saw a request, and the
+/// One worker's busy-poll state: a count of request starts and ends, and the
 /// spinner's wake-up when it is asleep.
+///
+/// A request only bumps the count (no clock read on its path); the spinner,
+/// which runs between the runtime's turns anyway, reads the clock and
+/// notices when the count moved.
 #[derive(Debug)]
 pub(super) struct BusyPoll {
     window: Duration,
-    origin: Instant,
-    /// Nanoseconds from `origin` to the last request's start or end.
-    last: AtomicU64,
+    activity: AtomicU64,
     resume: Notify,
 }
 
@@ -36,39 +38,43 @@ impl BusyPoll {
         (!window.is_zero()).then(|| {
             Arc::new(BusyPoll {
                 window,
-                origin: Instant::now(),
-                last: AtomicU64::new(0),
+                activity: AtomicU64::new(0),
                 resume: Notify::new(),
             })
         })
     }
 
-    fn elapsed_nanos(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Notes activity: the worker keeps polling for `window` from now.
+    /// Notes a request's start or end: the worker keeps polling for
+    /// `window` from now.
     pub(super) fn touch(&self) {
-        self.last.store(self.elapsed_nanos(), Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         self.resume.notify_one();
     }
 
     /// Runs on the worker's runtime until aborted: while the worker saw a
-    /// request in the last `window`, it yields to the runtime after every
-    /// turn, so the runtime polls its sockets without blocking; otherwise it
-    /// waits for the next [`BusyPoll::touch`].
+    /// request start or end in the last `window`, it yields to the runtime
+    /// after every turn, so the runtime polls its sockets without blocking;
+    /// otherwise it waits for the next [`BusyPoll::touch`].
     pub(super) async fn run(self: Arc<Self>) {
-        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        let mut seen = self.activity.load(Ordering::Relaxed);
+        let mut active_at: Option<Instant> = None;
         loop {
-            let idle = self
-                .elapsed_nanos()
-                .saturating_sub(self.last.load(Ordering::Relaxed));
-            if idle < window {
-                // Let any other thread that wants this core run first.
-                std::thread::yield_now();
-                tokio::task::yield_now().await;
-            } else {
-                self.resume.notified().await;
+            let now = Instant::now();
+            let count = self.activity.load(Ordering::Relaxed);
+            if count != seen {
+                seen = count;
+                active_at = Some(now);
+            }
+            match active_at {
+                Some(at) if now.duration_since(at) < self.window => {
+                    // Let any other thread that wants this core run first.
+                    std::thread::yield_now();
+                    tokio::task::yield_now().await;
+                }
+                _ => {
+                    active_at = None;
+                    self.resume.notified().await;
+                }
             }
         }
     }
