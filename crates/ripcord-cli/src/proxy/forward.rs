@@ -28,16 +28,24 @@ use ripcord_tower::shed::POLICY_HEADER;
 use tower::BoxError;
 
 use super::config::StaticFallback;
+use super::h1::{H1Body, H1Conn};
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
 /// connections to the upstreams' addresses, owned by one worker (its
 /// connections run on the worker's runtime).
 ///
+/// A request without a body goes over the proxy's own connection type
+/// ([`H1Conn`]: written and answered in the request's task); one with a
+/// body goes through hyper's client, which reads an early response while the
+/// upload goes on. Each kind has its own idle connections.
+///
 /// A connection goes back to the pool when the response body it carried
 /// has been read to its end; one whose body was abandoned is closed. The
 /// most recently used idle connection is taken first. A request that a
 /// pooled connection could not send (the upstream had closed it) is sent
-/// once more on a new connection.
+/// once more on a new connection; so is a bodiless request with an
+/// idempotent method when a reused connection closed before any byte of a
+/// response.
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamClient {
     pool: Arc<Pool>,
@@ -45,7 +53,8 @@ pub(crate) struct UpstreamClient {
 
 #[derive(Debug)]
 struct Pool {
-    idle: Mutex<IdleMap>,
+    idle: Mutex<IdleMap<SendRequest<ProxyBody>>>,
+    h1: Mutex<IdleMap<H1Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -54,7 +63,7 @@ struct Pool {
 /// Idle connections by address (`host:port` as configured; a few
 /// addresses, looked up twice per request: plain string keys and FNV rather
 /// than `Authority`'s case-folding hash and comparison).
-type IdleMap = HashMap<Box<str>, Vec<Idle>, BuildHasherDefault<Fnv>>;
+type IdleMap<C> = HashMap<Box<str>, Vec<Idle<C>>, BuildHasherDefault<Fnv>>;
 
 /// The FNV-1a hash.
 #[derive(Debug)]
@@ -79,22 +88,73 @@ impl Hasher for Fnv {
 }
 
 #[derive(Debug)]
-struct Idle {
-    sender: SendRequest<ProxyBody>,
+struct Idle<C> {
+    conn: C,
     since: std::time::Instant,
 }
 
-/// A pooled connection on loan: given back when its response body ends.
+/// A pooled connection on loan: given back when its response body ends
+/// (hyper's sender is held here; the proxy's own connection is held by the
+/// body it reads).
 #[derive(Debug)]
 struct Loan {
     pool: Arc<Pool>,
     addr: http::uri::Authority,
-    sender: SendRequest<ProxyBody>,
+    sender: Option<SendRequest<ProxyBody>>,
 }
 
 impl Loan {
-    fn give_back(self) {
-        self.pool.put(self.addr, self.sender);
+    fn give_back(self, body: &mut Received) {
+        match body {
+            Received::Hyper(_) => {
+                if let Some(sender) = self.sender {
+                    self.pool.put(self.addr, sender);
+                }
+            }
+            Received::H1(body) => {
+                if let Some(conn) = body.take_idle() {
+                    self.pool.put_h1(self.addr, conn);
+                }
+            }
+        }
+    }
+}
+
+/// A response body as the upstream connection gives it.
+#[derive(Debug)]
+enum Received {
+    /// From hyper's client (requests with a body).
+    Hyper(Incoming),
+    /// From the proxy's own connection (requests without one).
+    H1(H1Body),
+}
+
+impl Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Received::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Received::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Received::Hyper(b) => b.is_end_stream(),
+            Received::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Received::Hyper(b) => b.size_hint(),
+            Received::H1(b) => b.size_hint(),
+        }
     }
 }
 
@@ -107,26 +167,54 @@ struct ConnectError {
     source: BoxError,
 }
 
+/// Locks a pool's map (a panic while it was held leaves it usable).
+fn lock<C>(map: &Mutex<IdleMap<C>>) -> std::sync::MutexGuard<'_, IdleMap<C>> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds an idle connection to `addr`'s list unless the list is full.
+fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &http::uri::Authority, conn: C) {
+    let mut idle = lock(map);
+    let list = match idle.get_mut(addr.as_str()) {
+        Some(list) => list,
+        None => idle.entry(addr.as_str().into()).or_default(),
+    };
+    if list.len() < max_idle {
+        list.push(Idle {
+            conn,
+            since: std::time::Instant::now(),
+        });
+    }
+}
+
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap<SendRequest<ProxyBody>>> {
+        lock(&self.idle)
     }
 
     fn put(&self, addr: http::uri::Authority, sender: SendRequest<ProxyBody>) {
-        if self.max_idle == 0 || sender.is_closed() {
-            return;
+        if self.max_idle > 0 && !sender.is_closed() {
+            push_idle(&self.idle, self.max_idle, &addr, sender);
         }
-        let mut idle = self.lock();
-        let list = match idle.get_mut(addr.as_str()) {
-            Some(list) => list,
-            None => idle.entry(addr.as_str().into()).or_default(),
-        };
-        if list.len() < self.max_idle {
-            list.push(Idle {
-                sender,
-                since: std::time::Instant::now(),
-            });
+    }
+
+    fn put_h1(&self, addr: http::uri::Authority, conn: H1Conn) {
+        if self.max_idle > 0 {
+            push_idle(&self.h1, self.max_idle, &addr, conn);
         }
+    }
+
+    /// The most recently used idle connection of the proxy's own kind to
+    /// `addr` that the upstream has not closed.
+    fn take_h1(&self, addr: &http::uri::Authority) -> Option<H1Conn> {
+        let mut idle = lock(&self.h1);
+        let list = idle.get_mut(addr.as_str())?;
+        while let Some(mut i) = list.pop() {
+            if !i.conn.is_stale() {
+                return Some(i.conn);
+            }
+        }
+        None
     }
 
     /// The most recently used idle connection to `addr` if it is ready to
@@ -135,11 +223,11 @@ impl Pool {
         let mut idle = self.lock();
         let list = idle.get_mut(addr.as_str())?;
         while let Some(i) = list.pop() {
-            if i.sender.is_closed() {
+            if i.conn.is_closed() {
                 continue;
             }
-            if i.sender.is_ready() {
-                return Some(i.sender);
+            if i.conn.is_ready() {
+                return Some(i.conn);
             }
             list.push(i);
             break;
@@ -153,8 +241,8 @@ impl Pool {
         let list = idle.get_mut(addr.as_str())?;
         while let Some(i) = list.pop() {
             // Staleness is left to `reap`: no clock read per request.
-            if !i.sender.is_closed() {
-                return Some(i.sender);
+            if !i.conn.is_closed() {
+                return Some(i.conn);
             }
         }
         None
@@ -167,6 +255,7 @@ impl UpstreamClient {
         UpstreamClient {
             pool: Arc::new(Pool {
                 idle: Mutex::new(IdleMap::default()),
+                h1: Mutex::new(IdleMap::default()),
                 connect_timeout,
                 idle_timeout,
                 max_idle,
@@ -184,7 +273,11 @@ impl UpstreamClient {
     pub(crate) fn reap(&self) {
         let timeout = self.pool.idle_timeout;
         self.pool.lock().retain(|_, list| {
-            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() < timeout);
+            list.retain(|i| !i.conn.is_closed() && i.since.elapsed() < timeout);
+            !list.is_empty()
+        });
+        lock(&self.pool.h1).retain(|_, list| {
+            list.retain_mut(|i| !i.conn.is_stale() && i.since.elapsed() < timeout);
             !list.is_empty()
         });
     }
@@ -205,12 +298,11 @@ impl UpstreamClient {
         None
     }
 
-    /// A new connection to `addr`, its connection task running on this
-    /// worker.
-    async fn connect(
+    /// A new TCP connection to `addr`, within the connect timeout.
+    async fn connect_tcp(
         &self,
         addr: &http::uri::Authority,
-    ) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    ) -> Result<tokio::net::TcpStream, ConnectError> {
         let fail = |source: BoxError| ConnectError {
             addr: addr.clone(),
             source,
@@ -230,9 +322,22 @@ impl UpstreamClient {
             }
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A new connection to `addr` through hyper's client, its connection
+    /// task running on this worker.
+    async fn connect(
+        &self,
+        addr: &http::uri::Authority,
+    ) -> Result<SendRequest<ProxyBody>, ConnectError> {
+        let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| fail(Box::new(e)))?;
+            .map_err(|e| ConnectError {
+                addr: addr.clone(),
+                source: Box::new(e),
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -241,14 +346,54 @@ impl UpstreamClient {
 
     /// Sends `req` (origin-form URI) to `addr` on a pooled or new
     /// connection.
-    ///
-    /// The usual case (a ready pooled connection) keeps its future small;
-    /// the others run on the heap.
     async fn send(
         &self,
         addr: &http::uri::Authority,
         req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+    ) -> Result<(Response<Received>, Loan), BoxError> {
+        if req.body().is_end_stream() {
+            let (head, _) = req.into_parts();
+            let response = self.send_h1(addr, &head).await?;
+            return Ok((response.map(Received::H1), self.loan(addr, None)));
+        }
+        let (response, sender) = self.send_hyper(addr, req).await?;
+        Ok((response.map(Received::Hyper), self.loan(addr, Some(sender))))
+    }
+
+    /// Sends a bodiless request on the proxy's own connection: a pooled one
+    /// (the usual case, whose future stays small) or a new one.
+    async fn send_h1(
+        &self,
+        addr: &http::uri::Authority,
+        head: &http::request::Parts,
+    ) -> Result<Response<H1Body>, BoxError> {
+        if let Some(conn) = self.pool.take_h1(addr) {
+            match conn.send(head).await {
+                Ok(response) => return Ok(response),
+                // The upstream closed the idle connection as the request
+                // went out: it was not handled.
+                Err(e) if e.nothing_received && (!e.written || is_idempotent(&head.method)) => {}
+                Err(e) => return Err(Box::new(e.error)),
+            }
+        }
+        Box::pin(async {
+            let conn = H1Conn::new(self.connect_tcp(addr).await?);
+            conn.send(head)
+                .await
+                .map_err(|e| -> BoxError { Box::new(e.error) })
+        })
+        .await
+    }
+
+    /// Sends a request with a body through hyper's client.
+    ///
+    /// The usual case (a ready pooled connection) keeps its future small;
+    /// the others run on the heap.
+    async fn send_hyper(
+        &self,
+        addr: &http::uri::Authority,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pool.take_ready(addr) else {
             return Box::pin(self.send_slow(addr, req)).await;
         };
@@ -263,15 +408,16 @@ impl UpstreamClient {
                 None => return Err(Box::new(e.into_error())),
             },
         };
-        Ok((response, self.loan(addr, sender)))
+        Ok((response, sender))
     }
 
-    /// [`send`](Self::send) when no pooled connection is ready now.
+    /// [`send_hyper`](Self::send_hyper) when no pooled connection is ready
+    /// now.
     async fn send_slow(
         &self,
         addr: &http::uri::Authority,
         req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+    ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pooled(addr).await else {
             return self.send_fresh(addr, req).await;
         };
@@ -285,7 +431,7 @@ impl UpstreamClient {
                 None => return Err(Box::new(e.into_error())),
             },
         };
-        Ok((response, self.loan(addr, sender)))
+        Ok((response, sender))
     }
 
     /// Sends `req` on a new connection to `addr`.
@@ -293,13 +439,13 @@ impl UpstreamClient {
         &self,
         addr: &http::uri::Authority,
         req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Loan), BoxError> {
+    ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let mut sender = self.connect(addr).await?;
         let response = sender.send_request(req).await?;
-        Ok((response, self.loan(addr, sender)))
+        Ok((response, sender))
     }
 
-    fn loan(&self, addr: &http::uri::Authority, sender: SendRequest<ProxyBody>) -> Loan {
+    fn loan(&self, addr: &http::uri::Authority, sender: Option<SendRequest<ProxyBody>>) -> Loan {
         Loan {
             pool: Arc::clone(&self.pool),
             addr: addr.clone(),
@@ -335,14 +481,14 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -404,7 +550,7 @@ impl Drop for CallGuard {
 /// breaker of the call, its end as a success.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Received,
     /// On the heap: every request and response the proxy moves around
     /// carries a body, so bodies stay small.
     tail: Box<Tail>,
@@ -418,7 +564,7 @@ struct Tail {
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, guard: CallGuard, loan: Option<Loan>) -> Self {
+    fn new(inner: Received, guard: CallGuard, loan: Option<Loan>) -> Self {
         UpstreamBody {
             inner,
             tail: Box::new(Tail { guard, loan }),
@@ -430,19 +576,19 @@ impl UpstreamBody {
         tail.guard.record(Outcome::Success);
         tail.guard.slots = Default::default();
         if let Some(loan) = tail.loan.take() {
-            loan.give_back();
+            loan.give_back(&mut self.inner);
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
@@ -876,7 +1022,7 @@ async fn attempt(
             guard.record(Outcome::Failure);
             Err(Error::Inner(e))
         }
-        Ok(Ok((response, loan))) => {
+        Ok(Ok((mut response, loan))) => {
             let outcome = classify_status(response.status());
             if outcome == Outcome::Success {
                 guard.head_ok = true;
@@ -886,7 +1032,7 @@ async fn attempt(
             // A response without a body (HEAD, 204, 304, an empty one)
             // frees its connection now: the body may never be polled.
             let loan = if response.body().is_end_stream() {
-                loan.give_back();
+                loan.give_back(response.body_mut());
                 None
             } else {
                 Some(loan)
@@ -1017,17 +1163,33 @@ mod tests {
         UpstreamClient::new(Duration::from_secs(2), Duration::from_secs(30), 8)
     }
 
-    fn get() -> Request<ProxyBody> {
-        Request::get("/")
-            .header(header::HOST, "upstream")
-            .body(ProxyBody::empty())
-            .expect("a valid request")
+    /// The two kinds of request, which take different connections: a
+    /// bodiless GET (the proxy's own) and a POST with a body (hyper's).
+    const KINDS: [bool; 2] = [false, true];
+
+    fn request(with_body: bool) -> Request<ProxyBody> {
+        let builder = Request::builder().uri("/").header(header::HOST, "upstream");
+        let (builder, body) = match with_body {
+            false => (builder.method("GET"), ProxyBody::empty()),
+            true => (builder.method("POST"), ProxyBody::text("x")),
+        };
+        builder.body(body).expect("a valid request")
     }
 
-    /// Sends a GET and reads the body through an [`UpstreamBody`], as the
-    /// proxy does.
-    async fn call(client: &UpstreamClient, addr: &http::uri::Authority) -> Bytes {
-        let (response, loan) = client.send(addr, get()).await.expect("a response");
+    /// Idle connections to `addr`, of both kinds.
+    fn idle(client: &UpstreamClient, addr: &http::uri::Authority) -> usize {
+        let hyper = client.pool.lock().get(addr.as_str()).map_or(0, Vec::len);
+        let own = lock(&client.pool.h1).get(addr.as_str()).map_or(0, Vec::len);
+        hyper + own
+    }
+
+    /// Sends a request and reads the body through an [`UpstreamBody`], as
+    /// the proxy does.
+    async fn call(client: &UpstreamClient, addr: &http::uri::Authority, with_body: bool) -> Bytes {
+        let (response, loan) = client
+            .send(addr, request(with_body))
+            .await
+            .expect("a response");
         assert_eq!(response.status(), StatusCode::OK);
         let body = UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
         body.collect().await.expect("the whole body").to_bytes()
@@ -1039,44 +1201,60 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_reused_once_its_body_has_been_read() {
-        let upstream = TestUpstream::bind(1).await.expect("an upstream");
-        let (client, addr) = (client(), authority(upstream.addr()));
-        for _ in 0..5 {
-            assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
+        for with_body in KINDS {
+            let upstream = TestUpstream::bind(1).await.expect("an upstream");
+            let (client, addr) = (client(), authority(upstream.addr()));
+            for _ in 0..5 {
+                let body = call(&client, &addr, with_body).await;
+                assert_eq!(body, Bytes::from_static(b"ok\n"));
+            }
+            assert_eq!(upstream.requests(), 5);
+            assert_eq!(upstream.connections(), 1, "with a body: {with_body}");
         }
-        assert_eq!(upstream.requests(), 5);
-        assert_eq!(upstream.connections(), 1);
     }
 
     #[tokio::test]
     async fn a_bodyless_response_frees_its_connection_at_once() {
-        let upstream = TestUpstream::bind(2).await.expect("an upstream");
-        upstream.set(Behavior::healthy().payload(""));
-        let (client, addr) = (client(), authority(upstream.addr()));
-        for _ in 0..3 {
-            let (response, loan) = client.send(&addr, get()).await.expect("a response");
-            assert!(response.body().is_end_stream());
-            // What `attempt` does with an empty body: the body is dropped
-            // unread.
-            loan.give_back();
-            drop(response);
+        for with_body in KINDS {
+            let upstream = TestUpstream::bind(2).await.expect("an upstream");
+            upstream.set(Behavior::healthy().payload(""));
+            let (client, addr) = (client(), authority(upstream.addr()));
+            for _ in 0..3 {
+                let (mut response, loan) = client
+                    .send(&addr, request(with_body))
+                    .await
+                    .expect("a response");
+                assert!(response.body().is_end_stream());
+                // What `attempt` does with an empty body: the body is
+                // dropped unread.
+                loan.give_back(response.body_mut());
+                drop(response);
+            }
+            assert_eq!(upstream.connections(), 1, "with a body: {with_body}");
         }
-        assert_eq!(upstream.connections(), 1);
     }
 
     #[tokio::test]
     async fn an_abandoned_body_closes_its_connection() {
-        let upstream = TestUpstream::bind(3).await.expect("an upstream");
-        upstream.set(Behavior::healthy().streaming(5, Duration::from_millis(50)));
-        let (client, addr) = (client(), authority(upstream.addr()));
-        let (response, loan) = client.send(&addr, get()).await.expect("a response");
-        let mut body = UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
-        let first = body.frame().await.expect("a frame").expect("data");
-        assert!(first.is_data());
-        drop(body);
-        upstream.set(Behavior::healthy());
-        assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
-        assert_eq!(upstream.connections(), 2);
+        for with_body in KINDS {
+            let upstream = TestUpstream::bind(3).await.expect("an upstream");
+            upstream.set(Behavior::healthy().streaming(5, Duration::from_millis(50)));
+            let (client, addr) = (client(), authority(upstream.addr()));
+            let (response, loan) = client
+                .send(&addr, request(with_body))
+                .await
+                .expect("a response");
+            let mut body =
+                UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
+            let first = body.frame().await.expect("a frame").expect("data");
+            assert!(first.is_data());
+            drop(body);
+            assert_eq!(idle(&client, &addr), 0);
+            upstream.set(Behavior::healthy());
+            let body = call(&client, &addr, with_body).await;
+            assert_eq!(body, Bytes::from_static(b"ok\n"));
+            assert_eq!(upstream.connections(), 2, "with a body: {with_body}");
+        }
     }
 
     /// An upstream that answers one request per connection, then closes it
@@ -1107,14 +1285,83 @@ mod tests {
 
     #[tokio::test]
     async fn a_pooled_connection_the_upstream_closed_is_replaced() {
-        let (addr, task) = one_shot_upstream().await;
-        let (client, addr) = (client(), authority(addr));
-        for _ in 0..4 {
-            assert_eq!(call(&client, &addr).await, Bytes::from_static(b"ok\n"));
-            // Give the upstream's close time to arrive or not: both orders
-            // must work.
-            tokio::task::yield_now().await;
+        for with_body in KINDS {
+            let (addr, task) = one_shot_upstream().await;
+            let (client, addr) = (client(), authority(addr));
+            for _ in 0..4 {
+                let body = call(&client, &addr, with_body).await;
+                assert_eq!(body, Bytes::from_static(b"ok\n"));
+                // Give the upstream's close time to arrive or not: both
+                // orders must work.
+                tokio::task::yield_now().await;
+            }
+            task.abort();
         }
+    }
+
+    /// An upstream that answers the first request of each connection and
+    /// closes the connection, unanswered, on the second; with the count of
+    /// requests it read.
+    async fn drops_second_requests() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for nth in 0.. {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        if nth > 0 {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen, task)
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_with_its_connection_is_resent_only_if_idempotent() {
+        let (addr, seen, task) = drops_second_requests().await;
+        let (client, addr) = (client(), authority(addr));
+        assert_eq!(
+            call(&client, &addr, false).await,
+            Bytes::from_static(b"ok\n")
+        );
+        // The pooled connection takes it and closes unanswered: the GET goes
+        // again on a new connection.
+        assert_eq!(
+            call(&client, &addr, false).await,
+            Bytes::from_static(b"ok\n")
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        // A bodiless POST is not sent twice: the upstream may have acted on
+        // it.
+        let post = Request::post("/")
+            .header(header::HOST, "upstream")
+            .body(ProxyBody::empty())
+            .expect("a request");
+        let err = client.send(&addr, post).await.expect_err("lost");
+        assert!(err.to_string().contains("before responding"), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
         task.abort();
     }
 
@@ -1125,9 +1372,14 @@ mod tests {
             .expect("a listener");
         let addr = authority(listener.local_addr().expect("its address"));
         drop(listener);
-        let err = client().send(&addr, get()).await.expect_err("no upstream");
-        assert!(err.is::<ConnectError>(), "{err}");
-        assert!(err.to_string().contains(addr.as_str()), "{err}");
+        for with_body in KINDS {
+            let err = client()
+                .send(&addr, request(with_body))
+                .await
+                .expect_err("no upstream");
+            assert!(err.is::<ConnectError>(), "{err}");
+            assert!(err.to_string().contains(addr.as_str()), "{err}");
+        }
     }
 
     #[tokio::test]
@@ -1135,13 +1387,15 @@ mod tests {
         let upstream = TestUpstream::bind(4).await.expect("an upstream");
         let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_millis(50), 8);
         let addr = authority(upstream.addr());
-        call(&client, &addr).await;
-        assert_eq!(client.pool.lock().get(addr.as_str()).map_or(0, Vec::len), 1);
+        for with_body in KINDS {
+            call(&client, &addr, with_body).await;
+        }
+        assert_eq!(idle(&client, &addr), 2);
         tokio::time::sleep(Duration::from_millis(80)).await;
         client.reap();
-        assert!(client.pool.lock().get(addr.as_str()).is_none());
-        call(&client, &addr).await;
-        assert_eq!(upstream.connections(), 2);
+        assert_eq!(idle(&client, &addr), 0);
+        call(&client, &addr, false).await;
+        assert_eq!(upstream.connections(), 3);
     }
 
     #[test]

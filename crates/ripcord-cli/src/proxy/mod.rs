@@ -43,6 +43,7 @@ pub mod admin;
 mod busy_poll;
 pub mod config;
 pub mod forward;
+mod h1;
 mod route;
 pub mod server;
 pub mod state;
