@@ -356,7 +356,9 @@ impl UpstreamClient {
             let response = self.send_h1(addr, &head).await?;
             return Ok((response.map(Received::H1), self.loan(addr, None)));
         }
-        let (response, sender) = self.send_hyper(addr, req).await?;
+        // On the heap: the future of a bodiless request stays small (it is
+        // moved a few times on its way).
+        let (response, sender) = Box::pin(self.send_hyper(addr, req)).await?;
         Ok((response.map(Received::Hyper), self.loan(addr, Some(sender))))
     }
 
@@ -897,8 +899,15 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
     peer: &Peer,
 ) -> Response<ProxyBody> {
-    for limiter in route.limiters.iter().flatten() {
-        if let Err(limited) = limiter.acquire().await {
+    if route.limiters.iter().any(Option::is_some) {
+        // On the heap, like every part a route may not have.
+        let limited = Box::pin(async {
+            for limiter in route.limiters.iter().flatten() {
+                limiter.acquire().await?;
+            }
+            Ok(())
+        });
+        if let Err(limited) = limited.await {
             return refusal(route, &Error::<BoxError>::RateLimited(limited));
         }
     }
@@ -989,7 +998,7 @@ async fn attempt(
     }
     for i in 0..2 {
         if let Some(b) = &route.bulkheads[i] {
-            match b.acquire_owned().await {
+            match Box::pin(b.acquire_owned()).await {
                 Ok(s) => guard.slots[i] = Some(s),
                 Err(full) => {
                     guard.record(Outcome::Ignored);

@@ -14,6 +14,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
@@ -28,6 +29,8 @@ use tokio::net::TcpStream;
 pub(crate) const MAX_HEAD: usize = 256 * 1024;
 /// The most header fields a response head (or a trailer section) may have.
 const MAX_HEADERS: usize = 128;
+/// The header fields whose positions [`parse_head`] keeps on the stack.
+const SPANS: usize = 24;
 /// How much room each read of the socket asks for.
 const READ_SIZE: usize = 8 * 1024;
 /// The longest chunk-size line accepted (size and extensions).
@@ -207,27 +210,38 @@ enum Parsed {
 /// Parses a response head at the start of `buf` and consumes it; `None`
 /// while it is incomplete.
 fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1Error> {
-    // Field positions in `buf`, to take them out of one shared `Bytes`.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // Field positions in `buf`, to take them out of one shared `Bytes`
+    // (offsets fit in `u32`: a head is at most `MAX_HEAD` long). Most heads
+    // have a few fields: those beyond `SPANS` go to the heap.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); SPANS];
+    let mut more = Vec::new();
     let (len, code, minor, count) = {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let len = match response.parse(buf) {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(H1Error::Head(e)),
         };
         let base = buf.as_ptr() as usize;
         let count = response.headers.len();
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            *span = (
+        for (i, field) in response.headers.iter().enumerate() {
+            let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+            let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
+            let span = (
                 name,
-                name + field.name.len(),
+                name + field.name.len() as u32,
                 value,
-                value + field.value.len(),
+                value + field.value.len() as u32,
             );
+            match spans.get_mut(i) {
+                Some(slot) => *slot = span,
+                None => more.push(span),
+            }
         }
         (
             len,
@@ -245,7 +259,8 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
         return Ok(Some(Parsed::Interim));
     }
     let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    for &(n0, n1, v0, v1) in spans[..count.min(SPANS)].iter().chain(&more) {
+        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
         let name = HeaderName::from_bytes(&head[n0..n1])
             .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
@@ -657,6 +672,25 @@ mod tests {
         assert_eq!(data, b"hello world");
         assert!(trailers.is_none());
         assert!(idle, "read to its end on a keep-alive connection");
+    }
+
+    #[tokio::test]
+    async fn a_head_with_many_fields_keeps_them_all_in_order() {
+        let mut bytes = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..3 * SPANS {
+            bytes.extend_from_slice(format!("x-f{i}: v{i}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"content-length: 0\r\n\r\n");
+        let response = exchange(vec![Vec::leak(bytes)], false, Method::GET)
+            .await
+            .expect("a response");
+        assert_eq!(response.headers().len(), 3 * SPANS + 1);
+        for i in 0..3 * SPANS {
+            assert_eq!(
+                response.headers()[format!("x-f{i}").as_str()],
+                format!("v{i}").as_str()
+            );
+        }
     }
 
     #[tokio::test]
