@@ -22,8 +22,9 @@
 //! Criterion measures the closed-loop throughput at a fixed concurrency
 //! ([`CONCURRENCY`] keep-alive connections; time per request = 1/throughput).
 //! After the criterion groups, the same run prints a table from the load
-//! generator: saturated throughput with p50/p99, p50/p99 one request at a
-//! time, and p50/p99 at a fixed rate that every target sustains, with the p99
+//! generator: saturated throughput with p50/p99 and the CPU time the proxy's
+//! process(es) spent per request (user + system, from `/proc`), p50/p99 one
+//! request at a time, and p50/p99 at a fixed rate that every target sustains, with the p99
 //! added over direct. Each kind of run takes the targets in short turns
 //! (100 requests one at a time, 1 s at the fixed rate), so a stall of the
 //! machine lands on every target alike, and a target's percentiles are over
@@ -49,7 +50,7 @@ use ripcord_cli::upstream::Upstream;
 use tokio::runtime::Runtime;
 
 /// Rounds of the table's closed-loop runs at [`CONCURRENCY`].
-const SATURATED_ROUNDS: usize = 5;
+const SATURATED_ROUNDS: usize = 15;
 /// Turns of the table's one-at-a-time runs.
 const SEQUENTIAL_TURNS: usize = 50;
 /// Requests of each target in one turn of the one-at-a-time runs.
@@ -327,6 +328,10 @@ impl Drop for Nginx {
 #[derive(Default)]
 struct Row {
     throughput: Vec<f64>,
+    /// CPU time of the proxy's processes over the closed-loop rounds.
+    cpu: Duration,
+    /// Requests of the closed-loop rounds.
+    requests: u64,
     saturated: LatencyHistogram,
     sequential: LatencyHistogram,
     paced: LatencyHistogram,
@@ -344,13 +349,49 @@ struct Target {
     name: &'static str,
     client: LoadClient,
     uri: Uri,
+    /// The proxy's process (its children too: nginx's workers); `None` for
+    /// direct.
+    process: Option<u32>,
 }
 
-fn target(name: &'static str, addr: SocketAddr, path: &str, rt: &Runtime) -> Target {
+fn target(
+    name: &'static str,
+    addr: SocketAddr,
+    path: &str,
+    process: Option<u32>,
+    rt: &Runtime,
+) -> Target {
     let uri: Uri = format!("http://{addr}{path}").parse().expect("a URI");
     let _guard = rt.enter();
     let client = LoadClient::new(uri.clone(), false, None).expect("a client");
-    Target { name, client, uri }
+    Target {
+        name,
+        client,
+        uri,
+        process,
+    }
+}
+
+/// The user + system CPU time of process `pid` (all its threads) and of its
+/// child processes, from `/proc` (zero where it cannot be read).
+fn process_cpu(pid: u32) -> Duration {
+    // utime and stime: fields 14 and 15 of `stat`, after the `(comm)` one.
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        field(11).unwrap_or(0) + field(12).unwrap_or(0)
+    };
+    let pid = pid.to_string();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let total: u64 = ticks(&pid) + children.split_whitespace().map(ticks).sum::<u64>();
+    // USER_HZ: 100 ticks per second on Linux.
+    Duration::from_millis(total * 10)
 }
 
 /// Fails the bench loudly if any request did not get the upstream's 200.
@@ -399,13 +440,37 @@ fn bench(c: &mut Criterion) {
     let nginx = Nginx::start(upstream.addr());
 
     let mut targets = vec![
-        target("direct", upstream.addr(), "/bench", &client_rt),
-        target("ripcord", proxy.addr, "/bench", &client_rt),
-        target("ripcord_plain", proxy.addr, "/plain", &client_rt),
-        target("ripcord_busy_poll", busy.addr, "/bench", &client_rt),
+        target("direct", upstream.addr(), "/bench", None, &client_rt),
+        target(
+            "ripcord",
+            proxy.addr,
+            "/bench",
+            Some(proxy.child.id()),
+            &client_rt,
+        ),
+        target(
+            "ripcord_plain",
+            proxy.addr,
+            "/plain",
+            Some(proxy.child.id()),
+            &client_rt,
+        ),
+        target(
+            "ripcord_busy_poll",
+            busy.addr,
+            "/bench",
+            Some(busy.child.id()),
+            &client_rt,
+        ),
     ];
     if let Some(n) = &nginx {
-        targets.push(target("nginx", n.addr, "/bench", &client_rt));
+        targets.push(target(
+            "nginx",
+            n.addr,
+            "/bench",
+            Some(n.child.id()),
+            &client_rt,
+        ));
     }
     // Warm every pool, and check every target answers with the upstream's 200.
     for t in &targets {
@@ -461,6 +526,7 @@ fn bench(c: &mut Criterion) {
     };
     for _ in 0..SATURATED_ROUNDS {
         for (t, row) in targets.iter().zip(&mut rows) {
+            let cpu_before = t.process.map(process_cpu);
             let saturated = client_rt.block_on(loadgen::closed_loop(
                 &t.client,
                 CONCURRENCY,
@@ -468,6 +534,10 @@ fn bench(c: &mut Criterion) {
                 DEADLINE,
             ));
             all_ok(t.name, &saturated);
+            if let (Some(pid), Some(before)) = (t.process, cpu_before) {
+                row.cpu += process_cpu(pid).saturating_sub(before);
+            }
+            row.requests += TABLE_REQUESTS;
             row.throughput.push(saturated.throughput());
             row.saturated.merge(&saturated.latency);
         }
@@ -501,9 +571,9 @@ fn bench(c: &mut Criterion) {
     }
     phase_done("fixed rate");
     println!(
-        "| target | req/s at {CONCURRENCY} conns | p50 | p99 | one at a time: p50 | p99 | at {FIXED_RATE} req/s: p50 | p99 |"
+        "| target | req/s at {CONCURRENCY} conns | p50 | p99 | proxy CPU per request | one at a time: p50 | p99 | at {FIXED_RATE} req/s: p50 | p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let p99 = |h: &LatencyHistogram| h.percentile(0.99);
     let direct = &rows[0];
     for (i, (t, row)) in targets.iter().zip(&rows).enumerate() {
@@ -515,12 +585,20 @@ fn bench(c: &mut Criterion) {
                 format!("{} ({:+.0} µs)", us(p99(h)), added * 1e6)
             }
         };
+        let cpu = match t.process {
+            Some(_) => format!(
+                "{:.1} µs",
+                row.cpu.as_secs_f64() * 1e6 / row.requests.max(1) as f64
+            ),
+            None => "–".to_string(),
+        };
         println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             median(&row.throughput),
             us(row.saturated.percentile(0.5)),
             us(p99(&row.saturated)),
+            cpu,
             us(row.sequential.percentile(0.5)),
             with_added(&row.sequential, &direct.sequential),
             us(row.paced.percentile(0.5)),
@@ -535,7 +613,8 @@ fn bench(c: &mut Criterion) {
     );
     println!(
         "(req/s: median of {SATURATED_ROUNDS} closed-loop rounds of {TABLE_REQUESTS} requests on \
-         {CONCURRENCY} keep-alive connections; one at a time: {SEQUENTIAL_TURNS} turns of \
+         {CONCURRENCY} keep-alive connections; proxy CPU: user + system time of the proxy's \
+         processes over those rounds, per request; one at a time: {SEQUENTIAL_TURNS} turns of \
          {SEQUENTIAL_PER_TURN} requests on one connection; fixed rate: {FIXED_ROUNDS} rounds of \
          {FIXED_RATE} req/s for {}s, open loop; each phase takes the targets in turn)\n",
         FIXED_DURATION.as_secs()
