@@ -272,7 +272,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
     } else {
         Version::HTTP_10
     };
-    let (state, framed) = framing(&headers, status, head_only)?;
+    let (state, framed) = framing(&mut headers, status, head_only)?;
     let keep_alive = framed && keeps_alive(&headers, version);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -282,9 +282,11 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
 }
 
 /// How the body of a response is framed, and whether its end is known
-/// without the connection closing.
+/// without the connection closing. A `Content-Length` beside a
+/// `Transfer-Encoding` is removed (RFC 9112 §6.3): passed on, it would
+/// frame the body anew for the client.
 fn framing(
-    headers: &HeaderMap,
+    headers: &mut HeaderMap,
     status: StatusCode,
     head_only: bool,
 ) -> Result<(State, bool), H1Error> {
@@ -293,15 +295,17 @@ fn framing(
     }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_some() {
-        let last = codings
+        let chunked = codings
             .last()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => (State::Chunked(Chunk::Size), true),
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (State::Chunked(Chunk::Size), true)
+        } else {
             // Another final coding: the body runs to the connection's end.
-            _ => (State::UntilClose, false),
+            (State::UntilClose, false)
         });
     }
     let mut length: Option<u64> = None;
@@ -697,7 +701,8 @@ mod tests {
     async fn a_chunked_body_is_decoded_with_its_extensions_and_trailers() {
         let response = exchange(
             vec![
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;name=val\r\nhel",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n\
+                  5;name=val\r\nhel",
                 b"lo\r\n6\r\n world\r\n0\r\nx-sum: 42\r\n",
                 b"\r\n",
             ],
@@ -706,6 +711,8 @@ mod tests {
         )
         .await
         .expect("a response");
+        // The chunked framing wins; the length would mislead the client.
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
         let (data, trailers, idle) = read_all(response.into_body()).await.expect("the body");
         assert_eq!(data, b"hello world");
         let trailers = trailers.expect("trailers");
