@@ -25,6 +25,29 @@
 //! An upstream that fails mid-body aborts the client's response (HTTP/1.1:
 //! the connection is closed before the body's end) and counts as a failure.
 //!
+//! # Upstream connections
+//!
+//! Each worker keeps its own pool of HTTP/1.1 keep-alive connections to
+//! each upstream address (`limits.pool_max_idle_per_host`, closed after
+//! `limits.pool_idle_timeout`). A request without a body, the usual case,
+//! goes over the proxy's own HTTP/1.1 client: the request's task writes the
+//! head, parses the response head and reads the body straight from the
+//! socket. A request with a body goes through hyper's client, which reads
+//! an early answer (a 413, say) while the upload is still going.
+//!
+//! - A connection is reused only when its response was read to its exact
+//!   end and the upstream did not ask to close it (`Connection: close`,
+//!   HTTP/1.0 without keep-alive, a body delimited by the close).
+//! - A pooled connection the upstream has closed is replaced before use.
+//!   When one closes as a request goes out, before any byte of an answer,
+//!   the request is sent again on a new connection if its method is
+//!   idempotent (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`); a
+//!   `POST` gets 502, since the upstream may have acted on it.
+//! - Response framing follows RFC 9112: chunked bodies (with trailers),
+//!   `Content-Length`, or until the connection closes; 1xx interim answers
+//!   are skipped; a `Content-Length` beside `Transfer-Encoding` is dropped.
+//!   A malformed or oversized (256 KiB) response head is a 502.
+//!
 //! # Latency and `limits.busy_poll`
 //!
 //! Each worker thread serves its connections on a single-threaded runtime
