@@ -28,7 +28,9 @@
 //! added over direct. Each kind of run takes the targets in short turns
 //! (100 requests one at a time, 1 s at the fixed rate), so a stall of the
 //! machine lands on every target alike, and a target's percentiles are over
-//! all its requests of that kind.
+//! all its requests of that kind. Turns are [`SETTLE`] apart: a target that
+//! followed the busy-polling proxy at once would find the vCPU it kept awake
+//! still awake, and its requests would skip the wake-ups that the others pay.
 //!
 //! The upstream runs on a runtime of its own, as a separate service would:
 //! every direct request wakes one of its threads, and every response wakes
@@ -68,6 +70,10 @@ const TABLE_REQUESTS: u64 = 20_000;
 const FIXED_RATE: u32 = 2_000;
 /// How long the fixed-rate runs last.
 const FIXED_DURATION: Duration = Duration::from_secs(1);
+/// The pause after each turn of the table: longer than the busy-polling
+/// proxy's window ([`BUSY_POLL`]), so that its polling, which keeps a vCPU
+/// awake, never overlaps the next target's turn.
+const SETTLE: Duration = Duration::from_millis(20);
 /// Every request must complete within this.
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -404,6 +410,11 @@ fn all_ok(name: &str, report: &Report) {
     );
 }
 
+/// Waits [`SETTLE`] between two turns.
+fn settle() {
+    std::thread::sleep(SETTLE);
+}
+
 /// The time the hypervisor ran something else while this machine's vCPUs
 /// wanted to run (the `steal` column of `/proc/stat`, all CPUs), or zero
 /// where it is not reported.
@@ -539,6 +550,7 @@ fn bench(c: &mut Criterion) {
             }
             row.requests += TABLE_REQUESTS;
             row.throughput.push(saturated.throughput());
+            settle();
             row.saturated.merge(&saturated.latency);
         }
     }
@@ -553,6 +565,7 @@ fn bench(c: &mut Criterion) {
             ));
             all_ok(t.name, &sequential);
             row.sequential.merge(&sequential.latency);
+            settle();
         }
     }
     phase_done("one at a time");
@@ -567,6 +580,7 @@ fn bench(c: &mut Criterion) {
                 .expect("a fixed-rate run");
             all_ok(t.name, &paced);
             row.paced.merge(&paced.latency);
+            settle();
         }
     }
     phase_done("fixed rate");
