@@ -61,14 +61,20 @@ impl BusyPoll {
         loop {
             let now = Instant::now();
             let count = self.activity.load(Ordering::Relaxed);
-            if count != seen {
+            let busy = count != seen;
+            if busy {
                 seen = count;
                 active_at = Some(now);
             }
             match active_at {
                 Some(at) if now.duration_since(at) < self.window => {
-                    // Let any other thread that wants this core run first.
-                    std::thread::yield_now();
+                    // With nothing served since the last turn, let any other
+                    // thread that wants this core run first; a worker still
+                    // serving has no time to give away (and under load the
+                    // system call and the switches would cost throughput).
+                    if !busy {
+                        std::thread::yield_now();
+                    }
                     tokio::task::yield_now().await;
                 }
                 _ => {
