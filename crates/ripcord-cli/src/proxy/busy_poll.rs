@@ -9,9 +9,11 @@
 //! busy polling, a worker that served a request in the last `busy_poll`
 //! keeps asking the kernel for ready sockets without blocking, so it sees
 //! the next event at once. It costs CPU: a busy worker's thread stays
-//! runnable (it yields to any other thread that wants its core) until it has
-//! seen no request start or end for `busy_poll`: an idle proxy sleeps as
-//! usual, and so does a worker waiting on a slow upstream.
+//! runnable until it has seen no request start or end for `busy_poll`: an
+//! idle proxy sleeps as usual, and so does a worker waiting on a slow
+//! upstream. While it polls with nothing to do, it yields its core to any
+//! other thread that wants it; while it is still serving requests, it does
+//! not (giving the core away then would cost throughput under load).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -58,9 +58,11 @@
 //! proxy's own work, is most of what a proxy hop adds there. With
 //! `limits.busy_poll = "5ms"`, a worker that served a request in the last
 //! 5 ms polls its sockets without sleeping (yielding its core to any other
-//! thread that wants it), so it sees the next event at once. The price is
-//! CPU: while requests keep coming at least every 5 ms, every worker that
-//! gets them keeps a core busy. An idle proxy sleeps as usual.
+//! thread that wants it whenever it has nothing to do), so it sees the next
+//! event at once. The price is CPU: while requests keep coming at least
+//! every 5 ms, every worker that gets them keeps a core busy. An idle proxy
+//! sleeps as usual, and under saturation there is nothing to poll for, so
+//! throughput stays the same.
 
 pub mod admin;
 mod busy_poll;
