@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -109,12 +110,12 @@ struct Loan {
 impl Loan {
     fn give_back(self, body: &mut Received) {
         match body {
-            Received::Hyper(_) => {
+            Either::Left(_) => {
                 if let Some(sender) = self.sender {
                     self.pool.put(self.addr, sender);
                 }
             }
-            Received::H1(body) => {
+            Either::Right(body) => {
                 if let Some(conn) = body.take_idle() {
                     self.pool.put_h1(self.addr, conn);
                 }
@@ -123,43 +124,10 @@ impl Loan {
     }
 }
 
-/// A response body as the upstream connection gives it.
-#[derive(Debug)]
-enum Received {
-    /// From hyper's client (requests with a body).
-    Hyper(Incoming),
-    /// From the proxy's own connection (requests without one).
-    H1(H1Body),
-}
-
-impl Body for Received {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Received::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Received::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Received::Hyper(b) => b.is_end_stream(),
-            Received::H1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Received::Hyper(b) => b.size_hint(),
-            Received::H1(b) => b.size_hint(),
-        }
-    }
-}
+/// A response body as the upstream connection gives it: hyper's client's
+/// (`Left`, requests with a body) or the proxy's own connection's (`Right`,
+/// requests without one).
+type Received = Either<Incoming, H1Body>;
 
 /// A connection to an upstream address could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -363,12 +331,12 @@ impl UpstreamClient {
         if req.body().is_end_stream() {
             let (head, _) = req.into_parts();
             let response = self.send_h1(addr, &head).await?;
-            return Ok((response.map(Received::H1), self.loan(addr, None)));
+            return Ok((response.map(Either::Right), self.loan(addr, None)));
         }
         // On the heap: the future of a bodiless request stays small (it is
         // moved a few times on its way).
         let (response, sender) = Box::pin(self.send_hyper(addr, req)).await?;
-        Ok((response.map(Received::Hyper), self.loan(addr, Some(sender))))
+        Ok((response.map(Either::Left), self.loan(addr, Some(sender))))
     }
 
     /// Sends a bodiless request on the proxy's own connection: a pooled one
