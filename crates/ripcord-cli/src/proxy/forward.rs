@@ -20,8 +20,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use ripcord::retry::RetryStep;
 use ripcord::{
-    Bulkhead, CircuitBreaker, Clock, Error, Outcome, OwnedBulkheadPermit, OwnedPermit, PolicyKind,
-    RateLimited, RateLimiter, Retry, SystemClock, Timeout,
+    Bulkhead, CircuitBreaker, Error, Outcome, OwnedBulkheadPermit, OwnedPermit, PolicyKind,
+    RateLimited, RateLimiter, Retry, Timeout,
 };
 use ripcord_redis::RedisRateLimiter;
 use ripcord_tower::http::{classify_status, is_idempotent};
@@ -56,7 +56,6 @@ pub(crate) struct UpstreamClient {
 struct Pool {
     idle: Mutex<IdleMap<SendRequest<ProxyBody>>>,
     h1: Mutex<IdleMap<H1Conn>>,
-    clock: SystemClock,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -92,9 +91,8 @@ impl Hasher for Fnv {
 #[derive(Debug)]
 struct Idle<C> {
     conn: C,
-    /// When it was pooled, on the [`SystemClock`] (an atomic load, not a
-    /// clock read per request; 1 ms resolution).
-    since: Duration,
+    /// When it was pooled.
+    since: std::time::Instant,
 }
 
 /// A pooled connection on loan: given back when its response body ends
@@ -144,20 +142,17 @@ fn lock<C>(map: &Mutex<IdleMap<C>>) -> std::sync::MutexGuard<'_, IdleMap<C>> {
 }
 
 /// Adds an idle connection to `addr`'s list unless the list is full.
-fn push_idle<C>(
-    map: &Mutex<IdleMap<C>>,
-    max_idle: usize,
-    addr: &http::uri::Authority,
-    conn: C,
-    now: Duration,
-) {
+fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &http::uri::Authority, conn: C) {
     let mut idle = lock(map);
     let list = match idle.get_mut(addr.as_str()) {
         Some(list) => list,
         None => idle.entry(addr.as_str().into()).or_default(),
     };
     if list.len() < max_idle {
-        list.push(Idle { conn, since: now });
+        list.push(Idle {
+            conn,
+            since: std::time::Instant::now(),
+        });
     }
 }
 
@@ -168,13 +163,13 @@ impl Pool {
 
     fn put(&self, addr: http::uri::Authority, sender: SendRequest<ProxyBody>) {
         if self.max_idle > 0 && !sender.is_closed() {
-            push_idle(&self.idle, self.max_idle, &addr, sender, self.clock.now());
+            push_idle(&self.idle, self.max_idle, &addr, sender);
         }
     }
 
     fn put_h1(&self, addr: http::uri::Authority, conn: H1Conn) {
         if self.max_idle > 0 {
-            push_idle(&self.h1, self.max_idle, &addr, conn, self.clock.now());
+            push_idle(&self.h1, self.max_idle, &addr, conn);
         }
     }
 
@@ -230,7 +225,6 @@ impl UpstreamClient {
             pool: Arc::new(Pool {
                 idle: Mutex::new(IdleMap::default()),
                 h1: Mutex::new(IdleMap::default()),
-                clock: SystemClock::new(),
                 connect_timeout,
                 idle_timeout,
                 max_idle,
@@ -247,8 +241,7 @@ impl UpstreamClient {
     /// by their upstream.
     pub(crate) fn reap(&self) {
         let timeout = self.pool.idle_timeout;
-        let now = self.pool.clock.now();
-        let fresh = |since: Duration| now.saturating_sub(since) < timeout;
+        let fresh = |since: std::time::Instant| since.elapsed() < timeout;
         self.pool.lock().retain(|_, list| {
             list.retain(|i| !i.conn.is_closed() && fresh(i.since));
             !list.is_empty()
