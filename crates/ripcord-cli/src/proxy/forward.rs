@@ -968,7 +968,7 @@ async fn attempt(
     }
     for i in 0..2 {
         if let Some(b) = &route.bulkheads[i] {
-            match Box::pin(b.acquire_owned()).await {
+            match b.acquire_owned().await {
                 Ok(s) => guard.slots[i] = Some(s),
                 Err(full) => {
                     guard.record(Outcome::Ignored);
