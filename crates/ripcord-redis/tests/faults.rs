@@ -3,10 +3,12 @@
 //! on one server and on the master of a 3-master Cluster that owns the
 //! breaker's slot.
 //!
-//! The bound on a call: calls never wait on Redis, so the slowest call must
-//! stay far below the fleet timeout (300 ms here). The tests assert 25 ms —
-//! a debug build on a shared 2-core machine, scheduling noise included — and
-//! print the measured maximum.
+//! The bound on a call: calls never wait on Redis. A call that waited on a
+//! paused or sleeping server would take at least the store's response
+//! timeout (300 ms here, as is the fleet timeout), so the slowest call must
+//! stay below it — a semantic bound, not a speed target
+//! (a healthy run's slowest call is a few milliseconds). The tests print the
+//! measured maximum.
 
 mod common;
 
@@ -19,7 +21,8 @@ use ripcord::store::StateStore;
 use ripcord::{EventKind, Outcome, State};
 
 const LIMIT: Duration = Duration::from_secs(90);
-const CALL_BOUND: Duration = Duration::from_millis(25);
+/// The stores' response and connect timeout (`Target::store`).
+const CALL_BOUND: Duration = Duration::from_millis(300);
 
 /// Calls from every instance, in a loop, until stopped; tracks how many and
 /// the slowest.

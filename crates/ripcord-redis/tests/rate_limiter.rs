@@ -88,7 +88,8 @@ async fn acquire_waits_for_a_reserved_permit() {
         let t = Instant::now();
         l.acquire().await.unwrap(); // due in 100 ms: reserved, then waited for
         let waited = t.elapsed();
-        assert!(waited >= 80 * MS && waited < 300 * MS, "{waited:?}");
+        // It waited for its permit; the upper bound is ten times the wait.
+        assert!(waited >= 80 * MS && waited < 1000 * MS, "{waited:?}");
         // try_acquire never waits: the next permit is 100 ms out.
         let refused = l.try_acquire().await.unwrap_err();
         assert!(refused.retry_after() > 50 * MS, "{refused:?}");
@@ -103,7 +104,8 @@ async fn acquire_waits_for_a_reserved_permit() {
             matches!(d, ripcord::rate_limiter::Decision::Reject { .. }),
             "{d:?}"
         );
-        assert!(t.elapsed() < 50 * MS);
+        // Refused without waiting: waiting would have taken the 200 ms.
+        assert!(t.elapsed() < 200 * MS, "{:?}", t.elapsed());
     })
     .await;
 }

@@ -355,7 +355,8 @@ impl Target {
     }
 }
 
-pub(crate) type Log = Arc<Mutex<Vec<(Instant, Event)>>>;
+/// Every event with when it came and how many syncs its fleet had completed.
+pub(crate) type Log = Arc<Mutex<Vec<(Instant, u64, Event)>>>;
 
 /// One service instance: its own store connection, fleet task and breaker.
 pub(crate) struct Instance {
@@ -372,12 +373,20 @@ impl Instance {
 
     /// (when, from, to) of every transition.
     pub(crate) fn transitions(&self) -> Vec<(Instant, State, State)> {
+        self.transitions_and_syncs()
+            .into_iter()
+            .map(|(at, _, from, to)| (at, from, to))
+            .collect()
+    }
+
+    /// (when, syncs completed by then, from, to) of every transition.
+    pub(crate) fn transitions_and_syncs(&self) -> Vec<(Instant, u64, State, State)> {
         self.events
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(at, e)| match e.kind {
-                EventKind::Transition { from, to, .. } => Some((*at, from, to)),
+            .filter_map(|(at, syncs, e)| match e.kind {
+                EventKind::Transition { from, to, .. } => Some((*at, *syncs, from, to)),
                 _ => None,
             })
             .collect()
@@ -388,7 +397,7 @@ impl Instance {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, e)| f(&e.kind))
+            .filter(|(_, _, e)| f(&e.kind))
             .count()
     }
 }
@@ -442,10 +451,14 @@ pub(crate) async fn instance(
         .build()
         .expect("fleet");
     let events: Log = Arc::new(Mutex::new(Vec::new()));
-    let log = events.clone();
+    let (log, syncs) = (events.clone(), fleet.clone());
     let breaker = template(o)
         .fleet(&fleet)
-        .on_event(move |e| log.lock().unwrap().push((Instant::now(), e.clone())))
+        .on_event(move |e| {
+            log.lock()
+                .unwrap()
+                .push((Instant::now(), syncs.syncs(), e.clone()))
+        })
         .build()
         .expect("breaker");
     Instance {
@@ -506,8 +519,15 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Runs a test body with a hard time limit.
+/// Held by the test that runs: one at a time per test binary.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a test body with a hard time limit, alone: each test spawns servers
+/// (a Cluster is three) or a fleet of instances under load, and several of
+/// them together on a small machine would skew each other's timing. The limit
+/// starts once the test's turn comes.
 pub(crate) async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     if tokio::time::timeout(limit, f).await.is_err() {
         panic!("test exceeded its {limit:?} bound");
     }

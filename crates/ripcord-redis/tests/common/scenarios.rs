@@ -42,19 +42,24 @@ pub(crate) struct Latencies {
     pub(crate) all: Vec<Duration>,
     /// Per trial and instance: from the trip to that instance rejecting.
     pub(crate) each: Vec<Duration>,
+    /// Per trial and instance: the syncs that instance completed from the
+    /// trip until it opened (the sync that brought the trip included; 0 when
+    /// pub/sub brought it first).
+    pub(crate) each_syncs: Vec<u64>,
 }
 
 impl Latencies {
     pub(crate) fn summary(&self) -> String {
         format!(
             "every instance rejecting: p50 {:?}, p99 {:?}, max {:?} over {} trips; \
-             per instance: p50 {:?}, p99 {:?}",
+             per instance: p50 {:?}, p99 {:?}, syncs until open {:?}",
             percentile(&self.all, 50.0),
             percentile(&self.all, 99.0),
             self.all.last().copied().unwrap_or_default(),
             self.all.len(),
             percentile(&self.each, 50.0),
             percentile(&self.each, 99.0),
+            self.each_syncs,
         )
     }
 }
@@ -110,10 +115,12 @@ pub(crate) async fn trip_propagation(target: &Target, pubsub: bool, trials: usiz
     }
     let mut all = Vec::new();
     let mut each = Vec::new();
+    let mut each_syncs = Vec::new();
     for trial in 0..trials {
         // Start at a random point of the sync cycle.
         tokio::time::sleep(Duration::from_millis(17 * (trial as u64 % 6))).await;
         let before: Vec<usize> = fleet.iter().map(|i| i.transitions().len()).collect();
+        let syncs_before: Vec<u64> = fleet.iter().map(|i| i.fleet.syncs()).collect();
         let t0 = Instant::now();
         for _ in 0..10 {
             record(&fleet[0].breaker, Outcome::Failure);
@@ -125,14 +132,15 @@ pub(crate) async fn trip_propagation(target: &Target, pubsub: bool, trials: usiz
         .await;
         assert!(all_open, "trial {trial}: every instance open");
         let mut worst = Duration::ZERO;
-        for (inst, n) in fleet.iter().zip(&before).skip(1) {
-            let opened = inst.transitions()[*n..]
+        for ((inst, n), s0) in fleet.iter().zip(&before).zip(&syncs_before).skip(1) {
+            let (opened, syncs) = inst.transitions_and_syncs()[*n..]
                 .iter()
-                .find(|(_, _, to)| *to == State::Open)
-                .map(|(at, _, _)| at.saturating_duration_since(t0))
+                .find(|(_, _, _, to)| *to == State::Open)
+                .map(|(at, s, _, _)| (at.saturating_duration_since(t0), s - s0))
                 .expect("an open transition");
             each.push(opened);
             worst = worst.max(opened);
+            each_syncs.push(syncs);
         }
         all.push(worst);
         fleet[1]
@@ -150,7 +158,12 @@ pub(crate) async fn trip_propagation(target: &Target, pubsub: bool, trials: usiz
     }
     all.sort();
     each.sort();
-    Latencies { all, each }
+    each_syncs.sort();
+    Latencies {
+        all,
+        each,
+        each_syncs,
+    }
 }
 
 /// 5 instances, `half_open_calls = 2`: exactly 2 probes per half-open period.
@@ -293,7 +306,7 @@ pub(crate) async fn overrides_apply_fleet_wide_lapse_and_are_audited(target: &Ta
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(_, e)| match &e.kind {
+            .filter_map(|(_, _, e)| match &e.kind {
                 EventKind::FleetOverride { to, actor, .. } => Some((*to, actor.clone())),
                 _ => None,
             })
