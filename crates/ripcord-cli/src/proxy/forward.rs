@@ -174,13 +174,25 @@ impl Pool {
     }
 
     /// The most recently used idle connection of the proxy's own kind to
-    /// `addr` that the upstream has not closed.
+    /// `addr` that the upstream has not closed and that has settled (see
+    /// [`H1Conn::settled`]; one that has not stays pooled).
     fn take_h1(&self, addr: &http::uri::Authority) -> Option<H1Conn> {
         let mut idle = lock(&self.h1);
         let list = idle.get_mut(addr.as_str())?;
-        while let Some(mut i) = list.pop() {
-            if !i.conn.is_stale() {
-                return Some(i.conn);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &mut list[i].conn;
+            if conn.is_stale() {
+                list.remove(i);
+                continue;
+            }
+            match conn.settled() {
+                Some(true) => return Some(list.remove(i).conn),
+                Some(false) => {}
+                None => {
+                    list.remove(i);
+                }
             }
         }
         None
@@ -533,13 +545,20 @@ struct Tail {
     guard: CallGuard,
     /// The connection, given back to the pool at the body's end.
     loan: Option<Loan>,
+    /// Whether the client asked for trailers (`TE: trailers`): else they
+    /// are dropped.
+    trailers: bool,
 }
 
 impl UpstreamBody {
     fn new(inner: Received, guard: CallGuard, loan: Option<Loan>) -> Self {
         UpstreamBody {
             inner,
-            tail: Box::new(Tail { guard, loan }),
+            tail: Box::new(Tail {
+                guard,
+                loan,
+                trailers: false,
+            }),
         }
     }
 
@@ -562,19 +581,40 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Err(_)) => {
-                this.tail.guard.record(Outcome::Failure);
-                // The connection is broken: it closes with the sender.
-                this.tail.loan = None;
+        loop {
+            let mut frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            match &mut frame {
+                Some(Err(_)) => {
+                    this.tail.guard.record(Outcome::Failure);
+                    // The connection is broken: it closes with the sender.
+                    this.tail.loan = None;
+                }
+                None => this.ended(),
+                Some(Ok(f)) => {
+                    if let Some(trailers) = f.trailers_mut() {
+                        if this.tail.trailers {
+                            filter_trailers(trailers);
+                        } else {
+                            trailers.clear();
+                        }
+                        if trailers.is_empty() {
+                            // Nothing left to send: the body ends here (or
+                            // goes on, for a body that is not at its end).
+                            if this.inner.is_end_stream() {
+                                this.ended();
+                                return Poll::Ready(None);
+                            }
+                            continue;
+                        }
+                    }
+                    // The last frame: a server may not ask for the end.
+                    if this.inner.is_end_stream() {
+                        this.ended();
+                    }
+                }
             }
-            None => this.ended(),
-            // The last frame: a server may not ask for the end.
-            Some(Ok(_)) if this.inner.is_end_stream() => this.ended(),
-            Some(Ok(_)) => {}
+            return Poll::Ready(frame);
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -584,6 +624,108 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether a trailer field may reach the client (RFC 9110 §6.5.1): not
+/// one that frames the message or is hop-by-hop, routes it, authenticates,
+/// controls caching or the request, describes the content, or sets cookies;
+/// these must be in the header section to mean anything, and a client or an
+/// HTTP/2 peer may act on them (HTTP/2 resets a stream whose trailers carry
+/// a connection-specific field).
+fn trailer_allowed(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !(name.starts_with("proxy-")
+        || hop_by_hop_index(name).is_some()
+        || matches!(
+            name,
+            "content-length"
+                | "content-type"
+                | "content-encoding"
+                | "content-range"
+                | "content-location"
+                | "content-language"
+                | "host"
+                | "authorization"
+                | "www-authenticate"
+                | "authentication-info"
+                | "cookie"
+                | "set-cookie"
+                | "cache-control"
+                | "expect"
+                | "max-forwards"
+                | "pragma"
+                | "range"
+                | "if-match"
+                | "if-none-match"
+                | "if-modified-since"
+                | "if-unmodified-since"
+                | "if-range"
+                | "age"
+                | "date"
+                | "expires"
+                | "location"
+                | "retry-after"
+                | "vary"
+                | "warning"
+                | "alt-svc"
+                | "strict-transport-security"
+        ))
+}
+
+/// Removes the trailer fields a proxy does not pass on (see
+/// [`trailer_allowed`]).
+fn filter_trailers(trailers: &mut HeaderMap) {
+    if trailers.keys().all(trailer_allowed) {
+        return;
+    }
+    let names: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|k| !trailer_allowed(k))
+        .cloned()
+        .collect();
+    for n in names {
+        trailers.remove(n);
+    }
+}
+
+/// Whether a request's `TE` says the client accepts trailers.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+    })
+}
+
+/// Makes a response's `Content-Length` one value: `5, 5` or two equal
+/// fields become `5` (RFC 9110 §8.6). Differing values are an error (the
+/// upstream clients refuse them before this).
+fn normalize_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    let single = values.next().is_none() && !first.as_bytes().contains(&b',');
+    if single {
+        return Ok(());
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| ())?.split(',') {
+            let n: u64 = part.trim().parse().map_err(|_| ())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        }
+    }
+    let n = length.ok_or(())?;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    Ok(())
 }
 
 /// A rate limiter in memory or shared through the store.
@@ -882,6 +1024,7 @@ pub(crate) async fn forward(
         }
     }
     let (mut parts, body) = req.into_parts();
+    let trailers = accepts_trailers(&parts.headers);
     upstream_head(&mut parts, peer);
     let replayable = route.retry.is_some() && is_idempotent(&parts.method) && body.is_end_stream();
     let result = match (&route.retry, replayable) {
@@ -902,8 +1045,17 @@ pub(crate) async fn forward(
     };
     match result {
         Ok(response) => {
-            let (mut parts, body) = response.into_parts();
+            let (mut parts, mut body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if normalize_content_length(&mut parts.headers).is_err() {
+                return refusal(
+                    route,
+                    &Error::Inner(
+                        "the upstream's response has differing `Content-Length` values".into(),
+                    ),
+                );
+            }
+            body.tail.trailers = trailers;
             Response::from_parts(parts, ProxyBody::Upstream(body))
         }
         Err(e) => refusal(route, &e),

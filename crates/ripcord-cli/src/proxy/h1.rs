@@ -11,6 +11,13 @@
 //! otherwise `Content-Length`; otherwise the body runs until the upstream
 //! closes. A connection is kept for the next request only when its response
 //! was read to its exact end and the upstream did not ask to close.
+//!
+//! A response without a body by rule (to `HEAD`, or 204, 304) is where a
+//! faulty upstream most often sends bytes anyway (the body it thinks it
+//! owes), and they may arrive a little after the head. Such a connection is
+//! therefore not reused while bytes follow its head in the buffer, nor for
+//! [`SETTLE`] after its head (see [`H1Conn::settled`]), and then only when
+//! a read of the socket finds nothing waiting.
 
 use std::future::poll_fn;
 use std::io;
@@ -35,6 +42,11 @@ const SPANS: usize = 24;
 const READ_SIZE: usize = 8 * 1024;
 /// The longest chunk-size line accepted (size and extensions).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// How long a connection whose last response had no body by rule (`HEAD`,
+/// 204, 304) waits before it may carry another request: stray bytes the
+/// upstream sends after such a head would otherwise be read as the next
+/// request's response.
+pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What went wrong on an upstream connection.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +95,10 @@ pub(crate) struct H1Conn {
     buf: BytesMut,
     /// The request head being written (its allocation is reused).
     out: Vec<u8>,
+    /// Set when the last response had no body by rule (`HEAD`, 204, 304):
+    /// the connection may not be reused before then, and is read once
+    /// before it is.
+    settle: Option<std::time::Instant>,
 }
 
 impl H1Conn {
@@ -92,6 +108,30 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            settle: None,
+        }
+    }
+
+    /// Whether the connection may carry a request now: always, unless its
+    /// last response had no body by rule; then only [`SETTLE`] after that
+    /// response's head, and when a read of the socket (not the runtime's
+    /// last word on its readiness) finds nothing waiting. A connection that
+    /// is not settled yet gives `Some(false)`; one that had stray bytes or
+    /// was closed, `None` (drop it).
+    pub(crate) fn settled(&mut self) -> Option<bool> {
+        let Some(at) = self.settle else {
+            return Some(true);
+        };
+        if std::time::Instant::now() < at {
+            return Some(false);
+        }
+        let mut probe = [0u8; 1];
+        match self.io.try_read(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.settle = None;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
@@ -136,6 +176,10 @@ impl H1Conn {
                 match parsed {
                     Some(Parsed::Interim) => continue,
                     Some(Parsed::Final(parts, state, keep_alive)) => {
+                        let by_rule = head_only
+                            || parts.status == StatusCode::NO_CONTENT
+                            || parts.status == StatusCode::NOT_MODIFIED;
+                        self.settle = by_rule.then(|| std::time::Instant::now() + SETTLE);
                         let body = H1Body {
                             conn: Some(self),
                             state,
@@ -291,7 +335,16 @@ fn framing(
     head_only: bool,
 ) -> Result<(State, bool), H1Error> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((State::Length(0), true));
+        // A 204 may carry no framing field (RFC 9110 §8.6, RFC 9112 §6.1):
+        // one that does probably sends a body after all, so its connection
+        // is not reused.
+        let announces_body = status == StatusCode::NO_CONTENT
+            && (headers.contains_key(header::TRANSFER_ENCODING)
+                || headers
+                    .get_all(header::CONTENT_LENGTH)
+                    .iter()
+                    .any(|v| v.as_bytes() != b"0"));
+        return Ok((State::Length(0), !announces_body));
     }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_some() {
@@ -782,6 +835,55 @@ mod tests {
             let mut body = response.into_body();
             assert!(body.take_idle().is_some(), "reusable at once");
         }
+    }
+
+    #[tokio::test]
+    async fn a_204_announcing_a_body_is_not_reused() {
+        for bytes in [
+            &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let bytes: &'static [u8] = Vec::leak(bytes.to_vec());
+            let response = exchange(vec![bytes], false, Method::GET)
+                .await
+                .expect("a response");
+            assert!(response.body().is_end_stream());
+            assert!(response.into_body().take_idle().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_after_a_bodiless_answer_settles_before_reuse() {
+        // Stray bytes after a 204 head, a little later.
+        let (io, _task) = upstream(vec![b"HTTP/1.1 204 No Content\r\n\r\n", b"STRAY"], false).await;
+        let response = H1Conn::new(io)
+            .send(&head(Method::GET, "/"))
+            .await
+            .expect("a response");
+        let mut conn = response.into_body().take_idle().expect("idle");
+        assert_eq!(conn.settled(), Some(false), "not at once");
+        tokio::time::sleep(SETTLE + Duration::from_millis(10)).await;
+        assert_eq!(conn.settled(), None, "the stray bytes are found");
+
+        // A clean 304: reusable once settled.
+        let (io, _task) = upstream(vec![b"HTTP/1.1 304 Not Modified\r\n\r\n"], false).await;
+        let response = H1Conn::new(io)
+            .send(&head(Method::GET, "/"))
+            .await
+            .expect("a response");
+        let mut conn = response.into_body().take_idle().expect("idle");
+        tokio::time::sleep(SETTLE + Duration::from_millis(10)).await;
+        assert_eq!(conn.settled(), Some(true));
+        assert_eq!(conn.settled(), Some(true), "settled for good");
+        // A response with a body never waits.
+        let (io, _task) =
+            upstream(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        let response = H1Conn::new(io)
+            .send(&head(Method::GET, "/"))
+            .await
+            .expect("a response");
+        let mut conn = response.into_body().take_idle().expect("idle");
+        assert_eq!(conn.settled(), Some(true));
     }
 
     #[tokio::test]

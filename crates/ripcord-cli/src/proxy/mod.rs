@@ -37,7 +37,12 @@
 //!
 //! - A connection is reused only when its response was read to its exact
 //!   end and the upstream did not ask to close it (`Connection: close`,
-//!   HTTP/1.0 without keep-alive, a body delimited by the close).
+//!   HTTP/1.0 without keep-alive, a body delimited by the close), and no
+//!   byte followed its end. After a response without a body by rule (to
+//!   `HEAD`, 204, 304) it waits 50 ms and is read once before reuse, so
+//!   that a body the upstream sends anyway is not taken for the next
+//!   request's response; a 204 with `Content-Length` or
+//!   `Transfer-Encoding` closes it.
 //! - A pooled connection the upstream has closed is replaced before use.
 //!   When one closes as a request goes out, before any byte of an answer,
 //!   the request is sent again on a new connection if its method is
@@ -45,7 +50,12 @@
 //!   `POST` gets 502, since the upstream may have acted on it.
 //! - Response framing follows RFC 9112: chunked bodies (with trailers),
 //!   `Content-Length`, or until the connection closes; 1xx interim answers
-//!   are skipped; a `Content-Length` beside `Transfer-Encoding` is dropped.
+//!   are skipped; a `Content-Length` beside `Transfer-Encoding` is dropped,
+//!   and a repeated one (`5, 5`) reaches the client as one value.
+//! - Trailers reach the client only when it asked for them (`TE:
+//!   trailers`), and never the fields RFC 9110 §6.5.1 keeps out of trailers
+//!   (framing and hop-by-hop fields, `Host`, authentication, cookies, cache
+//!   and request controls, content metadata).
 //!   A malformed or oversized (256 KiB) response head is a 502.
 //!
 //! # Latency and `limits.busy_poll`
