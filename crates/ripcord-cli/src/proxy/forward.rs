@@ -928,33 +928,14 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The request's host, without port, lower-case: the `Host` header or the
-/// URI's authority (HTTP/2).
-pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    let host = match raw.parse::<http::uri::Authority>() {
-        Ok(a) => a.host().to_string(),
-        Err(_) => raw.to_string(),
-    };
-    Some(host.to_ascii_lowercase())
-}
-
 /// Makes the upstream request head from the client's.
+///
+/// The head has been through [`prepare`](super::request::prepare): its
+/// `Host` is the one it was routed by. `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are the proxy's own (`http`, that host), whatever the
+/// client sent; `X-Forwarded-For` gets the client's address appended.
 fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
-    let mut host = parts.headers.get(header::HOST).cloned();
-    // An HTTP/2 request carries its host in the URI only.
-    if host.is_none() {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v.clone());
-                host = Some(v);
-            }
-        }
-    }
+    let host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     let xff = match parts
         .headers
@@ -982,12 +963,14 @@ fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
     }
     parts
         .headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
-    if let (http::header::Entry::Vacant(e), Some(h)) =
-        (parts.headers.entry(&X_FORWARDED_HOST), host)
-    {
-        e.insert(h);
+        .insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(h) => {
+            parts.headers.insert(&X_FORWARDED_HOST, h);
+        }
+        None => {
+            parts.headers.remove(&X_FORWARDED_HOST);
+        }
     }
     parts.version = Version::HTTP_11;
 }

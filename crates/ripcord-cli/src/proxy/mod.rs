@@ -79,6 +79,7 @@ mod busy_poll;
 pub mod config;
 pub mod forward;
 mod h1;
+pub mod request;
 mod route;
 pub mod server;
 pub mod state;

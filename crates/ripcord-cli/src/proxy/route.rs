@@ -9,8 +9,6 @@ use super::forward::RoutePolicies;
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     entries: Vec<Entry>,
-    /// Whether any route names a host (else the host is never looked at).
-    uses_hosts: bool,
 }
 
 #[derive(Debug)]
@@ -46,7 +44,6 @@ impl RouteTable {
                 .then(i.cmp(j))
         });
         RouteTable {
-            uses_hosts: entries.iter().any(|(_, e)| e.host.is_some()),
             entries: entries.into_iter().map(|(_, e)| e).collect(),
         }
     }
@@ -59,11 +56,6 @@ impl RouteTable {
                 e.host.as_deref().is_none_or(|h| Some(h) == host) && prefix_matches(&e.prefix, path)
             })
             .map(|e| &e.policies)
-    }
-
-    /// Whether any route names a host.
-    pub(crate) fn uses_hosts(&self) -> bool {
-        self.uses_hosts
     }
 
     /// The routes' names, in matching order.

@@ -726,25 +726,27 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
             "CONNECT is not supported: this is a reverse proxy\n".to_string(),
         );
     }
-    let table = conn.worker.shared.table();
-    let host = if table.routes.uses_hosts() {
-        forward::request_host(&req)
-    } else {
-        None
+    let (mut parts, body) = req.into_parts();
+    let host = match super::request::prepare(&mut parts) {
+        Ok(host) => host,
+        Err(e) => {
+            return forward::proxy_response(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
     };
-    let Some(route) = table.routes.find(host.as_deref(), req.uri().path()) else {
-        let host = host.or_else(|| forward::request_host(&req));
+    let table = conn.worker.shared.table();
+    let Some(route) = table.routes.find(host.as_deref(), parts.uri.path()) else {
         return forward::proxy_response(
             StatusCode::NOT_FOUND,
             format!(
                 "no route matches host `{}` and path `{}`\n",
                 host.as_deref().unwrap_or(""),
-                req.uri().path()
+                parts.uri.path()
             ),
         );
     };
     let route = Arc::clone(route);
     drop(table);
+    let req = Request::from_parts(parts, body);
     forward::forward(&conn.worker.client, &route, req, &conn.peer).await
 }
 
