@@ -4,10 +4,11 @@
 //! is used, so one failing endpoint trips only its own breaker. It is bounded:
 //! past `max_keys` it evicts idle members first, then the least recently used,
 //! but **never a breaker that is open** (evicting it would silently drop the
-//! protection). It can cap the share of breakers open at once: past the cap a
-//! breaker that should trip stays closed and reports
-//! [`TripSuppressed`](crate::EventKind::TripSuppressed) — the registry fails
-//! open rather than letting its own breakers cut off every key.
+//! protection). It can cap the share of breakers open at once (rounded down,
+//! but always at least one): past the cap a breaker that should trip stays
+//! closed and reports [`TripSuppressed`](crate::EventKind::TripSuppressed) —
+//! the registry fails open rather than letting its own breakers cut off every
+//! key.
 //!
 //! ```
 //! use ripcord::{CircuitBreaker, Registry};
@@ -308,22 +309,52 @@ where
             }
         }
         let value = (self.shared.factory)(key).map_err(RegistryError::Build)?;
-        if self.shared.len.load(Ordering::Acquire) as usize >= self.shared.max_keys {
-            self.make_room()?;
-        }
+        self.reserve()?;
         let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
         match shard.entry(key.clone()) {
             MapEntry::Occupied(o) => {
+                // Another caller inserted this key meanwhile: its reservation
+                // holds the place, ours goes back.
+                self.shared.len.fetch_sub(1, Ordering::AcqRel);
                 touch(o.get(), now);
                 Ok(o.get().value.clone())
             }
             MapEntry::Vacant(v) => {
-                self.shared.len.fetch_add(1, Ordering::AcqRel);
                 v.insert(Slot {
                     value: value.clone(),
                     last_used: AtomicU64::new(now),
                 });
                 Ok(value)
+            }
+        }
+    }
+
+    /// Takes one of the `max_keys` places for a new member, evicting to make
+    /// room when all are taken. `len` counts members and places reserved by
+    /// callers about to insert, and only this compare-exchange raises it, so
+    /// callers that race with new keys never exceed the bound together.
+    fn reserve(&self) -> Result<(), RegistryError> {
+        let max = self.shared.max_keys as u64;
+        loop {
+            let reserved = self
+                .shared
+                .len
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+            if reserved.is_ok() {
+                return Ok(());
+            }
+            match self.make_room() {
+                Room::Made => {}
+                // The places are held by callers still inserting: once they
+                // have, their members can be evicted.
+                Room::InFlight => std::thread::yield_now(),
+                Room::Full => {
+                    return Err(RegistryError::Full {
+                        max_keys: self.shared.max_keys,
+                    })
+                }
             }
         }
     }
@@ -390,16 +421,18 @@ where
         self.shared.gate.as_ref().map(|g| g.open_count())
     }
 
-    fn make_room(&self) -> Result<(), RegistryError> {
+    fn make_room(&self) -> Room {
         if self.evict_idle() > 0 {
-            return Ok(());
+            return Room::Made;
         }
         // Evict the least recently used unpinned member.
         let mut oldest: Option<(usize, K, u64)> = None;
+        let mut pinned = 0;
         for (i, shard) in self.shared.shards.iter().enumerate() {
             let shard = shard.read().unwrap_or_else(|e| e.into_inner());
             for (k, s) in shard.iter() {
                 if s.value.is_pinned() {
+                    pinned += 1;
                     continue;
                 }
                 let used = s.last_used.load(Ordering::Relaxed);
@@ -416,13 +449,23 @@ where
                 if shard.remove(&k).is_some() {
                     self.shared.len.fetch_sub(1, Ordering::AcqRel);
                 }
-                Ok(())
+                Room::Made
             }
-            None => Err(RegistryError::Full {
-                max_keys: self.shared.max_keys,
-            }),
+            None if pinned >= self.shared.max_keys => Room::Full,
+            None => Room::InFlight,
         }
     }
+}
+
+/// What [`Registry::make_room`] found.
+enum Room {
+    /// A member was evicted (or another caller freed a place).
+    Made,
+    /// Nothing to evict yet: some places are reserved by callers that have
+    /// not inserted their member.
+    InFlight,
+    /// Every member is pinned.
+    Full,
 }
 
 fn touch<V>(slot: &Slot<V>, now: u64) {
@@ -436,7 +479,8 @@ where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Member,
 {
-    /// At most this many members (default 10 000).
+    /// At most this many members (default 10 000), also while new keys
+    /// arrive at once.
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
@@ -451,7 +495,10 @@ where
 
     /// At most this share (0 < share ≤ 1) of the breakers may be open at once;
     /// past it, breakers that should trip stay closed and report
-    /// `TripSuppressed`. Only for registries of breakers built from a template.
+    /// `TripSuppressed`. The cap is the share of the current members rounded
+    /// down, but never less than one open breaker: with one key and a share
+    /// of 0.5 that key can still trip. Only for registries of breakers built
+    /// from a template.
     pub fn max_open_share(mut self, share: f64) -> Self {
         self.max_open_share = Some(share);
         self

@@ -237,3 +237,57 @@ fn registries_hold_any_member_through_a_factory() {
         .unwrap_err();
     assert_eq!(e.field(), "max_open_share");
 }
+
+#[test]
+fn a_cap_always_allows_one_open_breaker() {
+    // 0.5 × 1 key floors to 0, 0.3 × 3 keys too: the cap rounds down but
+    // never below one.
+    for (share, keys, open) in [(0.5, 1, 1), (0.3, 3, 1), (0.1, 5, 1), (0.5, 5, 2)] {
+        let clock = ManualClock::new();
+        let reg: Registry<u32> = Registry::builder(template(&clock))
+            .max_open_share(share)
+            .build()
+            .unwrap();
+        let members: Vec<_> = (0..keys).map(|k| reg.get(&k).unwrap()).collect();
+        for b in &members {
+            fail(b, 3);
+        }
+        let n = members.iter().filter(|b| b.state() == State::Open).count();
+        assert_eq!(n, open, "share {share} of {keys} keys");
+        assert_eq!(reg.open_count(), Some(open));
+    }
+}
+
+#[test]
+fn new_keys_arriving_together_never_exceed_max_keys() {
+    const MAX: usize = 4;
+    const THREADS: u32 = 8;
+    let clock = ManualClock::new();
+    let reg: Registry<u32> = Registry::builder(template(&clock))
+        .max_keys(MAX)
+        .build()
+        .unwrap();
+    let most = std::sync::atomic::AtomicUsize::new(0);
+    for round in 0..300u32 {
+        let barrier = std::sync::Barrier::new(THREADS as usize);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (reg, barrier, most) = (&reg, &barrier, &most);
+                s.spawn(move || {
+                    barrier.wait();
+                    // Every thread brings a key nobody has seen.
+                    reg.get(&(round * THREADS + t)).unwrap();
+                    most.fetch_max(reg.len(), std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        });
+        assert!(
+            reg.len() <= MAX && reg.entries().len() <= MAX,
+            "round {round}: {} members ({} entries) with max_keys {MAX}",
+            reg.len(),
+            reg.entries().len()
+        );
+    }
+    let most = most.into_inner();
+    assert!(most <= MAX, "{most} members at once with max_keys {MAX}");
+}
