@@ -10,9 +10,16 @@ use crate::{Name, State};
 /// The error of a call made through a policy: either the policy refused the call,
 /// or the call itself failed.
 ///
-/// `Display` says which; the inner error is returned by
-/// [`source`](std::error::Error::source), never repeated in the message, so error
-/// reporters that walk the chain print each cause once.
+/// `Display` says which, in a few words; the error behind it — the policy's
+/// own error ([`Rejected`], [`Timeout`], …) or the call's — is returned by
+/// [`source`](std::error::Error::source), never repeated in the message, so
+/// error reporters that walk the chain (`{:#}` in anyhow) print each cause
+/// once, and callers can downcast the source:
+///
+/// ```text
+/// the circuit breaker refused the call
+/// caused by: circuit breaker `payments` is open and rejected the call; next probe in 30s
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -276,12 +283,27 @@ impl<E> From<Rejected> for Error<E> {
 
 impl<E> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Rejected(_) => "the circuit breaker refused the call",
+            Error::Timeout(_) => "the timeout cancelled the call",
+            Error::BulkheadFull(_) => "the bulkhead refused the call",
+            Error::RateLimited(_) => "the rate limiter refused the call",
+            Error::Inner(_) => "the protected call failed",
+            Error::Fallback(_) => "the call and every fallback failed",
+        })
+    }
+}
+
+impl<E: fmt::Display> Error<E> {
+    /// Writes the error this one stands for: the policy's own message, or the
+    /// call's error (what [`source`](std::error::Error::source) would show).
+    pub(crate) fn fmt_cause(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Rejected(r) => fmt::Display::fmt(r, f),
             Error::Timeout(t) => fmt::Display::fmt(t, f),
             Error::BulkheadFull(b) => fmt::Display::fmt(b, f),
             Error::RateLimited(r) => fmt::Display::fmt(r, f),
-            Error::Inner(_) => f.write_str("the protected call failed"),
+            Error::Inner(e) => fmt::Display::fmt(e, f),
             Error::Fallback(fb) => fmt::Display::fmt(fb, f),
         }
     }

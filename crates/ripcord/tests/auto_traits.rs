@@ -111,3 +111,54 @@ fn errors_survive_boxing_and_downcasting() {
     let e = boxed.downcast_ref::<ConfigError>().expect("a ConfigError");
     assert_eq!(e.field(), "failure_rate");
 }
+
+/// The messages an error reporter prints (`{:#}` in anyhow): the error, then
+/// each source.
+fn chain(err: &(dyn StdError + 'static)) -> Vec<String> {
+    let mut lines = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        lines.push(e.to_string());
+        cur = e.source();
+    }
+    lines
+}
+
+/// No message of the chain repeats what a later one says.
+fn each_cause_once(err: &(dyn StdError + 'static)) {
+    let lines = chain(err);
+    for (i, line) in lines.iter().enumerate() {
+        for later in &lines[i + 1..] {
+            assert!(
+                !line.contains(later.as_str()),
+                "`{line}` repeats its cause `{later}`: {lines:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn policy_errors_print_each_cause_once() {
+    use ripcord::{BulkheadFull, RateLimited, Timeout};
+    use std::time::Duration;
+    let errors: Vec<Error<io::Error>> = vec![
+        rejected().into(),
+        Error::Timeout(Timeout::new("slow", Duration::from_millis(100))),
+        Error::BulkheadFull(BulkheadFull::new("db", 2, Duration::ZERO)),
+        Error::RateLimited(RateLimited::new("api", Duration::from_secs(1))),
+        Error::Inner(io::Error::other("disk on fire")),
+    ];
+    for err in &errors {
+        each_cause_once(err);
+        // The policy's own error is in the chain, for reporters and downcasts.
+        assert_eq!(chain(err).len(), 2, "{:?}", chain(err));
+    }
+    let lines = chain(&errors[0]);
+    assert_eq!(
+        lines,
+        [
+            "the circuit breaker refused the call",
+            "circuit breaker `traits` is forced_open and rejected the call"
+        ]
+    );
+}

@@ -124,12 +124,13 @@ async fn a_failed_chain_keeps_every_cause_in_order() {
         lines.push(e.to_string());
         cur = e.source();
     }
-    // Like every policy error, `Error::Fallback` shows its FallbackError and
-    // has it as its source (so it can be downcast); then come the causes.
+    // Like every policy error, `Error::Fallback` says what happened in a few
+    // words and has its FallbackError as its source (so it can be downcast);
+    // then come the causes, each once.
     assert_eq!(
         lines,
         vec![
-            "fallback `prices` could not answer: the call and its 2 fallbacks failed",
+            "the call and every fallback failed",
             "fallback `prices` could not answer: the call and its 2 fallbacks failed",
             "the call: circuit breaker `prices` is open and rejected the call; next probe in 30s",
             "fallback 0: cache miss",
@@ -195,8 +196,10 @@ async fn the_primary_inner_error_is_in_the_chain_too() {
         _ => panic!(),
     };
     assert_eq!(causes, vec!["the call: upstream 503", "fallback 0: stale"]);
+    assert_eq!(err.to_string(), "the call and every fallback failed");
+    let Error::Fallback(f) = &err else { panic!() };
     assert_eq!(
-        err.to_string(),
+        f.to_string(),
         "fallback `f` could not answer: the call and its 1 fallback failed"
     );
 }

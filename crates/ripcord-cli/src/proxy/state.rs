@@ -50,9 +50,17 @@ pub enum ControlError {
     /// No breaker has that name.
     #[error("no breaker named `{0}` (see the list at /api/breakers)")]
     UnknownBreaker(String),
-    /// The action applied locally but the fleet store refused it.
+    /// The action applied locally but the fleet store refused it. The
+    /// store's error is part of the message (the admin API answers with it),
+    /// so it is not also the source.
     #[error("applied to this instance, but the fleet store failed: {0}")]
-    Store(#[from] ripcord::store::StoreError),
+    Store(ripcord::store::StoreError),
+}
+
+impl From<ripcord::store::StoreError> for ControlError {
+    fn from(e: ripcord::store::StoreError) -> Self {
+        ControlError::Store(e)
+    }
 }
 
 /// One breaker of the proxy and where it sits.
@@ -160,5 +168,24 @@ impl ProxyState {
                 .await?;
         }
         Ok(breaker.state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::ControlError;
+
+    #[test]
+    fn a_store_failure_is_printed_once() {
+        let e = ControlError::from(ripcord::store::StoreError::Unavailable("refused".into()));
+        assert_eq!(
+            e.to_string(),
+            "applied to this instance, but the fleet store failed: state store unavailable: refused"
+        );
+        // Shown in the message (the admin API answers with it), so not
+        // repeated as the source.
+        assert!(e.source().is_none());
     }
 }

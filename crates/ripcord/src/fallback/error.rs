@@ -167,8 +167,10 @@ impl<E: fmt::Debug> fmt::Debug for FallbackError<E> {
 impl<E: fmt::Display> fmt::Display for Cause<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.error {
-            CauseError::Primary(Error::Inner(e)) => write!(f, "the call: {e}"),
-            CauseError::Primary(e) => write!(f, "the call: {e}"),
+            CauseError::Primary(e) => {
+                f.write_str("the call: ")?;
+                e.fmt_cause(f)
+            }
             CauseError::Fallback(i, e) => write!(f, "fallback {i}: {e}"),
         }
     }
