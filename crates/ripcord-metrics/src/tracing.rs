@@ -29,6 +29,8 @@
 //! fallbacks) at `DEBUG`, so a busy open breaker does not flood the logs —
 //! the span fields carry them at any level. Transition and rejection events
 //! recorded inside a call span become span events in `tracing-opentelemetry`.
+//! A transition lands in the span of the call that caused it even when
+//! another thread delivers it (this feature turns on `ripcord/tracing`).
 //!
 //! Cost: with the option on, each event also looks up the current span
 //! (`Span::current()`) and records a few fields on it; turn it off with

@@ -248,6 +248,65 @@ async fn call_spans_and_transition_events() {
     );
 }
 
+/// Two threads: A trips the breaker inside call span `a` and, while its
+/// listener still runs, B forces the breaker open inside span `b`. B finds A
+/// delivering and leaves its transition to A; the event must still land in
+/// `b`, the span of the call that caused it.
+#[test]
+fn a_transition_is_recorded_in_the_span_of_the_call_that_caused_it() {
+    use std::sync::mpsc;
+    let capture = Capture::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(capture.clone()));
+    let (a_delivering, b_may_go) = mpsc::channel::<()>();
+    let (b_done, a_may_go) = mpsc::channel::<()>();
+    let a_may_go = Mutex::new(a_may_go);
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let breaker = CircuitBreaker::builder("payments")
+        .consecutive_failures(1)
+        .clock(ManualClock::new())
+        .on_event(move |e| {
+            let transition = matches!(e.kind, ripcord::EventKind::Transition { .. });
+            if transition && first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                a_delivering.send(()).unwrap();
+                a_may_go.lock().unwrap().recv().unwrap();
+            }
+        })
+        .on_event(ripcord_metrics::tracing::record)
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        let (b, d) = (breaker.clone(), dispatch.clone());
+        s.spawn(move || {
+            let _sub = tracing::dispatcher::set_default(&d);
+            let _span = call_span("a").entered();
+            b.try_acquire().unwrap().record(ripcord::Outcome::Failure);
+        });
+        let (b, d) = (breaker.clone(), dispatch.clone());
+        s.spawn(move || {
+            let _sub = tracing::dispatcher::set_default(&d);
+            b_may_go.recv().unwrap();
+            {
+                let _span = call_span("b").entered();
+                b.force_open();
+            }
+            b_done.send(()).unwrap();
+        });
+    });
+    let transitions: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter(|e| e.fields.contains_key("from"))
+        .map(|e| (e.fields["to"].clone(), e.span))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            ("open".to_string(), Some("a".to_string())),
+            ("forced_open".to_string(), Some("b".to_string())),
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_decisions_are_span_fields() {
     let capture = Capture::default();

@@ -11,7 +11,12 @@
 //!   many it missed (`RecvError::Lagged`).
 //!
 //! Transitions are delivered in the order they happened, to callbacks and
-//! subscribers alike, even when several threads cause transitions at once.
+//! subscribers alike, even when several threads cause transitions at once:
+//! one thread delivers at a time, so a transition may reach the callbacks on
+//! another thread than the one that caused it (which then does not wait).
+//! With the `tracing` feature, such a transition is delivered inside the
+//! `tracing` span that was current where it happened — the span of the call
+//! that caused it — never inside the span of the delivering thread's call.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -289,6 +294,13 @@ macro_rules! listener_methods {
 }
 pub(crate) use listener_methods;
 
+/// A transition waiting for delivery, with the span it happened in.
+struct Queued {
+    event: Event,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
 /// Fan-out of one policy's events.
 pub(crate) struct Events {
     /// Whether anybody listens; checked on the hot path before building an event.
@@ -299,7 +311,7 @@ pub(crate) struct Events {
     #[cfg(feature = "tokio")]
     capacity: usize,
     /// Transitions waiting for delivery, in the order they happened.
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<VecDeque<Queued>>,
     delivering: AtomicBool,
 }
 
@@ -350,7 +362,12 @@ impl Events {
     /// orders the events, then call [`drain`](Events::drain) after releasing it.
     pub(crate) fn enqueue(&self, event: Event) {
         if self.active() {
-            lock(&self.queue).push_back(event);
+            let queued = Queued {
+                event,
+                #[cfg(feature = "tracing")]
+                span: tracing::Span::current(),
+            };
+            lock(&self.queue).push_back(queued);
         }
     }
 
@@ -369,7 +386,12 @@ impl Events {
             loop {
                 let next = lock(&self.queue).pop_front();
                 match next {
-                    Some(ev) => self.emit(ev),
+                    Some(q) => {
+                        // The caller's span, not the deliverer's.
+                        #[cfg(feature = "tracing")]
+                        let _span = q.span.enter();
+                        self.emit(q.event);
+                    }
                     None => break,
                 }
             }
