@@ -416,3 +416,30 @@ fn cli_reports_a_bad_trace_without_panicking() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_traced_status_counts_as_the_proxy_counts_it() {
+    use ripcord_cli::simulate::trace::parse_outcome;
+    use ripcord_tower::http::classify_status;
+    for code in 100..=599u16 {
+        let status = http::StatusCode::from_u16(code).unwrap();
+        assert_eq!(
+            parse_outcome(&code.to_string()),
+            Some(classify_status(status)),
+            "HTTP {code}"
+        );
+    }
+    // 408: the client was slow to send its request, not the dependency's fault.
+    assert_eq!(parse_outcome("408"), Some(ripcord::Outcome::Ignored));
+    assert_eq!(parse_outcome("600"), None);
+    // gRPC code names, as the gRPC layer classifies their numbers.
+    use ripcord_tower::grpc::classify_code;
+    for (name, code) in [
+        ("OK", 0),
+        ("cancelled", 1),
+        ("UNAVAILABLE", 14),
+        ("DATA_LOSS", 15),
+    ] {
+        assert_eq!(parse_outcome(name), Some(classify_code(code)), "{name}");
+    }
+}

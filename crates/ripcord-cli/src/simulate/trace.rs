@@ -23,11 +23,13 @@
 //!   a unit: `800ms`, `1.5s`). A header named `latency_s` makes bare numbers
 //!   seconds.
 //! - `outcome`: `success` (or `ok`), `failure` (or `fail`, `error`), `ignored`;
-//!   an HTTP status (2xx and 3xx succeed, 408, 429 and 5xx fail, other 4xx are
-//!   ignored: the caller's fault, not the dependency's); or a gRPC code name
-//!   (`OK` succeeds; `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN`,
-//!   `RESOURCE_EXHAUSTED`, `DATA_LOSS` and `ABORTED` fail; the others, such as
-//!   `NOT_FOUND` or `CANCELLED`, are ignored). Case does not matter.
+//!   an HTTP status, classified as the proxy classifies it (1xx, 2xx and 3xx
+//!   succeed, 429 and 5xx fail, other 4xx — 408 included — are ignored: the
+//!   caller's fault, not the dependency's); or a gRPC code name, classified as
+//!   the gRPC layer classifies it (`OK` succeeds; `UNAVAILABLE`,
+//!   `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN` and `RESOURCE_EXHAUSTED` fail;
+//!   the others, such as `NOT_FOUND` or `CANCELLED`, are ignored). Case does
+//!   not matter.
 //!
 //! # JSON Lines
 //!
@@ -37,6 +39,8 @@
 use std::io::BufRead;
 
 use ripcord::Outcome;
+use ripcord_tower::grpc::classify_code;
+use ripcord_tower::http::classify_status;
 
 /// One call of a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,13 +497,14 @@ pub(crate) fn parse_duration_nanos(s: &str, unit: Unit) -> Option<u64> {
     (n.is_finite() && n < u64::MAX as f64).then(|| n.round() as u64)
 }
 
-/// How a trace's outcome field classifies the call.
+/// How a trace's outcome field classifies the call. Statuses and gRPC codes
+/// are classified by the same functions the proxy and the tower layers use
+/// ([`classify_status`], [`classify_code`]), so a replay counts a call as the
+/// live breaker would.
 pub fn parse_outcome(s: &str) -> Option<Outcome> {
     if let Ok(code) = s.parse::<u16>() {
         return match code {
-            100..=399 => Some(Outcome::Success),
-            408 | 429 | 500..=599 => Some(Outcome::Failure),
-            400..=499 => Some(Outcome::Ignored),
+            100..=599 => http::StatusCode::from_u16(code).ok().map(classify_status),
             _ => None,
         };
     }
@@ -508,20 +513,35 @@ pub fn parse_outcome(s: &str) -> Option<Outcome> {
         "success" | "ok" | "succeeded" => Outcome::Success,
         "failure" | "fail" | "failed" | "error" => Outcome::Failure,
         "ignored" | "ignore" => Outcome::Ignored,
-        "unavailable" | "deadline_exceeded" | "internal" | "unknown" | "resource_exhausted"
-        | "data_loss" | "aborted" => Outcome::Failure,
-        "cancelled"
-        | "canceled"
-        | "invalid_argument"
-        | "not_found"
-        | "already_exists"
-        | "permission_denied"
-        | "failed_precondition"
-        | "out_of_range"
-        | "unimplemented"
-        | "unauthenticated" => Outcome::Ignored,
-        _ => return None,
+        name => classify_code(grpc_code(name)?),
     })
+}
+
+/// The number of a gRPC status code name (lower case).
+fn grpc_code(name: &str) -> Option<i32> {
+    const NAMES: [&str; 17] = [
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+    ];
+    match name {
+        "canceled" => Some(1),
+        _ => NAMES.iter().position(|n| *n == name).map(|i| i as i32),
+    }
 }
 
 fn looks_like_timestamp(s: &str) -> bool {
