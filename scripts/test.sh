@@ -90,6 +90,9 @@ bash scripts/ensure-chromium.sh
 log "cargo test"
 cargo test --workspace --all-features
 
+log "cargo test, core crate in release (optimizations must not change a test's meaning)"
+cargo test -p ripcord --release --all-features
+
 log "loom model tests"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p ripcord --test loom --test loom_policies --release
