@@ -3,9 +3,9 @@
 # (crates/ripcord-cli/tests/dashboard.rs): installs Debian's `chromium` with
 # apt-get when no Chromium binary is found and this runs as root.
 #
-# Prints the path of the binary on success. Exits 0 without installing when it
-# cannot (not root, no apt-get): the dashboard test then reports that it was
-# skipped, loudly. Set RIPCORD_CHROMIUM to use a specific binary.
+# Prints the path of the binary on success. Fails when there is none and it
+# cannot install one (not root, no apt-get): the dashboard test needs it and
+# fails without it. Set RIPCORD_CHROMIUM to use a specific binary.
 set -euo pipefail
 
 find_chromium() {
@@ -30,8 +30,8 @@ fi
 
 if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
     echo "ensure-chromium: no Chromium found and cannot install one (needs root and apt-get);" \
-        "the dashboard test will be skipped" >&2
-    exit 0
+        "the dashboard test needs it: install Debian's chromium or set RIPCORD_CHROMIUM" >&2
+    exit 1
 fi
 
 echo "ensure-chromium: installing Debian's chromium" >&2

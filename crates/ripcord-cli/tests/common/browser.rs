@@ -46,7 +46,8 @@ pub(crate) fn find_chromium() -> Option<PathBuf> {
 }
 
 /// Finds Chromium, running `scripts/ensure-chromium.sh` (which installs
-/// Debian's package when it can) if there is none yet.
+/// Debian's package when it can) if there is none yet. `None` when there is
+/// still none: the caller fails, it does not skip.
 pub(crate) fn find_or_install_chromium() -> Option<PathBuf> {
     if let Some(p) = find_chromium() {
         return Some(p);
