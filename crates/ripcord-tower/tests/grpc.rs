@@ -273,8 +273,9 @@ async fn grpc_timeout_cuts_the_call_and_counts_as_a_failure() {
     request.set_timeout(Duration::from_millis(50));
     let started = Instant::now();
     let status = client.check(request).await.unwrap_err();
+    // Semantic: cut before the server's answer (500 ms) would have come.
     assert!(
-        started.elapsed() < Duration::from_millis(400),
+        started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
@@ -304,7 +305,8 @@ async fn deadline_layer_honours_grpc_timeout_on_any_http_client() {
         .unwrap();
     let started = Instant::now();
     let err = svc.clone().oneshot(req).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(300));
+    // Cut before the service's answer (500 ms) would have come.
+    assert!(started.elapsed() < Duration::from_millis(500));
     let timeout = err.downcast_ref::<ripcord::Timeout>().expect("a Timeout");
     assert_eq!(timeout.elapsed(), Duration::from_millis(30));
     // No header, no deadline.
