@@ -44,6 +44,18 @@ enum Command {
     Check(ripcord_cli::proxy::CheckArgs),
 }
 
+/// Raises the file-descriptor soft limit to the hard limit: each client
+/// connection the proxy holds takes a descriptor (two with its upstream
+/// connection), and the usual soft limit of 1,024 is soon reached. Where it
+/// cannot be raised, the proxy lowers its connection cap to fit (and says
+/// so at start).
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("ripcord proxy: warning: cannot raise the file-descriptor limit: {e}");
+    }
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -65,6 +77,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy(args) => {
+            raise_fd_limit();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use raw_http::{events_named, exchange, get, post, request, EventStream, Exchange};
 use ripcord::{CircuitBreaker, State};
 use ripcord_cli::proxy::admin::serve;
-use ripcord_cli::proxy::state::{BreakerEntry, ProxyState};
+use ripcord_cli::proxy::state::{AdminAccess, BreakerEntry, ProxyState};
 use ripcord_metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -31,6 +31,10 @@ struct Admin {
 
 impl Admin {
     async fn start(token: Option<&str>) -> Admin {
+        Admin::start_with(token, AdminAccess::default()).await
+    }
+
+    async fn start_with(token: Option<&str>, access: AdminAccess) -> Admin {
         let metrics = Metrics::new();
         let mut entries = Vec::new();
         let mut breakers = Vec::new();
@@ -52,12 +56,10 @@ impl Admin {
                 breaker: b,
             });
         }
-        let state = Arc::new(ProxyState::new(
-            entries,
-            None,
-            metrics.clone(),
-            token.map(str::to_string),
-        ));
+        let state = Arc::new(
+            ProxyState::new(entries, None, metrics.clone(), token.map(str::to_string))
+                .with_access(access),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -825,4 +827,195 @@ async fn shutdown_returns_with_idle_and_streaming_clients_connected() {
         "no new connections after shutdown"
     );
     drop((idle, stream));
+}
+
+/// The status of `GET path` sent with `Host: host`.
+async fn status_with_host(addr: SocketAddr, path: &str, host: &str) -> u16 {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    match exchange(addr, raw.as_bytes()).await {
+        Exchange::Answered(r) => r.status,
+        Exchange::Closed => panic!("GET {path} with host {host}: closed unanswered"),
+    }
+}
+
+#[tokio::test]
+async fn reads_answer_only_hosts_a_rebound_name_cannot_be() {
+    let admin = Admin::start(None).await;
+    let port = admin.addr.port();
+    for path in [
+        "/api/breakers",
+        "/api/breakers/payments",
+        "/api/history",
+        "/metrics",
+    ] {
+        for host in [
+            format!("attacker.example:{port}"),
+            "evil.test".to_string(),
+            format!("x@127.0.0.1:{port}"),
+            "a, b".to_string(),
+        ] {
+            assert_eq!(
+                status_with_host(admin.addr, path, &host).await,
+                403,
+                "{path} {host}"
+            );
+        }
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            "dashboard.localhost".to_string(),
+            "myhost".to_string(),
+        ] {
+            assert_eq!(
+                status_with_host(admin.addr, path, &host).await,
+                200,
+                "{path} {host}"
+            );
+        }
+    }
+    let raw = "GET /api/breakers HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n";
+    let Exchange::Answered(r) = exchange(admin.addr, raw.as_bytes()).await else {
+        panic!("closed unanswered");
+    };
+    assert!(r.error().contains("allowed_hosts"), "{}", r.body);
+    // The dashboard's static files name no secret.
+    assert_eq!(
+        status_with_host(admin.addr, "/", "attacker.example").await,
+        200
+    );
+    // A listed name is answered.
+    let listed = Admin::start_with(
+        None,
+        AdminAccess {
+            allowed_hosts: vec!["proxy.internal".into()],
+            ..AdminAccess::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        status_with_host(listed.addr, "/metrics", "Proxy.Internal:9901").await,
+        200
+    );
+    assert_eq!(
+        status_with_host(listed.addr, "/metrics", "other.internal").await,
+        403
+    );
+    listed.shutdown().await;
+    admin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_gets_408() {
+    let admin = Admin::start(Some(TOKEN)).await;
+    let raw = format!(
+        "POST /api/breakers/payments/open HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 10\r\n\r\nab",
+        admin.addr
+    );
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(admin.addr)
+        .await
+        .expect("connected");
+    tokio::io::AsyncWriteExt::write_all(&mut s, raw.as_bytes())
+        .await
+        .expect("sent");
+    // Three times the 10 s deadline.
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut seen),
+    )
+    .await;
+    assert!(read.is_ok(), "neither answered nor closed in time");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(
+        admin.breaker("payments").state(),
+        State::Closed,
+        "nothing was done"
+    );
+    admin.still_serving().await;
+    admin.shutdown().await;
+}
+
+/// An event stream opened from the loopback address `source`: its status.
+async fn stream_from(source: &str, addr: SocketAddr) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("an address"))
+        .expect("bound");
+    let mut s = socket.connect(addr).await.expect("connected");
+    let raw = format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(raw.as_bytes()).await.expect("sent");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let status = std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, s)
+}
+
+#[tokio::test]
+async fn one_peer_cannot_hold_every_event_stream() {
+    let admin = Admin::start_with(
+        None,
+        AdminAccess {
+            max_streams_per_peer: 4,
+            ..AdminAccess::default()
+        },
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (status, s) = stream_from("127.0.0.1", admin.addr).await;
+        assert_eq!(status, 200);
+        open.push(s);
+    }
+    let r = get(admin.addr, "/api/events").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.error().contains("from 127.0.0.1"), "{}", r.body);
+    // Another address still gets its share.
+    let (status, other) = stream_from("127.0.0.2", admin.addr).await;
+    assert_eq!(status, 200);
+    drop(other);
+    drop(open);
+    admin.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_do_not_lock_the_admin_out() {
+    use tokio::io::AsyncReadExt;
+    let admin = Admin::start(None).await;
+    let mut silent = Vec::new();
+    for _ in 0..ripcord_cli::proxy::admin::MAX_CONNECTIONS + 20 {
+        if let Ok(s) = tokio::net::TcpStream::connect(admin.addr).await {
+            silent.push(s);
+        }
+    }
+    // Each is closed at the 10 s header deadline (or at once, past the
+    // listener's cap): none stays open three times as long.
+    let waits = silent.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+                .await
+                .is_ok()
+        })
+    });
+    for w in waits.collect::<Vec<_>>() {
+        assert!(
+            w.await.expect("the reader"),
+            "a silent connection stayed open"
+        );
+    }
+    admin.still_serving().await;
+    admin.shutdown().await;
 }

@@ -249,3 +249,81 @@ fn ripcord_check_prints_a_summary_or_the_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_front_doors_limits_have_documented_defaults_and_ranges() {
+    let c = ProxyConfig::parse(GOOD, "good.toml").unwrap();
+    let l = &c.limits;
+    assert_eq!(l.max_connections, 10_000);
+    assert_eq!(l.max_connections_per_peer, 1_024);
+    assert_eq!(l.header_read_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(l.idle_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(l.body_read_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.admin.max_streams_per_peer, 16);
+    assert!(c.admin.allowed_hosts.is_empty());
+    for (lines, path, says) in [
+        (
+            "[limits]\nmax_connections = 0",
+            "limits.max_connections",
+            "expected 1 to",
+        ),
+        (
+            "[limits]\nmax_connections = 10\nmax_connections_per_peer = 11",
+            "limits.max_connections_per_peer",
+            "expected 1 to `limits.max_connections` (10)",
+        ),
+        (
+            "[limits]\nidle_timeout = \"0s\"",
+            "limits.idle_timeout",
+            "greater than zero",
+        ),
+        (
+            "[limits]\nbody_read_timeout = \"0s\"",
+            "limits.body_read_timeout",
+            "greater than zero",
+        ),
+        ("[admin]\ntoken = \"short\"", "admin.token", "at least 16"),
+        (
+            "[admin]\nallowed_hosts = [\"a.test:80\"]",
+            "admin.allowed_hosts[0]",
+            "no port",
+        ),
+        (
+            "[admin]\nmax_streams_per_peer = 0",
+            "admin.max_streams_per_peer",
+            "expected 1 to 64",
+        ),
+    ] {
+        let e = error_of(&format!("{lines}\n{GOOD}"));
+        assert!(
+            e.contains(&format!("`{path}`")) && e.contains(says),
+            "{lines}: {e}"
+        );
+    }
+    let long = format!("[admin]\ntoken = \"{}\"\n{GOOD}", "x".repeat(16));
+    assert!(ProxyConfig::parse(&long, "ok.toml").is_ok());
+}
+
+#[test]
+fn an_exposed_admin_listener_without_a_token_is_warned_about() {
+    let exposed = format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD}");
+    let c = ProxyConfig::parse(&exposed, "x.toml").unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("not on loopback") && w[0].contains("token"),
+        "{w:?}"
+    );
+    let with_token = format!(
+        "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"{}\"\n{GOOD}",
+        "t".repeat(20)
+    );
+    assert!(ProxyConfig::parse(&with_token, "x.toml")
+        .unwrap()
+        .warnings()
+        .is_empty());
+    assert!(ProxyConfig::parse(GOOD, "x.toml")
+        .unwrap()
+        .warnings()
+        .is_empty());
+}

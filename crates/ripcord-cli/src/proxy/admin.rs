@@ -17,6 +17,16 @@
 //! the config (`admin.token`) or the environment (`RIPCORD_ADMIN_TOKEN`),
 //! compared in constant time; without a configured token they are refused
 //! with 403. Errors are JSON bodies `{"error": "…"}`.
+//!
+//! The API and `/metrics` answer only requests whose `Host` is an IP
+//! address, `localhost`, a name without a dot or one of `[admin]
+//! allowed_hosts` (403 otherwise; see [`AdminAccess`](super::state::AdminAccess)):
+//! a page on another site that rebinds its DNS name to this listener cannot
+//! read them. The listener holds at most [`MAX_CONNECTIONS`] connections
+//! (more are closed at once); a connection that sends no whole request head
+//! within 10 s, or stays idle 60 s, is closed; a request body must arrive
+//! within 10 s (408); one peer address holds at most
+//! `admin.max_streams_per_peer` event streams.
 
 mod body;
 mod dashboard;
@@ -36,6 +46,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::conn::{watchdog, Activity, Deadlines, Tracked, Watched};
 use super::state::ProxyState;
 
 pub use body::AdminBody;
@@ -46,11 +57,22 @@ pub use view::{BreakerView, FleetView, WindowView};
 /// Largest request head (request line and headers) the admin listener reads.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// How long a request body may take to arrive.
+pub(crate) const BODY_READ_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
+
 /// Largest request body the admin API accepts (mutating calls carry none).
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
-/// How long a client may take to send its request head.
+/// How long a client may take to send its request head (or its request
+/// body), and a new connection its first request.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection with nothing in flight stays open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most connections the admin listener holds at once (event streams
+/// included); more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// How long open connections get to finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -105,18 +127,41 @@ pub async fn serve(
                 Err(e) => break Err(e),
             },
         };
+        if connections.len() >= MAX_CONNECTIONS {
+            // Finished ones are reaped first; the rest are open.
+            while connections.try_join_next().is_some() {}
+            if connections.len() >= MAX_CONNECTIONS {
+                drop(stream);
+                continue;
+            }
+        }
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
+        let activity = Activity::new();
+        let counted = Arc::clone(&activity);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
+            let flight = counted.begin();
+            async move {
+                let response = app.handle(req, peer).await;
+                Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, flight)))
+            }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+        let conn = builder.serve_connection(io, service);
         let conn = graceful.watch(conn.into_owned());
+        let deadlines = Deadlines {
+            header: HEADER_READ_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        };
         connections.spawn(async move {
             // A client that sends garbage or goes away only ends its own
-            // connection; hyper has already answered what it could.
-            let _ = conn.await;
+            // connection; hyper has already answered what it could. One
+            // past a deadline is dropped: closed.
+            tokio::select! {
+                _ = conn => {}
+                () = watchdog(activity, deadlines) => {}
+            }
         });
     };
 

@@ -14,6 +14,11 @@
 //! drain_deadline = "30s"               # how long shutdown waits for in-flight requests
 //! workers = 2                          # worker threads; default: one per CPU
 //! busy_poll = "0s"                     # poll without sleeping this long after a request
+//! header_read_timeout = "30s"          # a request head; a new connection's first request
+//! idle_timeout = "60s"                 # connections with nothing in flight
+//! body_read_timeout = "30s"            # the longest pause inside a request body
+//! max_connections = 10000              # client connections at once
+//! max_connections_per_peer = 1024      # from one IP address
 //!
 //! [[listeners]]
 //! listen = "127.0.0.1:8080"            # HTTP/1.1 and h2c
@@ -126,9 +131,24 @@ pub struct AdminConfig {
     #[serde(default)]
     pub token: Option<String>,
     /// The environment variable holding the token (default
-    /// `RIPCORD_ADMIN_TOKEN`, read when `token` is not set).
+    /// `RIPCORD_ADMIN_TOKEN`, read when `token` is not set). A token has
+    /// at least [`MIN_TOKEN_CHARS`] characters.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Host names the admin API and `/metrics` answer to besides IP
+    /// addresses, `localhost` and names without a dot (default none): a
+    /// guard against DNS rebinding, which reaches the listener under a name
+    /// of the attacker's.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Event streams (`/api/events`, a dashboard tab each) one peer address
+    /// may hold at once (1 to [`MAX_STREAMS_PER_PEER`], default 16).
+    #[serde(default = "default_streams_per_peer")]
+    pub max_streams_per_peer: usize,
+}
+
+fn default_streams_per_peer() -> usize {
+    16
 }
 
 fn default_admin_listen() -> String {
@@ -141,6 +161,8 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             token: None,
             token_env: None,
+            allowed_hosts: Vec::new(),
+            max_streams_per_peer: default_streams_per_peer(),
         }
     }
 }
@@ -179,8 +201,33 @@ pub struct LimitsConfig {
     /// Idle upstream connections kept per address (default 64).
     pub pool_max_idle_per_host: usize,
     /// How long a client may take to send a request head (default 30 s).
+    /// It also bounds a new connection's first request as a whole,
+    /// protocol detection and the HTTP/2 preface included: a connection
+    /// that has sent no complete request head this long after it was
+    /// accepted is closed, and so is one that starts a new head while idle
+    /// and has not finished it this long after.
     #[serde(with = "ripcord::duration")]
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight that sends nothing
+    /// stays open (HTTP/1.1 keep-alive and HTTP/2 alike; default 60 s). It
+    /// is closed within a quarter of this after the deadline.
+    #[serde(with = "ripcord::duration")]
+    pub idle_timeout: Duration,
+    /// How long the proxy waits for the next piece of a request body it
+    /// forwards (default 30 s); past it the upload is cut off and the
+    /// client gets 400. Time the upstream takes to read is not counted.
+    #[serde(with = "ripcord::duration")]
+    pub body_read_timeout: Duration,
+    /// The most client connections open at once (1 to
+    /// [`MAX_CONNECTIONS`], default 10,000); past it new connections are
+    /// closed at once. Lowered at start when the file-descriptor limit has
+    /// no room for it (each connection may need two descriptors).
+    pub max_connections: usize,
+    /// The most client connections open at once from one IP address (1 to
+    /// `max_connections`, default 1,024). Behind a load balancer, or as a
+    /// sidecar, every connection comes from one address: set it to
+    /// `max_connections` there.
+    pub max_connections_per_peer: usize,
     /// How many worker threads serve client connections (1 to
     /// [`MAX_WORKERS`]; default: one per CPU). Each worker runs its own
     /// single-threaded runtime and its own pool of upstream connections
@@ -202,6 +249,16 @@ pub const MAX_BUSY_POLL: Duration = Duration::from_millis(100);
 /// The largest `limits.workers`.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The largest `limits.max_connections`.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// The shortest admin token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The largest `admin.max_streams_per_peer` (the admin listener's cap on
+/// event streams in all).
+pub const MAX_STREAMS_PER_PEER: usize = 64;
+
 impl LimitsConfig {
     /// The number of worker threads: `workers`, or one per CPU.
     pub fn worker_count(&self) -> usize {
@@ -221,6 +278,10 @@ impl Default for LimitsConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_peer: 1_024,
             workers: None,
             busy_poll: Duration::ZERO,
         }
@@ -461,6 +522,27 @@ impl ProxyConfig {
         }
     }
 
+    /// What a running proxy should warn about at start: an admin listener
+    /// reachable from other hosts without a token (its reads are then open
+    /// to them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let exposed = self
+            .admin
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if exposed && self.admin_token().is_none() {
+            out.push(format!(
+                "the admin listener {} is not on loopback and no admin token is set: breaker states, \
+                 history and /metrics are readable from other hosts (control calls stay refused); \
+                 bind it to 127.0.0.1 or set `[admin] token`",
+                self.admin.listen
+            ));
+        }
+        out
+    }
+
     /// The admin token (see [`AdminConfig::resolve_token`]).
     pub fn admin_token(&self) -> Option<String> {
         self.admin.resolve_token()
@@ -591,6 +673,42 @@ impl ProxyConfig {
                 );
             }
         }
+        if let Some(token) = self.admin_token() {
+            let chars = token.chars().count();
+            if chars < MIN_TOKEN_CHARS {
+                let (path, whence) = match (&self.admin.token, &self.admin.token_env) {
+                    (Some(_), _) => ("admin.token", "the token".to_string()),
+                    (None, var) => (
+                        "admin.token_env",
+                        format!(
+                            "the token in ${}",
+                            var.as_deref().unwrap_or(DEFAULT_TOKEN_ENV)
+                        ),
+                    ),
+                };
+                report(
+                    path.into(),
+                    format!("{whence} has {chars} characters; expected at least {MIN_TOKEN_CHARS} (a long random string)"),
+                );
+            }
+        }
+        for (i, h) in self.admin.allowed_hosts.iter().enumerate() {
+            if h.contains(':') || super::request::host_of(h.as_bytes()).is_none() {
+                report(
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!("{h:?}: expected a host name such as `proxy.internal` (no port)"),
+                );
+            }
+        }
+        if !(1..=MAX_STREAMS_PER_PEER).contains(&self.admin.max_streams_per_peer) {
+            report(
+                "admin.max_streams_per_peer".into(),
+                format!(
+                    "{}: expected 1 to {MAX_STREAMS_PER_PEER} event streams",
+                    self.admin.max_streams_per_peer
+                ),
+            );
+        }
         let l = &self.limits;
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&l.max_header_bytes) {
             report(
@@ -619,12 +737,32 @@ impl ProxyConfig {
                 ),
             );
         }
+        if !(1..=MAX_CONNECTIONS).contains(&l.max_connections) {
+            report(
+                "limits.max_connections".into(),
+                format!(
+                    "{}: expected 1 to {MAX_CONNECTIONS} connections",
+                    l.max_connections
+                ),
+            );
+        }
+        if l.max_connections_per_peer == 0 || l.max_connections_per_peer > l.max_connections {
+            report(
+                "limits.max_connections_per_peer".into(),
+                format!(
+                    "{}: expected 1 to `limits.max_connections` ({}) connections",
+                    l.max_connections_per_peer, l.max_connections
+                ),
+            );
+        }
         for (key, d) in [
             ("default_timeout", l.default_timeout),
             ("drain_deadline", l.drain_deadline),
             ("connect_timeout", l.connect_timeout),
             ("pool_idle_timeout", l.pool_idle_timeout),
             ("header_read_timeout", l.header_read_timeout),
+            ("idle_timeout", l.idle_timeout),
+            ("body_read_timeout", l.body_read_timeout),
         ] {
             check_duration(&format!("limits.{key}"), d, report);
         }

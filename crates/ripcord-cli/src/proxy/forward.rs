@@ -2,6 +2,7 @@
 //! header rules of a proxy, and the responses the proxy makes itself.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -443,7 +444,7 @@ impl UpstreamClient {
 #[derive(Debug)]
 pub enum ProxyBody {
     /// A request body streaming from the client to the upstream.
-    Incoming(Incoming),
+    Incoming(RequestBody),
     /// A response body streaming from the upstream, holding its call's
     /// breaker permits and bulkhead slots until it ends.
     Upstream(UpstreamBody),
@@ -472,7 +473,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -492,6 +493,73 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
+    }
+}
+
+/// A client's request body on its way to the upstream: a pause longer than
+/// `limits.body_read_timeout` while the upstream waits for more ends it
+/// with an error (the upload is cut off, the client gets 400). The time
+/// the upstream takes to read is not counted: the deadline runs only while
+/// the body is being waited for.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// Made at the first wait; reset at the start of each wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `timer` runs for the current wait.
+    waiting: bool,
+}
+
+/// The client paused its request body longer than the body deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no more of its request body within {0:?}")]
+struct BodyTimeout(Duration);
+
+impl RequestBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        RequestBody {
+            inner,
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = tokio::time::Instant::now() + this.timeout;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.waiting {
+            timer.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -993,6 +1061,7 @@ pub(crate) async fn forward(
     route: &RoutePolicies,
     req: Request<Incoming>,
     peer: &Peer,
+    body_read_timeout: Duration,
 ) -> Response<ProxyBody> {
     if route.limiters.iter().any(Option::is_some) {
         // On the heap, like every part a route may not have.
@@ -1021,7 +1090,7 @@ pub(crate) async fn forward(
             let body = if body.is_end_stream() {
                 ProxyBody::empty()
             } else {
-                ProxyBody::Incoming(body)
+                ProxyBody::Incoming(RequestBody::new(body, body_read_timeout))
             };
             attempt(client, route, Request::from_parts(parts, body)).await
         }

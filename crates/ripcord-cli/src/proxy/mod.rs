@@ -77,6 +77,7 @@
 pub mod admin;
 mod busy_poll;
 pub mod config;
+mod conn;
 pub mod forward;
 mod h1;
 pub mod request;
@@ -160,6 +161,17 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for warning in proxy.config().warnings() {
+        eprintln!("ripcord proxy: warning: {warning}");
+    }
+    let configured = proxy.config().limits.max_connections;
+    if proxy.max_connections() < configured {
+        eprintln!(
+            "ripcord proxy: warning: the file-descriptor limit leaves room for {} client connections, \
+             not `limits.max_connections` = {configured}; raise the hard limit (`ulimit -Hn`) for more",
+            proxy.max_connections()
+        );
+    }
     for addr in proxy.listen_addrs() {
         println!("ripcord proxy: listening on http://{addr}");
     }

@@ -37,11 +37,12 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::busy_poll::BusyPoll;
 use super::config::{redact_url, PipelineSection, ProxyConfig};
+use super::conn::{Activity, Admission, Deadlines, Permit, Tracked, Watched};
 use super::forward::{
     self, Limiter, Parts, Peer, ProxyBody, RoutePolicies, Upstream, UpstreamBody,
 };
 use super::route::RouteTable;
-use super::state::{BreakerEntry, ProxyState};
+use super::state::{AdminAccess, BreakerEntry, ProxyState};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +171,10 @@ struct WorkerCtx {
     client: forward::UpstreamClient,
     /// Set when `limits.busy_poll` is not zero.
     busy: Option<Arc<BusyPoll>>,
+    /// The client connections' deadlines.
+    deadlines: Deadlines,
+    /// How long a forwarded request body may pause.
+    body_read_timeout: Duration,
 }
 
 /// What the requests of one client connection share.
@@ -179,8 +184,25 @@ struct ConnCtx {
     peer: Peer,
 }
 
-/// A connection accepted by a listener, on its way to a worker.
-type Accepted = (std::net::TcpStream, SocketAddr);
+/// A connection accepted by a listener, on its way to a worker, with its
+/// place under the connection caps.
+type Accepted = (std::net::TcpStream, SocketAddr, Permit);
+
+/// Descriptors kept for everything but client and upstream connections
+/// (listeners, the admin listener's connections, the store, the runtime).
+const RESERVED_FDS: u64 = super::admin::MAX_CONNECTIONS as u64 + 64;
+
+/// `max` client connections, or fewer when the process's file-descriptor
+/// limit has no room for them: each may need two descriptors (its own and
+/// an upstream connection), beside [`RESERVED_FDS`].
+fn connection_room(max: usize) -> usize {
+    #[cfg(unix)]
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        let room = soft.saturating_sub(RESERVED_FDS) / 2;
+        return max.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1);
+    }
+    max
+}
 
 impl Shared {
     fn table(&self) -> Arc<Table> {
@@ -200,6 +222,10 @@ pub struct RunningProxy {
     fleet: Option<Fleet>,
     store: Option<RedisStore>,
     stop: watch::Sender<Option<Duration>>,
+    /// The connection caps in force.
+    admission: Arc<Admission>,
+    /// `limits.max_connections`, or fewer (see [`connection_room`]).
+    max_connections: usize,
     listeners: Vec<JoinHandle<()>>,
     workers: Vec<oneshot::Receiver<ShutdownReport>>,
     admin: Option<JoinHandle<std::io::Result<()>>>,
@@ -507,12 +533,24 @@ impl Proxy {
             table: RwLock::new(Arc::new(table)),
         });
         metrics.watch(LiveTable(Arc::downgrade(&shared)));
-        let state = Arc::new(ProxyState::new(
-            entries,
-            fleet.clone(),
-            metrics.clone(),
-            config.admin_token(),
-        ));
+        let access = AdminAccess {
+            allowed_hosts: config
+                .admin
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            max_streams_per_peer: config.admin.max_streams_per_peer,
+        };
+        let state = Arc::new(
+            ProxyState::new(
+                entries,
+                fleet.clone(),
+                metrics.clone(),
+                config.admin_token(),
+            )
+            .with_access(access),
+        );
 
         let (stop, _) = watch::channel(None::<Duration>);
         let mut server = auto::Builder::new(TokioExecutor::new());
@@ -539,6 +577,11 @@ impl Proxy {
                     limits.pool_max_idle_per_host,
                 ),
                 busy: BusyPoll::new(limits.busy_poll),
+                deadlines: Deadlines {
+                    header: limits.header_read_timeout,
+                    idle: limits.idle_timeout,
+                },
+                body_read_timeout: limits.body_read_timeout,
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -556,6 +599,8 @@ impl Proxy {
             workers.push(done_rx);
         }
         let senders: Arc<[mpsc::UnboundedSender<Accepted>]> = senders.into();
+        let max_connections = connection_room(limits.max_connections);
+        let admission = Admission::new(max_connections, limits.max_connections_per_peer);
         let next = Arc::new(AtomicUsize::new(0));
         let mut listen_addrs = Vec::new();
         let mut listeners = Vec::new();
@@ -570,6 +615,7 @@ impl Proxy {
                 listener,
                 Arc::clone(&senders),
                 Arc::clone(&next),
+                Arc::clone(&admission),
                 stop.subscribe(),
             )));
         }
@@ -591,6 +637,8 @@ impl Proxy {
             fleet,
             store,
             stop,
+            admission,
+            max_connections,
             listeners,
             workers,
             admin: Some(admin),
@@ -599,11 +647,12 @@ impl Proxy {
 }
 
 /// Accepts connections until told to stop and hands them to the workers
-/// in turn.
+/// in turn; a connection past the caps is closed at once.
 async fn accept_loop(
     listener: TcpListener,
     workers: Arc<[mpsc::UnboundedSender<Accepted>]>,
     next: Arc<AtomicUsize>,
+    admission: Arc<Admission>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     loop {
@@ -619,13 +668,18 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
+                let Some(permit) = admission.admit(remote.ip()) else {
+                    // Past a cap: closed at once.
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let Ok(stream) = stream.into_std() else {
                     continue;
                 };
                 let i = next.fetch_add(1, Ordering::Relaxed) % workers.len();
                 // A worker that is gone has stopped: the connection closes.
-                let _ = workers[i].send((stream, remote));
+                let _ = workers[i].send((stream, remote, permit));
             }
         }
     }
@@ -669,7 +723,7 @@ async fn worker_loop(
                 }
             }
             accepted = conns.recv(), if open => {
-                let Some((stream, remote)) = accepted else {
+                let Some((stream, remote, permit)) = accepted else {
                     // The listeners are gone: wait for the stop signal.
                     open = false;
                     continue;
@@ -681,20 +735,30 @@ async fn worker_loop(
                     worker: Arc::clone(&ctx),
                     peer: Peer::new(remote),
                 });
+                let activity = Activity::new();
+                let counted = Arc::clone(&activity);
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let conn_ctx = Arc::clone(&conn_ctx);
+                    let flight = counted.begin();
                     async move {
                         let busy = conn_ctx.worker.busy.as_deref();
                         busy.inspect(|b| b.touch());
                         let response = handle(&conn_ctx, req).await;
                         busy.inspect(|b| b.touch());
-                        Ok::<_, Infallible>(response)
+                        Ok::<_, Infallible>(response.map(|b| Tracked::new(b, flight)))
                     }
                 });
-                let conn = server.serve_connection(TokioIo::new(stream), service).into_owned();
+                let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+                let conn = server.serve_connection(io, service).into_owned();
                 let conn = graceful.watch(conn);
+                let deadlines = ctx.deadlines;
                 connections.spawn(async move {
-                    let _ = conn.await;
+                    // Past a deadline the connection is dropped: closed.
+                    tokio::select! {
+                        _ = conn => {}
+                        () = super::conn::watchdog(activity, deadlines) => {}
+                    }
+                    drop(permit);
                 });
                 // Reap finished connections so the set stays small.
                 while connections.try_join_next().is_some() {}
@@ -747,7 +811,14 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let route = Arc::clone(route);
     drop(table);
     let req = Request::from_parts(parts, body);
-    forward::forward(&conn.worker.client, &route, req, &conn.peer).await
+    forward::forward(
+        &conn.worker.client,
+        &route,
+        req,
+        &conn.peer,
+        conn.worker.body_read_timeout,
+    )
+    .await
 }
 
 impl RunningProxy {
@@ -759,6 +830,19 @@ impl RunningProxy {
     /// The bound address of the admin listener.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The most client connections open at once: `limits.max_connections`,
+    /// or fewer when the file-descriptor limit has no room for them (each
+    /// may need two descriptors, and some are kept for the admin listener
+    /// and the rest).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.admission.open()
     }
 
     /// The state the admin API sees (breakers, fleet link, metrics).
@@ -839,6 +923,8 @@ impl RunningProxy {
             if old.admin.listen != new.admin.listen
                 || old.admin.token != new.admin.token
                 || old.admin.token_env != new.admin.token_env
+                || old.admin.allowed_hosts != new.admin.allowed_hosts
+                || old.admin.max_streams_per_peer != new.admin.max_streams_per_peer
             {
                 summary.restart_needed.push("admin".into());
             }
@@ -851,6 +937,10 @@ impl RunningProxy {
                 || l.0.pool_idle_timeout != l.1.pool_idle_timeout
                 || l.0.pool_max_idle_per_host != l.1.pool_max_idle_per_host
                 || l.0.header_read_timeout != l.1.header_read_timeout
+                || l.0.idle_timeout != l.1.idle_timeout
+                || l.0.body_read_timeout != l.1.body_read_timeout
+                || l.0.max_connections != l.1.max_connections
+                || l.0.max_connections_per_peer != l.1.max_connections_per_peer
                 || l.0.worker_count() != l.1.worker_count()
                 || l.0.busy_poll != l.1.busy_poll
             {

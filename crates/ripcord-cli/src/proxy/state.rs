@@ -72,6 +72,51 @@ pub struct BreakerEntry {
     pub breaker: CircuitBreaker,
 }
 
+/// Who may use the admin listener besides the token: the host names its
+/// API answers to, and how many event streams one address may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAccess {
+    /// Host names (lower-case, no port) the API and `/metrics` answer to
+    /// besides IP addresses, `localhost` and names without a dot.
+    pub allowed_hosts: Vec<String>,
+    /// Event streams one peer address may hold at once.
+    pub max_streams_per_peer: usize,
+}
+
+impl Default for AdminAccess {
+    /// No extra host names; no per-peer cap below the listener's own
+    /// ([`MAX_STREAMS`](super::admin::MAX_STREAMS)).
+    fn default() -> Self {
+        AdminAccess {
+            allowed_hosts: Vec::new(),
+            max_streams_per_peer: super::admin::MAX_STREAMS,
+        }
+    }
+}
+
+impl AdminAccess {
+    /// Whether the admin API answers a request whose `Host` (or
+    /// `:authority`) is `host`: an IP address, `localhost` (or a name under
+    /// it), a name without a dot (a local name, which no outside DNS
+    /// answers for), or one of [`allowed_hosts`](Self::allowed_hosts). A
+    /// browser led to the listener by a rebound DNS name sends that name,
+    /// and is refused.
+    pub fn allows_host(&self, host: &[u8]) -> bool {
+        let Some(name) = super::request::host_of(host) else {
+            return false;
+        };
+        name.starts_with('[')
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || !name.contains('.')
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&name))
+    }
+}
+
 /// The running proxy's shared state, as the admin API sees it.
 #[derive(Debug)]
 pub struct ProxyState {
@@ -79,6 +124,7 @@ pub struct ProxyState {
     fleet: Option<Fleet>,
     metrics: Metrics,
     admin_token: Option<String>,
+    access: AdminAccess,
     started: Instant,
 }
 
@@ -95,8 +141,21 @@ impl ProxyState {
             fleet,
             metrics,
             admin_token: admin_token.filter(|t| !t.is_empty()),
+            access: AdminAccess::default(),
             started: Instant::now(),
         }
+    }
+
+    /// The same state with these admin access rules (the default:
+    /// [`AdminAccess::default`]).
+    pub fn with_access(mut self, access: AdminAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The admin access rules.
+    pub fn access(&self) -> &AdminAccess {
+        &self.access
     }
 
     /// Every breaker, in configuration order.

@@ -186,6 +186,10 @@ impl RawClient {
             .await
             .expect("connected in time")
             .expect("connected");
+        RawClient::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         RawClient {
             stream,
             buf: Vec::new(),

@@ -54,6 +54,8 @@ struct Inner {
     sampler: Mutex<Option<JoinHandle<()>>>,
     /// Event streams open now.
     streams: AtomicUsize,
+    /// Event streams open now per peer address.
+    per_peer: Arc<crate::proxy::conn::Admission>,
     /// The breakers' followers: one per breaker while a stream is open,
     /// none otherwise. Changed only under this lock, after `streams`.
     followers: Mutex<Vec<Follower>>,
@@ -80,6 +82,9 @@ pub(super) enum StreamRefused {
     ShuttingDown,
     /// [`MAX_STREAMS`] streams are open already.
     TooMany,
+    /// The peer holds its share of the streams
+    /// (`admin.max_streams_per_peer`).
+    TooManyFromPeer,
 }
 
 /// Counts an open stream until dropped.
@@ -143,8 +148,11 @@ impl Hub {
     /// Starts the sampler (on the current tokio runtime).
     pub(super) fn start(state: Arc<ProxyState>) -> Hub {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let per_peer =
+            crate::proxy::conn::Admission::new(MAX_STREAMS, state.access().max_streams_per_peer);
         let hub = Hub {
             inner: Arc::new(Inner {
+                per_peer,
                 state,
                 tx: Mutex::new(Some(tx)),
                 history: History::default(),
@@ -214,20 +222,23 @@ impl Hub {
 
     /// An event stream: the history first, then every snapshot and
     /// transition.
-    pub(super) fn stream(&self) -> Result<AdminBody, StreamRefused> {
+    pub(super) fn stream(&self, peer: std::net::IpAddr) -> Result<AdminBody, StreamRefused> {
         let mut rx = self.subscribe().ok_or(StreamRefused::ShuttingDown)?;
         if self.inner.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
             self.inner.streams.fetch_sub(1, Ordering::AcqRel);
             return Err(StreamRefused::TooMany);
         }
         let slot = StreamSlot(Arc::clone(&self.inner));
+        let Some(place) = self.inner.per_peer.admit(peer) else {
+            return Err(StreamRefused::TooManyFromPeer);
+        };
         // Follow the breakers before the history is taken, so that no
         // transition after it is missed.
         self.follow_breakers();
         let first = sse("history", &self.history_json(), Some(2000));
         let (tx, body) = mpsc::channel::<Bytes>(8);
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, place);
             if tx.send(first).await.is_err() {
                 return;
             }

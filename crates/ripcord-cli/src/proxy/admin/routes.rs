@@ -14,7 +14,7 @@ use super::body::AdminBody;
 use super::dashboard;
 use super::events::{Hub, StreamRefused, MAX_STREAMS};
 use super::view::{BreakerView, FleetView};
-use super::MAX_BODY_BYTES;
+use super::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::proxy::state::{Control, ControlError, ProxyState};
 
 /// The admin listener's application: state and event hub.
@@ -59,6 +59,11 @@ impl App {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
         let method = req.method().clone();
+        if matches!(segments.as_slice(), ["metrics"] | ["api", ..]) {
+            if let Some(refused) = self.check_host(&req) {
+                return refused;
+            }
+        }
         match segments.as_slice() {
             [""] | ["index.html"] => get_only(&method, || {
                 asset(dashboard::INDEX_HTML, "text/html; charset=utf-8")
@@ -93,12 +98,37 @@ impl App {
                 set(&mut r, header::CONTENT_TYPE, "application/json");
                 no_store(r)
             }),
-            ["api", "events"] => get_only(&method, || self.events()),
+            ["api", "events"] => get_only(&method, || self.events(peer.ip())),
             _ => error(
                 StatusCode::NOT_FOUND,
                 &format!("no such page: {}", clip(&path)),
             ),
         }
+    }
+
+    /// The answer to a request whose host the API does not answer to (see
+    /// [`AdminAccess::allows_host`](crate::proxy::state::AdminAccess::allows_host)).
+    fn check_host(&self, req: &Request<Incoming>) -> Option<Response<AdminBody>> {
+        let mut fields = req.headers().get_all(header::HOST).iter();
+        let host = match (req.uri().authority(), fields.next(), fields.next()) {
+            (_, Some(_), Some(_)) => None,
+            (Some(a), _, _) => Some(a.as_str().as_bytes()),
+            (None, Some(h), None) => Some(h.as_bytes()),
+            // HTTP/1.0 without a host: no browser sends that.
+            (None, None, _) => return None,
+        };
+        if host.is_some_and(|h| self.state.access().allows_host(h)) {
+            return None;
+        }
+        let shown = host.map_or("(several)".into(), |h| clip(&String::from_utf8_lossy(h)));
+        Some(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "the admin API does not answer to host `{shown}`: use an IP address or \
+                 `localhost`, or list the name in `[admin] allowed_hosts` (a guard against \
+                 DNS rebinding)"
+            ),
+        ))
     }
 
     fn one(&self, raw_name: &str) -> Response<AdminBody> {
@@ -141,9 +171,26 @@ impl App {
             return too_large();
         }
         let (parts, body) = req.into_parts();
-        if Limited::new(body, MAX_BODY_BYTES).collect().await.is_err() {
+        let collected = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            Limited::new(body, MAX_BODY_BYTES).collect(),
+        )
+        .await;
+        match collected {
+            Err(_) => {
+                let mut r = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request body did not arrive within {}s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                );
+                set(&mut r, header::CONNECTION, "close");
+                return r;
+            }
             // Over the limit, or the client broke off mid-body.
-            return too_large();
+            Ok(Err(_)) => return too_large(),
+            Ok(Ok(_)) => {}
         }
 
         if !self.state.has_admin_token() {
@@ -210,14 +257,26 @@ impl App {
         }
     }
 
-    fn events(&self) -> Response<AdminBody> {
-        let body = match self.hub.stream() {
+    fn events(&self, peer: std::net::IpAddr) -> Response<AdminBody> {
+        let body = match self.hub.stream(peer) {
             Ok(body) => body,
             Err(StreamRefused::ShuttingDown) => {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the admin listener is shutting down",
                 )
+            }
+            Err(StreamRefused::TooManyFromPeer) => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "too many event streams from {peer}: at most {} per address may be open \
+                         at once; close one (or a dashboard tab) and retry",
+                        self.state.access().max_streams_per_peer
+                    ),
+                );
+                set(&mut r, header::RETRY_AFTER, "5");
+                return r;
             }
             Err(StreamRefused::TooMany) => {
                 let mut r = error(
