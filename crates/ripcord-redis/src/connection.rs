@@ -25,6 +25,7 @@ pub(crate) struct Settings {
     pub(crate) max_backoff: Duration,
 }
 
+#[derive(Clone)]
 pub(crate) enum Mode {
     Single(redis::Client),
     Cluster(ClusterClient),
@@ -165,6 +166,17 @@ impl Connection {
         if slot.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
             slot.conn = None;
         }
+    }
+
+    /// Drops the connection (if any): the next use makes a new one. For a
+    /// connection to a server that another connection found gone.
+    pub(crate) async fn forget(&self) {
+        self.slot.lock().await.conn = None;
+    }
+
+    /// Whether an error means the connection itself is gone or stuck.
+    pub(crate) fn breaks(e: &RedisError) -> bool {
+        breaks_connection(e)
     }
 
     /// Connects now (for an eager build).

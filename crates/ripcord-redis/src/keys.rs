@@ -47,6 +47,11 @@ impl Keys {
         self.key(name, "gcra")
     }
 
+    /// The hash of every instance's heartbeat.
+    pub(crate) fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
     /// The pub/sub channel of transitions.
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.prefix)

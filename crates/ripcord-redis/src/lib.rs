@@ -5,13 +5,21 @@
 //! on the hot path**, and a fleet-wide rate limiter.
 //!
 //! A breaker linked to a [`Fleet`](ripcord::store::Fleet) on a [`RedisStore`]
-//! still decides every call from local atomics. The fleet's background task
-//! talks to Redis every `sync_interval` (default 100 ms): one pipelined round
-//! trip carries every breaker of the process (one `EVALSHA` each), reports
-//! this instance's window and brings back the fleet-wide window and state.
-//! Transitions are compare-and-sets on a shared epoch, published on pub/sub so
-//! every instance applies them within milliseconds; half-open probe permits
-//! come from one shared counter.
+//! still decides every call from local atomics. What the fleet costs Redis
+//! follows what changed, not instances × breakers:
+//!
+//! - every `sync_interval` (default 100 ms) each instance sends one pipelined
+//!   round trip: its heartbeat, and the windows of the breakers that saw new
+//!   outcomes since their last report, up to 256 breakers per `EVALSHA` (per
+//!   slot on a Cluster). A breaker with nothing new costs nothing; an idle
+//!   instance costs one heartbeat script;
+//! - transitions are compare-and-sets on a shared epoch, on a connection of
+//!   their own (never behind a sync), published on pub/sub so every instance
+//!   applies them within milliseconds; half-open probe permits come from one
+//!   shared counter;
+//! - a batched reconciliation pass (every 10 s by default: one `HMGET` per
+//!   breaker when nothing changed) repairs missed notices and keeps the keys of
+//!   idle breakers alive until their TTL should lapse.
 //!
 //! ```no_run
 //! use ripcord::store::Fleet;
@@ -64,21 +72,26 @@
 //! | --- | --- | --- |
 //! | `<prefix>:{<name>}:state` | hash | `v` (schema version, `1`), `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`), `epoch`, `open_until` and `override_until` (µs on the server's clock; 0 = none), `granted`, `successes`, `failures` (this half-open period's probes) |
 //! | `<prefix>:{<name>}:reports` | hash | one field per instance: `"<epoch> <calls> <failures> <slow> <at µs> <stale after µs>"` |
+//! | `<prefix>:instances` | hash | one field per instance: its last heartbeat, `"<at µs> <stale after µs>"` |
 //! | `<prefix>:{<name>}:gcra` | hash | a [`RedisRateLimiter`]: `v`, `origin` (Unix seconds), `tat` (ns since origin) |
 //! | `<prefix>:events` | channel | transitions: `1,<state>,<epoch>,<open µs>,<calls>,<failures>,<slow>,<instances>,<override µs or -1>,<manual>;` then name, actor and reason as `<len>:<bytes>` |
 //!
 //! (The empty breaker name is spelled `\0` in keys, so its hash tag is never
-//! empty.) Every write refreshes the TTL of the breaker's keys
-//! ([`Fleet`](ripcord::store::FleetBuilder::ttl)'s `ttl`, default 10
-//! minutes), so idle breakers leave nothing behind. Time inside the scripts is
+//! empty.) A breaker's keys live for the
+//! [`Fleet`](ripcord::store::FleetBuilder::ttl)'s `ttl` (default 10 minutes)
+//! after the last instance that has the breaker refreshed them (a sync or a
+//! reconciliation pass does, every quarter of the TTL), so breakers no
+//! instance has any more leave nothing behind. Time inside the scripts is
 //! the server's (`TIME`), so instances' clocks never need to agree.
 //!
 //! ## Semantics
 //!
-//! One Lua script per operation — `sync`, `transition`, `acquire_probe`,
-//! `report_probe`, and a read-only `view` for `list` — each a line-by-line
-//! mirror of [`MemoryStore`](ripcord::store::MemoryStore): window reports
-//! count while fresh (`stale_after`) and of the current epoch; a transition
+//! One Lua script per operation — `sync` and `reconcile` (many breakers per
+//! run), `heartbeat`, `transition`, `acquire_probe`, `report_probe`, and a
+//! read-only `view` for `list` — each a line-by-line mirror of
+//! [`MemoryStore`](ripcord::store::MemoryStore): window reports of the
+//! current epoch count while fresh (`stale_after`) or while their instance's
+//! heartbeat is; a transition
 //! applies only from the expected epoch (or unconditionally for a manual
 //! override, which may expire back to closed at the next operation); an open
 //! breaker may not move to half-open before the store's own `open_until`; at
@@ -112,10 +125,13 @@
 //!
 //! ## Redis Cluster
 //!
-//! [`RedisStoreBuilder::cluster`] uses redis-rs' Cluster client: a sync groups
-//! its scripts by slot and sends one pipeline per slot, all at once (one round
-//! trip in time). Notices use classic pub/sub, which a Cluster delivers to
-//! subscribers on every node.
+//! [`RedisStoreBuilder::cluster`] uses redis-rs' Cluster client: a sync or a
+//! reconciliation pass groups its breakers by slot (one script may only touch
+//! one slot's keys), one script run per slot group, all pipelines in flight at
+//! once (one round trip in time); the heartbeat is its own script (another
+//! slot), sent every third of its staleness while syncs carry reports.
+//! Notices use classic pub/sub, which a Cluster delivers to subscribers on
+//! every node.
 //!
 //! ## Features
 //!

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ripcord::store::{StateStore, StoreError, SyncEntry, WindowTotals};
+use ripcord::store::{Heartbeat, StateStore, StoreError, SyncEntry, WindowTotals};
 use ripcord_redis::{BuildError, RedisStore};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -17,7 +17,16 @@ fn entry(name: &str) -> SyncEntry {
         fleet_epoch: 0,
         window: WindowTotals::default(),
         stale_after: Duration::from_secs(1),
+        touch: true,
         ttl: Duration::from_secs(60),
+    }
+}
+
+fn beat() -> Heartbeat {
+    Heartbeat {
+        instance: "i0".to_string(),
+        stale_after: Duration::from_secs(1),
+        ttl: Duration::from_secs(4),
     }
 }
 
@@ -43,7 +52,10 @@ async fn username_and_password_urls() {
             format!("redis://ripcord:s3cret@127.0.0.1:{port}/0"),
         ] {
             let store = RedisStore::builder(&url).build().await.expect("auth works");
-            let views = store.sync("i0", &[entry("payments")]).await.expect("sync");
+            let views = store
+                .sync(&beat(), &[entry("payments")])
+                .await
+                .expect("sync");
             assert_eq!(views[0].epoch, 0);
             assert!(
                 !format!("{store:?}").contains("s3cret"),
@@ -127,7 +139,7 @@ async fn a_dead_server_fails_fast_and_a_lazy_store_connects_when_it_appears() {
             .expect("lazy build needs no server");
         let t = Instant::now();
         for _ in 0..10 {
-            let e = store.sync("i0", &[entry("payments")]).await.unwrap_err();
+            let e = store.sync(&beat(), &[entry("payments")]).await.unwrap_err();
             assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         }
         assert!(
@@ -138,7 +150,7 @@ async fn a_dead_server_fails_fast_and_a_lazy_store_connects_when_it_appears() {
         server.restart();
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            match store.sync("i0", &[entry("payments")]).await {
+            match store.sync(&beat(), &[entry("payments")]).await {
                 Ok(v) => {
                     assert_eq!(v[0].name, "payments");
                     break;

@@ -1,7 +1,9 @@
 //! The Lua scripts behave like `MemoryStore`, the reference semantics: random
-//! sequences of store operations from several instances, applied to both, give
-//! the same answers (applied or not, state, epoch, fleet window, live
-//! instances, probe grants, override presence).
+//! sequences of store operations from several instances on several breakers,
+//! applied to both, give the same answers (applied or not, state, epoch, fleet
+//! window, live instances, probe grants, override presence, which breakers a
+//! reconciliation reports). Syncs and reconciliation passes carry several
+//! breakers at once, as the batched scripts run them.
 //!
 //! Time is kept out of the comparison: `MemoryStore` runs on a clock that
 //! stands still while Redis uses its own, so durations are either zero (an
@@ -14,7 +16,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ripcord::store::{
-    FleetView, MemoryStore, ProbeReport, StateStore, SyncEntry, TransitionRequest, WindowTotals,
+    FleetView, Heartbeat, MemoryStore, ProbeReport, ReconcileEntry, StateStore, SyncEntry,
+    TransitionRequest, WindowTotals,
 };
 use ripcord::{ManualClock, State};
 
@@ -32,10 +35,17 @@ enum Epoch {
 enum Op {
     Sync {
         instance: usize,
-        window: (u64, u64, u64),
+        /// Breakers and their windows, in one batch.
+        windows: Vec<(usize, (u64, u64, u64))>,
+    },
+    Reconcile {
+        instance: usize,
+        breakers: Vec<usize>,
+        touch: bool,
     },
     Transition {
         instance: usize,
+        breaker: usize,
         to: State,
         cas: Option<Epoch>,
         open_for_long: bool,
@@ -45,11 +55,13 @@ enum Op {
     },
     AcquireProbe {
         instance: usize,
+        breaker: usize,
         epoch: Epoch,
         limit: u32,
     },
     ReportProbe {
         instance: usize,
+        breaker: usize,
         epoch: Epoch,
         success: bool,
         needed: u32,
@@ -73,13 +85,25 @@ fn epoch() -> impl Strategy<Value = Epoch> {
     prop_oneof![4 => Just(Epoch::Known), 1 => Just(Epoch::Stale)]
 }
 
+const BREAKERS: usize = 3;
+
+fn breakers() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::btree_set(0..BREAKERS, 0..=BREAKERS).prop_map(|s| s.into_iter().collect())
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let instance = 0usize..3;
+    let breaker = 0usize..BREAKERS;
     prop_oneof![
-        3 => (instance.clone(), (0u64..20, 0u64..20, 0u64..20))
-            .prop_map(|(instance, window)| Op::Sync { instance, window }),
         3 => (
             instance.clone(),
+            prop::collection::btree_map(breaker.clone(), (0u64..20, 0u64..20, 0u64..20), 0..=BREAKERS),
+        )
+            .prop_map(|(instance, w)| Op::Sync { instance, windows: w.into_iter().collect() }),
+        2 => (instance.clone(), breakers(), any::<bool>())
+            .prop_map(|(instance, breakers, touch)| Op::Reconcile { instance, breakers, touch }),
+        3 => (
+            (instance.clone(), breaker.clone()),
             state(),
             prop_oneof![4 => epoch().prop_map(Some), 1 => Just(None)],
             any::<bool>(),
@@ -88,21 +112,26 @@ fn op() -> impl Strategy<Value = Op> {
             0u32..4,
         )
             .prop_map(
-                |(instance, to, cas, open_for_long, expires, from_state, quorum)| Op::Transition {
-                    instance,
-                    to,
-                    cas,
-                    open_for_long,
-                    expires,
-                    from_state,
-                    quorum,
+                |((instance, breaker), to, cas, open_for_long, expires, from_state, quorum)| {
+                    Op::Transition {
+                        instance,
+                        breaker,
+                        to,
+                        cas,
+                        open_for_long,
+                        expires,
+                        from_state,
+                        quorum,
+                    }
                 },
             ),
-        2 => (instance.clone(), epoch(), 1u32..4)
-            .prop_map(|(instance, epoch, limit)| Op::AcquireProbe { instance, epoch, limit }),
-        2 => (instance, epoch(), any::<bool>(), 1u32..3, 2u32..4, any::<bool>()).prop_map(
-            |(instance, epoch, success, needed, probes, open_for_long)| Op::ReportProbe {
+        2 => (instance.clone(), breaker.clone(), epoch(), 1u32..4).prop_map(
+            |(instance, breaker, epoch, limit)| Op::AcquireProbe { instance, breaker, epoch, limit }
+        ),
+        2 => (instance, breaker, epoch(), any::<bool>(), 1u32..3, 2u32..4, any::<bool>()).prop_map(
+            |(instance, breaker, epoch, success, needed, probes, open_for_long)| Op::ReportProbe {
                 instance,
+                breaker,
                 epoch,
                 success,
                 needed,
@@ -111,6 +140,18 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
     ]
+}
+
+fn name(b: usize) -> String {
+    format!("dep{b}")
+}
+
+fn heartbeat(instance: usize) -> Heartbeat {
+    Heartbeat {
+        instance: format!("i{instance}"),
+        stale_after: HOUR,
+        ttl: HOUR,
+    }
 }
 
 /// What is compared: a view without its clock-dependent durations (only
@@ -147,30 +188,58 @@ fn lua_scripts_match_memory_store() {
         rt.block_on(async {
             let redis = target.store(&unique_prefix("diff"), false).await;
             let memory = MemoryStore::with_clock(ManualClock::new());
-            let name = "dep";
-            // The fleet epoch each instance knows (from the answers it got).
-            let mut known = [0u64; 3];
+            // The fleet epoch each instance knows of each breaker (from the
+            // answers it got).
+            let mut known = [[0u64; BREAKERS]; 3];
             for (step, op) in ops.iter().enumerate() {
                 let ctx = format!("step {step}: {op:?}");
                 match op {
-                    Op::Sync { instance, window } => {
-                        let entry = SyncEntry {
-                            name: name.to_string(),
-                            fleet_epoch: known[*instance],
-                            window: WindowTotals { calls: window.0, failures: window.1, slow: window.2 },
-                            stale_after: HOUR,
-                            ttl: HOUR,
-                        };
-                        let id = format!("i{instance}");
-                        let m = memory.sync(&id, std::slice::from_ref(&entry)).await.unwrap();
-                        let r = redis.sync(&id, std::slice::from_ref(&entry)).await.unwrap();
-                        prop_assert_eq!(essence(&m[0]), essence(&r[0]), "{}", ctx);
-                        known[*instance] = known[*instance].max(m[0].epoch);
+                    Op::Sync { instance, windows } => {
+                        let entries: Vec<SyncEntry> = windows
+                            .iter()
+                            .map(|(b, w)| SyncEntry {
+                                name: name(*b),
+                                fleet_epoch: known[*instance][*b],
+                                window: WindowTotals { calls: w.0, failures: w.1, slow: w.2 },
+                                stale_after: HOUR,
+                                touch: w.0 % 2 == 0,
+                                ttl: HOUR,
+                            })
+                            .collect();
+                        let hb = heartbeat(*instance);
+                        let m = memory.sync(&hb, &entries).await.unwrap();
+                        let r = redis.sync(&hb, &entries).await.unwrap();
+                        prop_assert_eq!(m.len(), entries.len(), "{}", ctx);
+                        prop_assert_eq!(r.len(), entries.len(), "{}", ctx);
+                        for (((b, _), m), r) in windows.iter().zip(&m).zip(&r) {
+                            prop_assert_eq!(essence(m), essence(r), "{}", ctx);
+                            known[*instance][*b] = known[*instance][*b].max(m.epoch);
+                        }
                     }
-                    Op::Transition { instance, to, cas, open_for_long, expires, from_state, quorum } => {
+                    Op::Reconcile { instance, breakers, touch } => {
+                        let entries: Vec<ReconcileEntry> = breakers
+                            .iter()
+                            .map(|b| ReconcileEntry {
+                                name: name(*b),
+                                known_epoch: known[*instance][*b],
+                                touch: *touch,
+                                ttl: HOUR,
+                            })
+                            .collect();
+                        let m = memory.reconcile(&entries).await.unwrap();
+                        let r = redis.reconcile(&entries).await.unwrap();
+                        prop_assert_eq!(m.len(), r.len(), "{}", ctx);
+                        for ((b, m), r) in breakers.iter().zip(&m).zip(&r) {
+                            prop_assert_eq!(m.as_ref().map(essence), r.as_ref().map(essence), "{}", ctx);
+                            if let Some(m) = m {
+                                known[*instance][*b] = known[*instance][*b].max(m.epoch);
+                            }
+                        }
+                    }
+                    Op::Transition { instance, breaker, to, cas, open_for_long, expires, from_state, quorum } => {
                         let req = TransitionRequest {
-                            name: name.to_string(),
-                            from_epoch: cas.as_ref().map(|e| pick(known[*instance], e)),
+                            name: name(*breaker),
+                            from_epoch: cas.as_ref().map(|e| pick(known[*instance][*breaker], e)),
                             from_state: *from_state,
                             quorum: *quorum,
                             to: *to,
@@ -185,18 +254,19 @@ fn lua_scripts_match_memory_store() {
                         prop_assert_eq!(m.applied, r.applied, "{}", ctx);
                         prop_assert_eq!(m.quorum_refused, r.quorum_refused, "{}", ctx);
                         prop_assert_eq!(essence(&m.view), essence(&r.view), "{}", ctx);
-                        known[*instance] = known[*instance].max(m.view.epoch);
+                        known[*instance][*breaker] = known[*instance][*breaker].max(m.view.epoch);
                     }
-                    Op::AcquireProbe { instance, epoch, limit } => {
-                        let e = pick(known[*instance], epoch);
-                        let m = memory.acquire_probe(name, e, *limit, HOUR).await.unwrap();
-                        let r = redis.acquire_probe(name, e, *limit, HOUR).await.unwrap();
+                    Op::AcquireProbe { instance, breaker, epoch, limit } => {
+                        let e = pick(known[*instance][*breaker], epoch);
+                        let n = name(*breaker);
+                        let m = memory.acquire_probe(&n, e, *limit, HOUR).await.unwrap();
+                        let r = redis.acquire_probe(&n, e, *limit, HOUR).await.unwrap();
                         prop_assert_eq!(m, r, "{}", ctx);
                     }
-                    Op::ReportProbe { instance, epoch, success, needed, probes, open_for_long } => {
+                    Op::ReportProbe { instance, breaker, epoch, success, needed, probes, open_for_long } => {
                         let report = ProbeReport {
-                            name: name.to_string(),
-                            epoch: pick(known[*instance], epoch),
+                            name: name(*breaker),
+                            epoch: pick(known[*instance][*breaker], epoch),
                             success: *success,
                             successes_needed: *needed,
                             probes: *probes,
@@ -207,7 +277,7 @@ fn lua_scripts_match_memory_store() {
                         let m = memory.report_probe(&report).await.unwrap();
                         let r = redis.report_probe(&report).await.unwrap();
                         prop_assert_eq!(essence(&m), essence(&r), "{}", ctx);
-                        known[*instance] = known[*instance].max(m.epoch);
+                        known[*instance][*breaker] = known[*instance][*breaker].max(m.epoch);
                     }
                 }
             }

@@ -383,3 +383,68 @@ async fn with_a_quorum_a_trip_opens_the_whole_fleet() {
     let v = &store.list().await.unwrap()[0];
     assert_eq!((v.state, v.epoch), (State::Open, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_rule_judges_counts_and_latencies_of_the_same_calls() {
+    // Failure rate ≥ 50 % AND p90 ≥ 100 ms: neither this instance's window
+    // nor the fleet's holds both, but the fleet's failure rate with this
+    // instance's p90 would.
+    let store = MemoryStore::with_clock(TokioClock::new());
+    let clock = TokioClock::new();
+    let fleet: Vec<(Fleet, CircuitBreaker)> = (0..2)
+        .map(|i| {
+            let fleet = Fleet::builder(store.clone())
+                .instance(&format!("i{i}"))
+                .build()
+                .unwrap();
+            let breaker = CircuitBreaker::builder("search")
+                .trip_when(|s| {
+                    s.failure_rate() >= 0.5
+                        && s.latency_quantile(0.9).is_some_and(|p90| p90 >= 100 * MS)
+                })
+                .minimum_calls(5)
+                .window(Window::time(60 * SEC))
+                .clock(clock)
+                .fleet(&fleet)
+                .build()
+                .unwrap();
+            (fleet, breaker)
+        })
+        .collect();
+    settle().await;
+    // Instance 1: 100 fast failures (its p90 is below 100 ms).
+    for _ in 0..100 {
+        record(&fleet[1].1, Outcome::Failure);
+    }
+    assert_eq!(fleet[1].1.state(), State::Closed);
+    settle().await;
+    // Instance 0: slow calls, mostly successes; it learns the fleet window.
+    let here = fleet[0].1.clone();
+    let slow = |o: Outcome| {
+        let b = here.clone();
+        async move {
+            let p = b.try_acquire().unwrap();
+            tokio::time::sleep(200 * MS).await;
+            p.record(o);
+        }
+    };
+    for _ in 0..4 {
+        slow(Outcome::Success).await;
+    }
+    slow(Outcome::Failure).await;
+    // Fleet: 105 calls, 96 % failed, p90 fast. Here: 5 calls, 20 % failed.
+    assert_eq!(
+        fleet[0].1.state(),
+        State::Closed,
+        "the fleet's failure rate must not be judged with this instance's p90"
+    );
+    // The rule still judges this instance's own window.
+    for _ in 0..3 {
+        slow(Outcome::Failure).await;
+    }
+    assert_eq!(
+        fleet[0].1.state(),
+        State::Open,
+        "4 of 8 slow calls failed here"
+    );
+}

@@ -1,8 +1,14 @@
 -- ripcord-redis, schema 1: shared by every breaker script.
 --
--- KEYS[1] = <prefix>:{<name>}:state    hash: v, state, epoch, open_until,
---                                      override_until, granted, successes, failures
--- KEYS[2] = <prefix>:{<name>}:reports  hash: instance -> "epoch calls failures slow at stale"
+-- <prefix>:{<name>}:state    hash: v, state, epoch, open_until,
+--                             override_until, granted, successes, failures
+-- <prefix>:{<name>}:reports  hash: instance -> "epoch calls failures slow at stale"
+-- <prefix>:instances         hash: instance -> "at stale" (heartbeats)
+--
+-- Single-breaker scripts take KEYS[1] = state, KEYS[2] = reports; batch
+-- scripts take both keys of every breaker in turn. Every script that judges
+-- liveness gets the heartbeats as an ARGV block: a count, then id, at, stale
+-- for each instance (read_live).
 --
 -- Times are microseconds on the store's clock (TIME); every integer stays
 -- below 2^53 so Lua's doubles hold it exactly. `override_until` 0 means no
@@ -127,6 +133,58 @@ local function touch(ttl_ms)
   redis.call('PEXPIRE', KEYS[2], ttl_ms)
 end
 
+-- The heartbeat block of ARGV starting at `i`: a table id -> {at, stale}, and
+-- the index after the block.
+local function read_live(i)
+  local live = {}
+  local n = tonumber(ARGV[i]) or 0
+  for j = 0, n - 1 do
+    local at, stale = uint(ARGV[i + 2 + 3 * j]), uint(ARGV[i + 3 + 3 * j])
+    if at and stale then live[ARGV[i + 1 + 3 * j]] = { at = at, stale = stale } end
+  end
+  return live, i + 1 + 3 * n
+end
+
+-- Records `instance`'s heartbeat in the hash `key` and reads every live
+-- one: a table id -> {at, stale}, the same as a flat list (id, at, stale, ...),
+-- and a corruption found (deleted), if any.
+local function beat(key, instance, stale_us, ttl_ms, now)
+  local detail
+  local kind = key_type(key)
+  if kind ~= 'hash' and kind ~= 'none' then
+    redis.call('DEL', key)
+    detail = 'corrupt value at `' .. key .. '` (a ' .. kind .. ' where a hash was expected), deleted'
+  end
+  redis.call('HSET', key, instance, fmt(now) .. ' ' .. stale_us)
+  redis.call('PEXPIRE', key, ttl_ms)
+  local raw = redis.call('HGETALL', key)
+  local live, flat = {}, {}
+  for i = 1, #raw, 2 do
+    local a, s = string.match(raw[i + 1], '^(%d+) (%d+)$')
+    a, s = uint(a), uint(s)
+    if a == nil or s == nil then
+      redis.call('HDEL', key, raw[i])
+      detail = 'corrupt heartbeat of `' .. shown(raw[i]) .. '` at `' .. key .. '`, deleted'
+    elseif now - a > s then
+      redis.call('HDEL', key, raw[i])
+    else
+      live[raw[i]] = { at = a, stale = s }
+      flat[#flat + 1] = raw[i]
+      flat[#flat + 1] = a
+      flat[#flat + 1] = s
+    end
+  end
+  return live, flat, detail
+end
+
+-- Whether instance `id`'s report `r` counts: fresh by itself, or its instance
+-- alive (MemoryStore's Report::live).
+local function alive(id, r, now, live)
+  if now - r.at <= r.stale then return true end
+  local b = live[id]
+  return b ~= nil and now - b.at <= b.stale
+end
+
 -- Enters `to` in a new epoch (MemoryStore's Entry::set).
 local function set(st, to, now, open_for)
   st.state = to
@@ -164,10 +222,10 @@ local function parse_report(s)
 end
 
 -- Every instance's report; a corrupt entry is described (and with `repair`
--- deleted).
+-- deleted). The third result says whether the key existed.
 local function load_reports(key, repair)
   local t = key_type(key)
-  if t == 'none' then return {}, nil end
+  if t == 'none' then return {}, nil, false end
   if t ~= 'hash' then
     if repair then redis.call('DEL', key) end
     return {}, 'corrupt value at `' .. key .. '` (a ' .. t .. ' where a hash was expected), deleted'
@@ -183,7 +241,7 @@ local function load_reports(key, repair)
       bad = 'corrupt report of `' .. shown(raw[i]) .. '` at `' .. key .. '` (' .. shown(raw[i + 1]) .. '), deleted'
     end
   end
-  return reps, bad
+  return reps, bad, true
 end
 
 local function encode_report(r)
@@ -191,10 +249,10 @@ local function encode_report(r)
 end
 
 -- The fleet's view (MemoryStore's Entry::view): the live reports of this epoch.
-local function view(st, reps, now)
+local function view(st, reps, now, live)
   local calls, failures, slow, n = 0, 0, 0, 0
-  for _, r in pairs(reps) do
-    if r.epoch == st.epoch and now - r.at <= r.stale then
+  for id, r in pairs(reps) do
+    if r.epoch == st.epoch and alive(id, r, now, live) then
       calls = calls + r.calls
       failures = failures + r.failures
       slow = slow + r.slow

@@ -229,7 +229,10 @@ impl RedisStoreBuilder {
                 (Mode::Cluster(cluster), clients)
             }
         };
-        let conn = Connection::new(mode, settings.clone(), scripts.sources());
+        let conn = Connection::new(mode.clone(), settings.clone(), scripts.sources());
+        // Syncs and reconciliation passes have their own connection, so a
+        // transition never waits behind them on the wire.
+        let bulk = Connection::new(mode, settings.clone(), scripts.sources());
         if !self.lazy {
             if let Err(e) = conn.ensure().await {
                 return Err(if e.is_timeout() {
@@ -246,6 +249,9 @@ impl RedisStoreBuilder {
                 channel: keys.channel(),
                 keys,
                 conn,
+                bulk,
+                live: Mutex::new(Vec::new()),
+                last_beat: Mutex::new(None),
                 scripts,
                 settings,
                 url: redact(&self.url),

@@ -19,6 +19,7 @@ const PING_EVERY: Duration = Duration::from_secs(3);
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     connected: AtomicBool,
+    subscriptions: AtomicU64,
     received: AtomicU64,
     garbage: AtomicU64,
 }
@@ -26,6 +27,11 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Successful subscriptions so far (each reconnect adds one).
+    pub(crate) fn subscriptions(&self) -> u64 {
+        self.subscriptions.load(Ordering::Relaxed)
     }
 
     pub(crate) fn received(&self) -> u64 {
@@ -78,6 +84,7 @@ async fn listen_once(
         return false;
     }
     stats.connected.store(true, Ordering::Relaxed);
+    stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;

@@ -14,31 +14,44 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError, Value};
 use ripcord::store::{
-    BoxFuture, FleetNotice, FleetView, ProbeReport, StateStore, StoreError, SyncEntry,
-    TransitionRequest, TransitionResult,
+    BoxFuture, FleetNotice, FleetView, Heartbeat, ProbeReport, ReconcileEntry, StateStore,
+    StoreError, SyncEntry, TransitionRequest, TransitionResult,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::connection::{Connection, Settings};
 use crate::keys::{slot, Keys};
-use scripts::{evalsha, Scripts};
+use scripts::{evalsha, Lua, Scripts};
+
+/// Breakers per script run of a sync or a reconciliation pass: one run is
+/// atomic in Redis, so it is kept short enough not to hold up other clients.
+const BATCH: usize = 256;
 
 /// A [`StateStore`] on Redis (one server, or a Redis Cluster): the shared
 /// state of a fleet of [`CircuitBreaker`](ripcord::CircuitBreaker)s, and the
 /// home of [`RedisRateLimiter`](crate::RedisRateLimiter)s.
 ///
-/// Cheap to clone: clones share one connection. Every method is one Lua
-/// script per breaker, run by `EVALSHA`; [`sync`](StateStore::sync) of many
-/// breakers is one pipelined round trip. See the [crate docs](crate) for the
-/// key layout and the semantics.
+/// Cheap to clone: clones share two connections (one for syncs and
+/// reconciliation, one for transitions, probes and rate limits). Every
+/// method is a Lua script run by `EVALSHA`; [`sync`](StateStore::sync) and
+/// [`reconcile`](StateStore::reconcile) carry up to 256 breakers per script
+/// run (per slot on a Cluster), all in one pipelined round trip. See the
+/// [crate docs](crate) for the key layout and the semantics.
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
+    /// Transitions, probes, rate limiters: the control lane.
     pub(crate) conn: Connection,
+    /// Syncs, reconciliation passes and listings.
+    bulk: Connection,
+    /// The heartbeats the last sync brought back: `(instance, at µs, stale µs)`.
+    live: Mutex<Vec<(String, u64, u64)>>,
+    /// When a Cluster store last sent a heartbeat of its own.
+    last_beat: Mutex<Option<tokio::time::Instant>>,
     pub(crate) keys: Keys,
     pub(crate) scripts: Scripts,
     channel: String,
@@ -188,6 +201,32 @@ impl RedisStore {
         }
     }
 
+    /// Caches the heartbeats a sync brought back (the scripts judge
+    /// liveness by them).
+    fn heartbeats(&self, key: &str, items: &[Value]) -> Result<(), StoreError> {
+        let Some((detail, beats)) = items.split_last() else {
+            return Err(StoreError::Corrupt {
+                key: key.to_string(),
+                detail: "empty heartbeat reply".to_string(),
+            });
+        };
+        self.check_corruption(key, Some(detail));
+        let mut live = Vec::with_capacity(beats.len() / 3);
+        for b in beats.chunks(3) {
+            if let [id, at, stale] = b {
+                if let (Some(id), Some(at), Some(stale)) = (
+                    reply::text(id),
+                    reply::int(at).and_then(|n| u64::try_from(n).ok()),
+                    reply::int(stale).and_then(|n| u64::try_from(n).ok()),
+                ) {
+                    live.push((id, at, stale));
+                }
+            }
+        }
+        *self.inner.live.lock().unwrap_or_else(|e| e.into_inner()) = live;
+        Ok(())
+    }
+
     fn check_corruption(&self, key: &str, v: Option<&Value>) {
         if let Some(detail) = reply::corruption(v) {
             self.report_corruption(key.to_string(), detail);
@@ -202,7 +241,90 @@ impl RedisStore {
     }
 }
 
+/// An `EVALSHA` of a batch script over some breakers: the state and
+/// reports keys of each, then `head`, the heartbeats, and each breaker's
+/// arguments.
+fn batch_cmd<'n>(
+    inner: &Inner,
+    script: &Lua,
+    names: impl Iterator<Item = &'n str>,
+    extra_key: Option<&str>,
+    head: &[&dyn scripts::ToArg],
+    live: &[(String, u64, u64)],
+    args: &mut dyn FnMut(&mut Cmd),
+) -> (u16, Cmd) {
+    let names: Vec<&str> = names.collect();
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(&script.hash)
+        .arg(names.len() * 2 + usize::from(extra_key.is_some()));
+    let mut first = None;
+    for n in &names {
+        let state = inner.keys.state(n);
+        first.get_or_insert_with(|| slot(state.as_bytes()));
+        c.arg(state).arg(inner.keys.reports(n));
+    }
+    if let Some(k) = extra_key {
+        c.arg(k);
+    }
+    for a in head {
+        a.push(&mut c);
+    }
+    push_live(&mut c, live);
+    args(&mut c);
+    (first.unwrap_or(0), c)
+}
+
+/// The heartbeat block of a script's arguments.
+fn push_live(c: &mut Cmd, live: &[(String, u64, u64)]) {
+    c.arg(live.len());
+    for (id, at, stale) in live {
+        c.arg(id).arg(*at).arg(*stale);
+    }
+}
+
+/// Groups of at most [`BATCH`] entries that one script may touch together:
+/// in order on one server; by slot on a Cluster.
+fn groups(cluster: bool, names: &[&str], keys: &Keys) -> Vec<Vec<usize>> {
+    if !cluster {
+        return (0..names.len())
+            .collect::<Vec<_>>()
+            .chunks(BATCH)
+            .map(<[usize]>::to_vec)
+            .collect();
+    }
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (i, n) in names.iter().enumerate() {
+        by_slot
+            .entry(slot(keys.state(n).as_bytes()))
+            .or_default()
+            .push(i);
+    }
+    by_slot
+        .into_values()
+        .flat_map(|v| v.chunks(BATCH).map(<[usize]>::to_vec).collect::<Vec<_>>())
+        .collect()
+}
+
 impl Inner {
+    /// A reply of the bulk connection; when it found the server gone, the
+    /// control connection is re-made too (its next transition must not fail
+    /// on a connection that died with the server).
+    async fn bulk_result<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if Connection::breaks(&e) {
+                    self.conn.forget().await;
+                }
+                Err(self.error(e))
+            }
+        }
+    }
+
+    fn live(&self) -> Vec<(String, u64, u64)> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn error(&self, e: RedisError) -> StoreError {
         if e.is_timeout() {
             StoreError::Timeout(self.settings.response_timeout)
@@ -215,57 +337,161 @@ impl Inner {
 impl StateStore for RedisStore {
     fn sync<'a>(
         &'a self,
-        instance: &'a str,
+        heartbeat: &'a Heartbeat,
         entries: &'a [SyncEntry],
     ) -> BoxFuture<'a, Result<Vec<FleetView>, StoreError>> {
         Box::pin(async move {
             let inner = &*self.inner;
-            let mut keys = Vec::with_capacity(entries.len());
-            let cmds: Vec<(u16, Cmd)> = entries
-                .iter()
-                .map(|e| {
-                    let state = inner.keys.state(&e.name);
-                    let reports = inner.keys.reports(&e.name);
-                    let cmd = evalsha(
-                        &inner.scripts.sync,
-                        &[&state, &reports],
-                        &[
-                            &e.name,
-                            &inner.channel,
-                            &instance,
-                            &e.fleet_epoch,
-                            &e.window.calls,
-                            &e.window.failures,
-                            &e.window.slow,
-                            &micros(e.stale_after),
-                            &ttl_millis(e.ttl),
-                        ],
-                    );
-                    let s = slot(state.as_bytes());
-                    keys.push(state);
-                    (s, cmd)
-                })
-                .collect();
-            let values = inner
-                .conn
-                .query_many(&cmds)
-                .await
-                .map_err(|e| inner.error(e))?;
-            if values.len() != entries.len() {
+            let live = inner.live();
+            let instances = inner.keys.instances();
+            let cluster = inner.conn.is_cluster();
+            let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            let groups = groups(cluster, &names, &inner.keys);
+            // On one server the first batch is also the heartbeat; on a
+            // Cluster (another slot) the heartbeat is its own script, sent
+            // when there is nothing else or every third of its staleness.
+            let inline_beat = !cluster && !groups.is_empty();
+            let beat_alone = !inline_beat && {
+                let mut last = inner.last_beat.lock().unwrap_or_else(|e| e.into_inner());
+                let due = groups.is_empty()
+                    || last.is_none_or(|t| t.elapsed() >= heartbeat.stale_after / 3);
+                if due {
+                    *last = Some(tokio::time::Instant::now());
+                }
+                due
+            };
+            let (stale_us, ttl_ms) = (micros(heartbeat.stale_after), ttl_millis(heartbeat.ttl));
+            let mut cmds = Vec::with_capacity(groups.len() + 1);
+            if beat_alone {
+                let mut hb = redis::cmd("EVALSHA");
+                hb.arg(&inner.scripts.heartbeat.hash)
+                    .arg(1)
+                    .arg(&instances)
+                    .arg(&heartbeat.instance)
+                    .arg(stale_us)
+                    .arg(ttl_ms);
+                cmds.push((slot(instances.as_bytes()), hb));
+            }
+            for (n, g) in groups.iter().enumerate() {
+                cmds.push(batch_cmd(
+                    inner,
+                    &inner.scripts.sync,
+                    g.iter().map(|&i| names[i]),
+                    (inline_beat && n == 0).then_some(instances.as_str()),
+                    &[&inner.channel, &heartbeat.instance, &stale_us, &ttl_ms],
+                    &live,
+                    &mut |c| {
+                        for &i in g {
+                            let e = &entries[i];
+                            c.arg(&e.name)
+                                .arg(e.fleet_epoch)
+                                .arg(e.window.calls)
+                                .arg(e.window.failures)
+                                .arg(e.window.slow)
+                                .arg(micros(e.stale_after))
+                                .arg(ttl_millis(e.ttl))
+                                .arg(u8::from(e.touch));
+                        }
+                    },
+                ));
+            }
+            let values = inner.bulk.query_many(&cmds).await;
+            let values = inner.bulk_result(values).await?;
+            if values.len() != cmds.len() {
                 return Err(StoreError::Unavailable(format!(
                     "{} replies to {} scripts",
                     values.len(),
-                    entries.len()
+                    cmds.len()
                 )));
             }
-            let mut views = Vec::with_capacity(entries.len());
-            for ((e, key), v) in entries.iter().zip(&keys).zip(&values) {
-                let items = self.script_reply(key, v)?;
-                self.check_corruption(key, items.get(8));
-                views.push(self.decode_view(&e.name, key, items)?);
+            let mut values = &values[..];
+            if beat_alone {
+                let items = self.script_reply(&instances, &values[0])?;
+                self.heartbeats(&instances, items)?;
+                values = &values[1..];
+            }
+            let mut views: Vec<Option<FleetView>> = vec![None; entries.len()];
+            for (n, (g, v)) in groups.iter().zip(values).enumerate() {
+                let key = inner.keys.state(names[g[0]]);
+                let mut items = self.script_reply(&key, v)?;
+                if inline_beat && n == 0 && items.len() >= g.len() * 9 {
+                    let (mine, beats) = items.split_at(g.len() * 9);
+                    self.heartbeats(&instances, beats)?;
+                    items = mine;
+                }
+                if items.len() != g.len() * 9 {
+                    return Err(StoreError::Corrupt {
+                        key,
+                        detail: format!("{} values for {} breakers", items.len(), g.len()),
+                    });
+                }
+                for (&i, one) in g.iter().zip(items.chunks(9)) {
+                    let key = inner.keys.state(names[i]);
+                    self.check_corruption(&key, one.get(8));
+                    views[i] = Some(self.decode_view(names[i], &key, one)?);
+                }
+            }
+            Ok(views.into_iter().flatten().collect())
+        })
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        entries: &'a [ReconcileEntry],
+    ) -> BoxFuture<'a, Result<Vec<Option<FleetView>>, StoreError>> {
+        Box::pin(async move {
+            let inner = &*self.inner;
+            let live = inner.live();
+            let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            let groups = groups(inner.conn.is_cluster(), &names, &inner.keys);
+            let cmds: Vec<(u16, Cmd)> = groups
+                .iter()
+                .map(|g| {
+                    batch_cmd(
+                        inner,
+                        &inner.scripts.reconcile,
+                        g.iter().map(|&i| names[i]),
+                        None,
+                        &[&inner.channel],
+                        &live,
+                        &mut |c| {
+                            for &i in g {
+                                let e = &entries[i];
+                                c.arg(&e.name)
+                                    .arg(e.known_epoch)
+                                    .arg(ttl_millis(e.ttl))
+                                    .arg(u8::from(e.touch));
+                            }
+                        },
+                    )
+                })
+                .collect();
+            let values = inner.bulk.query_many(&cmds).await;
+            let values = inner.bulk_result(values).await?;
+            let mut views: Vec<Option<FleetView>> = vec![None; entries.len()];
+            for (g, v) in groups.iter().zip(&values) {
+                let key = inner.keys.state(names[g[0]]);
+                let items = self.script_reply(&key, v)?;
+                if items.len() != g.len() * 9 {
+                    return Err(StoreError::Corrupt {
+                        key,
+                        detail: format!("{} values for {} breakers", items.len(), g.len()),
+                    });
+                }
+                for (&i, one) in g.iter().zip(items.chunks(9)) {
+                    let key = inner.keys.state(names[i]);
+                    self.check_corruption(&key, one.get(8));
+                    if reply::text(&one[0]).is_some_and(|t| !t.is_empty()) {
+                        views[i] = Some(self.decode_view(names[i], &key, one)?);
+                    }
+                }
             }
             Ok(views)
         })
+    }
+
+    fn resubscriptions(&self) -> u64 {
+        self.inner.listener_stats.subscriptions()
     }
 
     fn transition<'a>(
@@ -298,6 +524,8 @@ impl StateStore for RedisStore {
                     &r.quorum,
                 ],
             );
+            let mut cmd = cmd;
+            push_live(&mut cmd, &inner.live());
             let v = inner
                 .conn
                 .query(slot(state.as_bytes()), cmd)
@@ -341,6 +569,8 @@ impl StateStore for RedisStore {
                 &[&state, &reports],
                 &[&name, &inner.channel, &epoch, &limit, &ttl_millis(ttl)],
             );
+            let mut cmd = cmd;
+            push_live(&mut cmd, &inner.live());
             let v = inner
                 .conn
                 .query(slot(state.as_bytes()), cmd)
@@ -382,6 +612,8 @@ impl StateStore for RedisStore {
                     &r.actor,
                 ],
             );
+            let mut cmd = cmd;
+            push_live(&mut cmd, &inner.live());
             let v = inner
                 .conn
                 .query(slot(state.as_bytes()), cmd)
@@ -414,8 +646,17 @@ impl StateStore for RedisStore {
     fn list(&self) -> BoxFuture<'_, Result<Vec<FleetView>, StoreError>> {
         Box::pin(async move {
             let inner = &*self.inner;
+            let beats = inner
+                .bulk
+                .query(
+                    slot(inner.keys.instances().as_bytes()),
+                    redis::cmd("HGETALL").arg(inner.keys.instances()).clone(),
+                )
+                .await
+                .map_err(|e| inner.error(e))?;
+            let live = reply::heartbeats(&beats);
             let found = inner
-                .conn
+                .bulk
                 .scan(&inner.keys.state_pattern())
                 .await
                 .map_err(|e| inner.error(e))?;
@@ -431,17 +672,13 @@ impl StateStore for RedisStore {
                 .map(|n| {
                     let state = inner.keys.state(n);
                     let reports = inner.keys.reports(n);
-                    (
-                        slot(state.as_bytes()),
-                        evalsha(&inner.scripts.view, &[&state, &reports], &[]),
-                    )
+                    let mut cmd = evalsha(&inner.scripts.view, &[&state, &reports], &[]);
+                    push_live(&mut cmd, &live);
+                    (slot(state.as_bytes()), cmd)
                 })
                 .collect();
-            let values = inner
-                .conn
-                .query_many(&cmds)
-                .await
-                .map_err(|e| inner.error(e))?;
+            let values = inner.bulk.query_many(&cmds).await;
+            let values = inner.bulk_result(values).await?;
             let mut views = Vec::with_capacity(names.len());
             for (name, v) in names.iter().zip(&values) {
                 let key = inner.keys.state(name);

@@ -129,6 +129,32 @@ pub(crate) fn notice(payload: &[u8]) -> Option<FleetNotice> {
     })
 }
 
+/// The heartbeats in an `HGETALL` of the instances hash (`"at stale"` per
+/// instance); malformed entries are left out (the heartbeat script repairs
+/// them).
+pub(crate) fn heartbeats(v: &Value) -> Vec<(String, u64, u64)> {
+    let items: &[Value] = match v {
+        Value::Array(items) => items,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let [id, beat] = pair else { continue };
+        let (Some(id), Some(beat)) = (text(id), text(beat)) else {
+            continue;
+        };
+        let mut parts = beat.split(' ');
+        if let (Some(Ok(at)), Some(Ok(stale)), None) = (
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u64>),
+            parts.next(),
+        ) {
+            out.push((id, at, stale));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! The Lua scripts, one per store operation, run by `EVALSHA`.
+//! The Lua scripts, one per store operation (sync and reconcile carry many
+//! breakers each), run by `EVALSHA`.
 
 use redis::{Cmd, ToRedisArgs};
 
@@ -35,6 +36,8 @@ pub(crate) struct Scripts {
     pub(crate) acquire_probe: Lua,
     pub(crate) report_probe: Lua,
     pub(crate) view: Lua,
+    pub(crate) reconcile: Lua,
+    pub(crate) heartbeat: Lua,
     pub(crate) gcra: Lua,
 }
 
@@ -46,6 +49,8 @@ impl Scripts {
             acquire_probe: breaker_script!("acquire_probe.lua"),
             report_probe: breaker_script!("report_probe.lua"),
             view: breaker_script!("view.lua"),
+            reconcile: breaker_script!("reconcile.lua"),
+            heartbeat: breaker_script!("heartbeat.lua"),
             gcra: Lua::new(concat!(
                 include_str!("../lua/gcra_decide.lua"),
                 include_str!("../lua/gcra.lua")
@@ -61,6 +66,8 @@ impl Scripts {
             &self.acquire_probe,
             &self.report_probe,
             &self.view,
+            &self.reconcile,
+            &self.heartbeat,
             &self.gcra,
         ]
         .iter()

@@ -354,8 +354,8 @@ pub(crate) struct CommandCount {
 
 /// Commands a script runs inside Redis: counted by `INFO commandstats` too,
 /// but never sent by a client.
-const IN_SCRIPT: [&str; 9] = [
-    "time", "type", "hgetall", "hset", "hdel", "pexpire", "publish", "del", "exists",
+const IN_SCRIPT: [&str; 10] = [
+    "time", "type", "hgetall", "hset", "hdel", "pexpire", "publish", "del", "exists", "hmget",
 ];
 
 /// ≥ 100 000 calls from 5 instances; the commands Redis served are bounded

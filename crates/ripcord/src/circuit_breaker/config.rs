@@ -291,7 +291,10 @@ impl CircuitBreakerBuilder {
 
     /// Trip when `rule` holds for the window's statistics (with at least
     /// `minimum_calls` calls). Evaluated with the other rules whenever a
-    /// failure or a slow call is recorded.
+    /// failure or a slow call is recorded. In a [fleet](crate::store::Fleet)
+    /// the rate rules judge the fleet-wide counts, while `rule` judges this
+    /// instance's own window, so its counts and its latency quantiles always
+    /// describe the same calls.
     ///
     /// ```
     /// use ripcord::CircuitBreaker;

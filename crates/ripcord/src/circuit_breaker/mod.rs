@@ -56,6 +56,8 @@
 
 mod acquire;
 mod config;
+#[cfg(feature = "tokio")]
+mod fleet;
 pub(crate) mod gate;
 mod permit;
 mod record;
@@ -160,7 +162,7 @@ pub(crate) struct Inner {
     gate: Option<Arc<gate::OpenGate>>,
     /// The link to a fleet's shared state, if any.
     #[cfg(feature = "tokio")]
-    link: Option<crate::store::fleet::Link>,
+    link: Option<crate::store::Link>,
 }
 
 #[derive(Default)]
@@ -254,7 +256,10 @@ impl CircuitBreaker {
             recovery: b.recovery.clone(),
             gate: b.open_gate.clone(),
             #[cfg(feature = "tokio")]
-            link: b.fleet.as_ref().map(crate::store::fleet::Link::new),
+            link: b
+                .fleet
+                .as_ref()
+                .map(|f| crate::store::Link::new(f, b.name.as_str())),
         };
         if let Some(g) = &b.open_gate {
             g.joined();
@@ -264,8 +269,8 @@ impl CircuitBreaker {
         };
         #[cfg(feature = "tokio")]
         if let Some(link) = &breaker.inner.link {
-            link.fleet.register(Arc::downgrade(&breaker.inner));
-            link.joined();
+            let me: std::sync::Weak<Inner> = Arc::downgrade(&breaker.inner);
+            link.join(me);
         }
         breaker
     }
@@ -463,145 +468,6 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 
 // Fleet glue: what `store::fleet` calls on a breaker's shared state.
 impl Inner {
-    #[cfg(feature = "tokio")]
-    pub(crate) fn name(&self) -> &str {
-        self.name.as_str()
-    }
-
-    #[cfg(feature = "tokio")]
-    pub(crate) fn link(&self) -> Option<&crate::store::fleet::Link> {
-        self.link.as_ref()
-    }
-
-    #[cfg(feature = "tokio")]
-    pub(crate) fn half_open_limit(&self) -> u32 {
-        u32::from(self.half_open_calls)
-    }
-
-    /// This instance's report of its window to the fleet.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn sync_entry(
-        &self,
-        fleet: &crate::store::fleet::Shared,
-    ) -> crate::store::SyncEntry {
-        let w = self.state.load(Ordering::Acquire);
-        let window = match word::state(w) {
-            State::Closed | State::MetricsOnly => {
-                let s = self.window.stats(word::epoch(w), self.clock.now_nanos());
-                crate::store::WindowTotals {
-                    calls: s.calls(),
-                    failures: s.failures(),
-                    slow: s.slow(),
-                }
-            }
-            _ => crate::store::WindowTotals::default(),
-        };
-        let fleet_epoch = self
-            .link
-            .as_ref()
-            .map_or(0, |l| l.fleet_epoch.load(Ordering::Acquire));
-        crate::store::SyncEntry {
-            name: self.name.to_string(),
-            fleet_epoch,
-            window,
-            stale_after: (fleet.sync_interval * 3).max(Duration::from_secs(1)),
-            ttl: fleet.ttl,
-        }
-    }
-
-    /// Applies the fleet's view of this breaker, if it is news, and reports a
-    /// manual override once per fleet epoch as an audit event (whether its
-    /// notice or a sync brought the change first).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn adopt(
-        &self,
-        view: &crate::store::FleetView,
-        notice: Option<&crate::store::FleetNotice>,
-    ) {
-        let Some(link) = &self.link else { return };
-        let audit = notice.filter(|n| {
-            n.manual && link.audited_epoch.fetch_max(view.epoch, Ordering::AcqRel) < view.epoch
-        });
-        if self.adopt_view(link, view) {
-            self.after_transition(view.state);
-        }
-        if let Some(n) = audit {
-            if self.events.active() {
-                self.events.emit(Event {
-                    name: self.name.clone(),
-                    at: Duration::from_nanos(self.clock.now_nanos()),
-                    epoch: self.epoch_now(),
-                    kind: EventKind::FleetOverride {
-                        to: view.state,
-                        actor: n.actor.clone(),
-                        reason: n.reason.clone(),
-                        expires_in: view.override_expires_in,
-                    },
-                });
-            }
-        }
-    }
-
-    /// Moves the local breaker to the fleet's state if the view is news.
-    /// Returns whether it made a transition.
-    #[cfg(feature = "tokio")]
-    fn adopt_view(&self, link: &crate::store::fleet::Link, view: &crate::store::FleetView) -> bool {
-        let mut control = lock(&self.control);
-        let known = link.fleet_epoch.load(Ordering::Acquire);
-        if view.epoch < known {
-            return false; // old news
-        }
-        let newer = view.epoch > known;
-        link.fleet_epoch.store(view.epoch, Ordering::Release);
-        let local_only = link.local_only.load(Ordering::Acquire);
-        if newer {
-            // The fleet moved on (it opened, or an operator acted): follow it.
-            link.local_only.store(false, Ordering::Release);
-        }
-        let w = self.state.load(Ordering::Acquire);
-        let local = word::state(w);
-        let in_flight = link.pending.load(Ordering::Acquire) > 0 || (local_only && !newer);
-        if local == view.state {
-            if view.state == State::Open && newer {
-                // Re-opened elsewhere: follow the fleet's open duration.
-                let now = self.clock.now_nanos();
-                self.timing.open_until.store(
-                    now.saturating_add(nanos(view.open_remaining)),
-                    Ordering::Release,
-                );
-            }
-            if view.state == State::HalfOpen && newer {
-                link.reset_probes();
-            }
-            false
-        } else if newer || !in_flight {
-            self.apply(
-                &mut control,
-                w,
-                view.state,
-                TransitionReason::Fleet,
-                false,
-                Some(nanos(view.open_remaining)),
-            );
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Reports a change in the store's health to listeners.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn store_degraded(&self, degraded: bool, detail: Option<String>) {
-        if self.events.active() {
-            self.events.emit(Event {
-                name: self.name.clone(),
-                at: Duration::from_nanos(self.clock.now_nanos()),
-                epoch: self.epoch_now(),
-                kind: EventKind::StoreDegraded { degraded, detail },
-            });
-        }
-    }
-
     #[cfg(feature = "tokio")]
     pub(crate) fn open_until(&self) -> u64 {
         self.timing.open_until.load(Ordering::Acquire)

@@ -43,6 +43,10 @@ impl Inner {
             Outcome::Failure => true,
         };
         self.window.record(epoch, now, failure, slow, took);
+        #[cfg(feature = "tokio")]
+        if let Some(link) = &self.link {
+            link.mark();
+        }
         let consecutive = if failure {
             self.count_failure(epoch)
         } else {
@@ -130,12 +134,13 @@ impl Inner {
         if self.rules.consecutive_trips(consecutive) {
             return Some(TransitionReason::ConsecutiveFailures);
         }
-        #[allow(unused_mut)]
-        let mut stats = self.window.stats(epoch, now);
+        let stats = self.window.stats(epoch, now);
         #[cfg(feature = "tokio")]
         if let Some(link) = self.link.as_ref().filter(|l| l.active()) {
             let o = link.others();
-            stats.add_counts(o.calls, o.failures, o.slow);
+            let mut fleet = stats.clone();
+            fleet.add_counts(o.calls, o.failures, o.slow);
+            return self.rules.fleet_trip_reason(consecutive, &fleet, &stats);
         }
         self.rules.trip_reason(consecutive, Some(&stats))
     }
@@ -299,6 +304,37 @@ impl Rules {
             return Some(TransitionReason::CustomRule);
         }
         None
+    }
+
+    /// The trip decision of a breaker in a fleet: the rate rules judge the
+    /// fleet-wide counts `fleet`; a custom rule judges this instance's own
+    /// window `own`, whose counts and latency histogram describe the same
+    /// calls (latencies are not shared with the fleet).
+    #[cfg(feature = "tokio")]
+    pub(super) fn fleet_trip_reason(
+        &self,
+        consecutive: u32,
+        fleet: &WindowStats,
+        own: &WindowStats,
+    ) -> Option<TransitionReason> {
+        let rates = self.clone_rates();
+        if let Some(reason) = rates.trip_reason(consecutive, Some(fleet)) {
+            return Some(reason);
+        }
+        let f = self.custom.as_ref()?;
+        (own.calls() >= self.minimum_calls && f(own)).then_some(TransitionReason::CustomRule)
+    }
+
+    /// These rules without the custom one.
+    #[cfg(feature = "tokio")]
+    fn clone_rates(&self) -> Rules {
+        Rules {
+            failure_rate: self.failure_rate,
+            slow_rate: self.slow_rate,
+            consecutive: self.consecutive,
+            minimum_calls: self.minimum_calls,
+            custom: None,
+        }
     }
 }
 

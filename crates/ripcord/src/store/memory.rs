@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{
-    BoxFuture, FleetNotice, FleetView, ProbeReport, StateStore, StoreError, SyncEntry,
-    TransitionRequest, TransitionResult, WindowTotals,
+    BoxFuture, FleetNotice, FleetView, Heartbeat, ProbeReport, ReconcileEntry, StateStore,
+    StoreError, SyncEntry, TransitionRequest, TransitionResult, WindowTotals,
 };
 use crate::circuit_breaker::nanos;
 use crate::clock::ClockHandle;
@@ -21,6 +21,27 @@ struct Report {
     window: WindowTotals,
     at: u64,
     stale_after: u64,
+}
+
+/// An instance's last heartbeat.
+#[derive(Debug, Clone, Copy)]
+struct Beat {
+    at: u64,
+    stale_after: u64,
+    ttl: u64,
+}
+
+/// Instances whose heartbeat is fresh, by id.
+type Beats = HashMap<String, Beat>;
+
+impl Report {
+    /// Whether this report counts: fresh by itself, or its instance alive.
+    fn live(&self, id: &str, beats: &Beats, now: u64) -> bool {
+        now.saturating_sub(self.at) <= self.stale_after
+            || beats
+                .get(id)
+                .is_some_and(|b| now.saturating_sub(b.at) <= b.stale_after)
+    }
 }
 
 #[derive(Debug)]
@@ -67,11 +88,11 @@ impl Entry {
         self.probe_failures = 0;
     }
 
-    fn view(&self, name: &str, now: u64) -> FleetView {
+    fn view(&self, name: &str, now: u64, beats: &Beats) -> FleetView {
         let mut window = WindowTotals::default();
         let mut instances = 0;
-        for r in self.reports.values() {
-            if r.epoch == self.epoch && now.saturating_sub(r.at) <= r.stale_after {
+        for (id, r) in &self.reports {
+            if r.epoch == self.epoch && r.live(id, beats, now) {
                 window.calls += r.window.calls;
                 window.failures += r.window.failures;
                 window.slow += r.window.slow;
@@ -92,9 +113,15 @@ impl Entry {
     }
 }
 
+#[derive(Debug, Default)]
+struct Data {
+    entries: HashMap<String, Entry>,
+    beats: Beats,
+}
+
 #[derive(Debug)]
 struct Inner {
-    entries: Mutex<HashMap<String, Entry>>,
+    data: Mutex<Data>,
     notices: broadcast::Sender<FleetNotice>,
     clock: ClockHandle,
     /// While true, every call fails as if the store were unreachable (tests).
@@ -145,7 +172,7 @@ impl MemoryStore {
     pub fn with_clock(clock: impl Clock) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
-                entries: Mutex::new(HashMap::new()),
+                data: Mutex::new(Data::default()),
                 notices: broadcast::channel(1024).0,
                 clock: ClockHandle::from_clock(clock),
                 down: std::sync::atomic::AtomicBool::new(false),
@@ -168,9 +195,7 @@ impl MemoryStore {
         self.inner.calls.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn enter(
-        &self,
-    ) -> Result<(u64, std::sync::MutexGuard<'_, HashMap<String, Entry>>), StoreError> {
+    fn enter(&self) -> Result<(u64, std::sync::MutexGuard<'_, Data>), StoreError> {
         if self.inner.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Unavailable("memory store is down".into()));
         }
@@ -178,9 +203,11 @@ impl MemoryStore {
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.inner.clock.now_nanos();
-        let mut map = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, e| now.saturating_sub(e.touched) <= e.ttl);
-        Ok((now, map))
+        let mut data = self.inner.data.lock().unwrap_or_else(|e| e.into_inner());
+        data.entries
+            .retain(|_, e| now.saturating_sub(e.touched) <= e.ttl);
+        data.beats.retain(|_, b| now.saturating_sub(b.at) <= b.ttl);
+        Ok((now, data))
     }
 
     fn publish(&self, view: FleetView, actor: &str, reason: &str, manual: bool) {
@@ -194,11 +221,11 @@ impl MemoryStore {
 }
 
 /// Lapses an expired override; returns the notice to publish.
-fn lapse(name: &str, e: &mut Entry, now: u64) -> Option<FleetView> {
+fn lapse(name: &str, e: &mut Entry, now: u64, beats: &Beats) -> Option<FleetView> {
     match e.override_until {
         Some(until) if now >= until => {
             e.set(State::Closed, now, 0);
-            Some(e.view(name, now))
+            Some(e.view(name, now, beats))
         }
         _ => None,
     }
@@ -207,18 +234,33 @@ fn lapse(name: &str, e: &mut Entry, now: u64) -> Option<FleetView> {
 impl StateStore for MemoryStore {
     fn sync<'a>(
         &'a self,
-        instance: &'a str,
+        heartbeat: &'a Heartbeat,
         entries: &'a [SyncEntry],
     ) -> BoxFuture<'a, Result<Vec<FleetView>, StoreError>> {
         Box::pin(async move {
-            let (now, mut map) = self.enter()?;
+            let (now, mut data) = self.enter()?;
+            let Data {
+                entries: map,
+                beats,
+            } = &mut *data;
+            let instance = heartbeat.instance.as_str();
+            beats.insert(
+                instance.to_string(),
+                Beat {
+                    at: now,
+                    stale_after: nanos(heartbeat.stale_after),
+                    ttl: nanos(heartbeat.ttl),
+                },
+            );
             let mut views = Vec::with_capacity(entries.len());
             let mut notices = Vec::new();
             for s in entries {
                 let e = map.entry(s.name.clone()).or_insert_with(|| Entry::new(now));
-                e.touched = now;
-                e.ttl = nanos(s.ttl);
-                if let Some(v) = lapse(&s.name, e, now) {
+                if s.touch || e.ttl == u64::MAX {
+                    e.touched = now;
+                    e.ttl = nanos(s.ttl);
+                }
+                if let Some(v) = lapse(&s.name, e, now, beats) {
                     notices.push(v);
                 }
                 e.reports.insert(
@@ -230,11 +272,47 @@ impl StateStore for MemoryStore {
                         stale_after: nanos(s.stale_after),
                     },
                 );
-                e.reports
-                    .retain(|_, r| now.saturating_sub(r.at) <= r.stale_after);
-                views.push(e.view(&s.name, now));
+                e.reports.retain(|id, r| r.live(id, beats, now));
+                views.push(e.view(&s.name, now, beats));
             }
-            drop(map);
+            drop(data);
+            for v in notices {
+                self.publish(v, "store", "override expired", true);
+            }
+            Ok(views)
+        })
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        entries: &'a [ReconcileEntry],
+    ) -> BoxFuture<'a, Result<Vec<Option<FleetView>>, StoreError>> {
+        Box::pin(async move {
+            let (now, mut data) = self.enter()?;
+            let Data {
+                entries: map,
+                beats,
+            } = &mut *data;
+            let mut views = Vec::with_capacity(entries.len());
+            let mut notices = Vec::new();
+            for r in entries {
+                // A breaker the store does not have has nothing to teach.
+                let Some(e) = map.get_mut(&r.name) else {
+                    views.push(None);
+                    continue;
+                };
+                if r.touch {
+                    e.touched = now;
+                    e.ttl = nanos(r.ttl);
+                }
+                let lapsed = lapse(&r.name, e, now, beats);
+                let news = lapsed.is_some() || e.epoch != r.known_epoch;
+                if let Some(v) = lapsed {
+                    notices.push(v);
+                }
+                views.push(news.then(|| e.view(&r.name, now, beats)));
+            }
+            drop(data);
             for v in notices {
                 self.publish(v, "store", "override expired", true);
             }
@@ -247,11 +325,15 @@ impl StateStore for MemoryStore {
         r: &'a TransitionRequest,
     ) -> BoxFuture<'a, Result<TransitionResult, StoreError>> {
         Box::pin(async move {
-            let (now, mut map) = self.enter()?;
+            let (now, mut data) = self.enter()?;
+            let Data {
+                entries: map,
+                beats,
+            } = &mut *data;
             let e = map.entry(r.name.clone()).or_insert_with(|| Entry::new(now));
             e.touched = now;
             e.ttl = nanos(r.ttl);
-            let lapsed = lapse(&r.name, e, now);
+            let lapsed = lapse(&r.name, e, now, beats);
             let mut quorum_refused = false;
             let allowed = match r.from_epoch {
                 None => true,
@@ -270,7 +352,7 @@ impl StateStore for MemoryStore {
                             .filter(|(id, rep)| {
                                 *id != &r.actor
                                     && rep.epoch == e.epoch
-                                    && now.saturating_sub(rep.at) <= rep.stale_after
+                                    && rep.live(id, beats, now)
                                     && rep.window.failures + rep.window.slow > 0
                             })
                             .count() as u32;
@@ -285,8 +367,8 @@ impl StateStore for MemoryStore {
                     e.override_until = r.expires_in.map(|d| now.saturating_add(nanos(d)));
                 }
             }
-            let view = e.view(&r.name, now);
-            drop(map);
+            let view = e.view(&r.name, now, beats);
+            drop(data);
             if let Some(v) = lapsed {
                 self.publish(v, "store", "override expired", true);
             }
@@ -309,8 +391,9 @@ impl StateStore for MemoryStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let (now, mut map) = self.enter()?;
-            let e = map
+            let (now, mut data) = self.enter()?;
+            let e = data
+                .entries
                 .entry(name.to_string())
                 .or_insert_with(|| Entry::new(now));
             e.touched = now;
@@ -328,7 +411,11 @@ impl StateStore for MemoryStore {
         r: &'a ProbeReport,
     ) -> BoxFuture<'a, Result<FleetView, StoreError>> {
         Box::pin(async move {
-            let (now, mut map) = self.enter()?;
+            let (now, mut data) = self.enter()?;
+            let Data {
+                entries: map,
+                beats,
+            } = &mut *data;
             let e = map.entry(r.name.clone()).or_insert_with(|| Entry::new(now));
             e.touched = now;
             e.ttl = nanos(r.ttl);
@@ -347,8 +434,8 @@ impl StateStore for MemoryStore {
                     changed = Some("probe failed");
                 }
             }
-            let view = e.view(&r.name, now);
-            drop(map);
+            let view = e.view(&r.name, now, beats);
+            drop(data);
             if let Some(reason) = changed {
                 self.publish(view.clone(), &r.actor, reason, false);
             }
@@ -362,8 +449,12 @@ impl StateStore for MemoryStore {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<FleetView>, StoreError>> {
         Box::pin(async move {
-            let (now, map) = self.enter()?;
-            let mut v: Vec<FleetView> = map.iter().map(|(k, e)| e.view(k, now)).collect();
+            let (now, data) = self.enter()?;
+            let mut v: Vec<FleetView> = data
+                .entries
+                .iter()
+                .map(|(k, e)| e.view(k, now, &data.beats))
+                .collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(v)
         })

@@ -1,14 +1,22 @@
 //! Sharing breaker state across a fleet of instances.
 //!
 //! A breaker linked to a [`Fleet`] still decides every call locally, from
-//! atomics; a background task per process talks to the [`StateStore`]:
+//! atomics; background tasks per process talk to the [`StateStore`], and what
+//! they cost the store follows what changed, not instances × breakers:
 //!
-//! - every `sync_interval` (default 100 ms) it reports each breaker's local
-//!   window and learns the fleet-wide window and state, **for all breakers in
-//!   one round trip**; trip rules then judge the fleet-wide window;
+//! - every `sync_interval` (default 100 ms) one [`sync`](StateStore::sync)
+//!   carries this instance's heartbeat and the windows of the breakers that
+//!   saw new outcomes (or whose window moved) since their last report, and
+//!   brings back their fleet-wide windows and states; trip rules then judge
+//!   the fleet-wide window. A breaker with nothing new costs nothing; an idle
+//!   instance costs one heartbeat per interval;
 //! - a transition is a compare-and-set on the shared fleet epoch, published to
-//!   every instance at once (and repaired by the next sync if a message is
-//!   lost);
+//!   every instance at once. Transitions, probe requests and overrides run on
+//!   their own lane, never behind a sync;
+//! - a slower [`reconcile`](StateStore::reconcile) pass (default every 10 s,
+//!   in batches; every sync interval without pub/sub; at once after the push
+//!   channel reconnected) repairs lost notices and keeps the keys of idle
+//!   breakers alive until their TTL should lapse;
 //! - half-open probes come from one shared counter, so the whole fleet sends
 //!   `half_open_calls` probes, and their verdict closes or re-opens the
 //!   breaker everywhere;
@@ -21,9 +29,15 @@
 //!   fleet. Every transition request also names the state it expects to leave,
 //!   so such a locally open instance never moves the fleet.
 //!
+//! An instance's window counts fleet-wide while its report is fresh
+//! ([`SyncEntry::stale_after`]) or while the instance itself is alive (its
+//! heartbeat is fresh): an idle breaker's last report keeps counting without
+//! being repeated.
+//!
 //! If the store is slow or down, no call waits on it: the breaker keeps
 //! deciding from local data, reports [`StoreDegraded`](crate::EventKind::StoreDegraded),
-//! and re-joins the fleet when the store answers again.
+//! and re-joins the fleet (every window reported, every state read) when the
+//! store answers again.
 //!
 //! [`MemoryStore`] keeps the shared state in process (and lets a test run a
 //! simulated fleet); `ripcord-redis` provides a Redis store.
@@ -32,6 +46,7 @@ pub(crate) mod fleet;
 mod memory;
 
 pub use fleet::{Fleet, FleetBuilder};
+pub(crate) use fleet::{Link, Member};
 pub use memory::MemoryStore;
 
 use std::fmt;
@@ -76,10 +91,41 @@ pub struct SyncEntry {
     /// This instance's current window (absolute, not a delta: a lost or
     /// repeated sync never double-counts).
     pub window: WindowTotals,
-    /// How long after its last report an instance's window stops counting
-    /// (it left the fleet or lost the store).
+    /// How long after this report the window counts by itself; after that it
+    /// counts only while the instance's [`Heartbeat`] is fresh (an idle
+    /// breaker is not re-reported; an instance that left stops counting).
     pub stale_after: Duration,
+    /// Whether to refresh the TTL of the breaker's keys with this report.
+    pub touch: bool,
     /// How long the breaker's keys live without any report.
+    pub ttl: Duration,
+}
+
+/// The instance that syncs: every [`sync`](StateStore::sync) is also its
+/// heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    /// The instance id.
+    pub instance: String,
+    /// How long after this heartbeat the instance counts as gone (its
+    /// reports then stop counting unless they are fresh themselves).
+    pub stale_after: Duration,
+    /// How long the heartbeat record lives without a new heartbeat.
+    pub ttl: Duration,
+}
+
+/// One breaker in a [`reconcile`](StateStore::reconcile) pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileEntry {
+    /// The breaker's name.
+    pub name: String,
+    /// The fleet epoch this instance knows. A store that lost the breaker
+    /// resumes it from this epoch (as [`sync`](StateStore::sync) does).
+    pub known_epoch: u64,
+    /// Whether to refresh the TTL of the breaker's keys (an idle breaker's
+    /// keys stay alive while an instance still has the breaker).
+    pub touch: bool,
+    /// The TTL to refresh to.
     pub ttl: Duration,
 }
 
@@ -221,14 +267,26 @@ pub enum StoreError {
 /// lock for [`MemoryStore`]). Time inside the store is the store's own clock;
 /// durations cross the boundary, never instants.
 pub trait StateStore: Send + Sync + fmt::Debug + 'static {
-    /// Reports this instance's windows and returns the fleet's views, in the
-    /// same order, for many breakers in one round trip. Also lapses expired
-    /// overrides.
+    /// The instance's heartbeat, and its reports of the windows in
+    /// `entries` (often none: only breakers with news are reported); returns
+    /// the fleet's views of those breakers, in the same order, for many
+    /// breakers in few round trips (one script run per store node for
+    /// Redis). Also lapses expired overrides of those breakers.
     fn sync<'a>(
         &'a self,
-        instance: &'a str,
+        heartbeat: &'a Heartbeat,
         entries: &'a [SyncEntry],
     ) -> BoxFuture<'a, Result<Vec<FleetView>, StoreError>>;
+
+    /// Checks many breakers at once against the epochs this instance knows:
+    /// returns, in the same order, the view of each breaker whose fleet epoch
+    /// is not `known_epoch` (a notice was missed, or an override lapsed here)
+    /// and `None` for the others, which cost the store one read each.
+    /// Refreshes the keys' TTL where asked. Writes no report.
+    fn reconcile<'a>(
+        &'a self,
+        entries: &'a [ReconcileEntry],
+    ) -> BoxFuture<'a, Result<Vec<Option<FleetView>>, StoreError>>;
 
     /// Compare-and-set of a breaker's fleet state; publishes the change.
     fn transition<'a>(
@@ -256,6 +314,13 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// Notices of fleet-wide transitions, as they happen (pub/sub). `None` if
     /// the store cannot push; instances then learn at the next sync.
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<FleetNotice>>;
+
+    /// How many times the push channel behind [`subscribe`](Self::subscribe)
+    /// has been (re)established. A change means notices may have been lost
+    /// while it was down: fleets then reconcile every breaker at once.
+    fn resubscriptions(&self) -> u64 {
+        0
+    }
 
     /// The views of every breaker the store knows (for dashboards and
     /// `ripcord fleet status`).
