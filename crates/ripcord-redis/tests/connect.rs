@@ -27,6 +27,7 @@ fn beat() -> Heartbeat {
         instance: "i0".to_string(),
         stale_after: Duration::from_secs(1),
         ttl: Duration::from_secs(4),
+        required: true,
     }
 }
 

@@ -151,6 +151,7 @@ fn heartbeat(instance: usize) -> Heartbeat {
         instance: format!("i{instance}"),
         stale_after: HOUR,
         ttl: HOUR,
+        required: true,
     }
 }
 

@@ -354,7 +354,8 @@ impl StateStore for RedisStore {
             let beat_alone = !inline_beat && {
                 let mut last = inner.last_beat.lock().unwrap_or_else(|e| e.into_inner());
                 let due = groups.is_empty()
-                    || last.is_none_or(|t| t.elapsed() >= heartbeat.stale_after / 3);
+                    || (heartbeat.required
+                        && last.is_none_or(|t| t.elapsed() >= heartbeat.stale_after / 3));
                 if due {
                     *last = Some(tokio::time::Instant::now());
                 }

@@ -79,9 +79,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::ClockHandle;
-use crate::event::Events;
 #[cfg(feature = "tokio")]
-use crate::event::{Event, EventKind, TransitionReason};
+use crate::event::Event;
+use crate::event::Events;
 use crate::random::SplitMix64;
 use crate::sync::{lock, AtomicU64, CachePadded, Mutex, Ordering};
 use crate::{Backoff, Classify, Error, ErrorsAsFailures, Name, Rejected};

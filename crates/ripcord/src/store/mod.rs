@@ -112,6 +112,9 @@ pub struct Heartbeat {
     pub stale_after: Duration,
     /// How long the heartbeat record lives without a new heartbeat.
     pub ttl: Duration,
+    /// False when this sync reports every breaker the instance has: their
+    /// fresh reports speak for it, and a store may skip the heartbeat.
+    pub required: bool,
 }
 
 /// One breaker in a [`reconcile`](StateStore::reconcile) pass.

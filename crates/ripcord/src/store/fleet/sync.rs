@@ -203,6 +203,7 @@ impl Shared {
             instance: self.instance.clone(),
             stale_after: self.stale_after() * 3,
             ttl: self.stale_after() * 12,
+            required: reported < members.len(),
         };
         // Many reports (a re-join, a registry's first sync) go in chunks, so
         // each round trip stays well inside the timeout.
