@@ -359,3 +359,49 @@ fn config_deserializes_from_toml() {
     let bad: BulkheadConfig = toml::from_str("max_concurrent = 0").unwrap();
     assert_eq!(bad.validate().unwrap_err().field(), "max_concurrent");
 }
+
+#[test]
+fn a_queue_of_a_million_is_the_largest() {
+    let ok = |n| {
+        Bulkhead::builder("q")
+            .max_queued(n)
+            .build()
+            .map(|_| ())
+            .map_err(|e| e.field())
+    };
+    assert_eq!(ok(1_000_000), Ok(()));
+    assert_eq!(ok(1_000_001), Err("max_queued"));
+}
+
+#[test]
+fn bulkheads_builders_and_permits_say_what_they_are() {
+    let builder = Bulkhead::builder("db-pool").max_concurrent(3).max_queued(2);
+    let shown = format!("{builder:?}");
+    assert!(
+        shown.starts_with("BulkheadBuilder") && shown.contains("db-pool"),
+        "{shown}"
+    );
+    assert!(shown.contains("max_concurrent: 3"), "{shown}");
+    let b = builder.build().unwrap();
+    let permit = b.try_acquire().unwrap();
+    let owned = b.try_acquire_owned().unwrap();
+    let shown = format!("{b:?}");
+    assert!(shown.starts_with("Bulkhead {"), "{shown}");
+    assert!(
+        shown.contains("db-pool")
+            && shown.contains("max_concurrent: 3")
+            && shown.contains("max_queued: 2")
+            && shown.contains("in_use: 2"),
+        "{shown}"
+    );
+    let shown = format!("{permit:?}");
+    assert!(
+        shown.starts_with("BulkheadPermit") && shown.contains("db-pool"),
+        "{shown}"
+    );
+    let shown = format!("{owned:?}");
+    assert!(
+        shown.starts_with("OwnedBulkheadPermit") && shown.contains("db-pool"),
+        "{shown}"
+    );
+}

@@ -428,3 +428,53 @@ fn config_deserializes_from_toml() {
     let bad: RateLimiterConfig = toml::from_str("rate = 0").unwrap();
     assert_eq!(bad.validate().unwrap_err().field(), "rate");
 }
+
+#[test]
+fn validation_bounds_are_inclusive_where_documented() {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let ok = |b: RateLimiterBuilder| b.build().map(|_| ()).map_err(|e| e.field());
+    // A period and a wait of one year are allowed, a nanosecond more is not.
+    assert_eq!(ok(RateLimiter::builder("x").rate(1, YEAR)), Ok(()));
+    assert_eq!(
+        ok(RateLimiter::builder("x").rate(1, YEAR + Duration::from_nanos(1))),
+        Err("period")
+    );
+    assert_eq!(
+        ok(RateLimiter::builder("x").rate(1, 2 * YEAR)),
+        Err("period")
+    );
+    assert_eq!(ok(RateLimiter::builder("x").max_wait(YEAR)), Ok(()));
+    assert_eq!(
+        ok(RateLimiter::builder("x").max_wait(YEAR + Duration::from_nanos(1))),
+        Err("max_wait")
+    );
+    // A period of exactly `rate` nanoseconds is the shortest.
+    assert_eq!(
+        ok(RateLimiter::builder("x").rate(10, Duration::from_nanos(10))),
+        Ok(())
+    );
+    // The burst's refill (burst × period / rate) must fit in u64 nanoseconds:
+    // 2 permits a year refill one in 0.5 year, so 1169 fit and 1170 do not.
+    let b = |burst| RateLimiter::builder("x").rate(2, YEAR).burst(burst);
+    assert_eq!(ok(b(1169)), Ok(()));
+    assert_eq!(ok(b(1170)), Err("burst"));
+}
+
+#[test]
+fn a_limiter_and_its_builder_say_what_they_are() {
+    let b = RateLimiter::builder("partner-api").rate(5, SEC).burst(2);
+    let shown = format!("{b:?}");
+    assert!(shown.starts_with("RateLimiterBuilder"), "{shown}");
+    assert!(
+        shown.contains("partner-api") && shown.contains("rate: 5"),
+        "{shown}"
+    );
+    let l = b.build().unwrap();
+    assert_eq!(l.name(), "partner-api");
+    let shown = format!("{l:?}");
+    assert!(shown.starts_with("RateLimiter"), "{shown}");
+    assert!(
+        shown.contains("partner-api") && shown.contains("emission_interval: 200000000"),
+        "{shown}"
+    );
+}

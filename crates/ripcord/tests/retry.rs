@@ -933,3 +933,39 @@ fn config_deserializes_from_toml() {
     let bad: RetryConfig = toml::from_str("max_attempts = 0").unwrap();
     assert_eq!(bad.validate().unwrap_err().field(), "max_attempts");
 }
+
+#[test]
+fn budget_validation_bounds_are_inclusive() {
+    use ripcord::retry::RetryBudgetBuilder;
+    let ok = |b: RetryBudgetBuilder| b.build().map(|_| ()).map_err(|e| e.field());
+    let b = RetryBudget::builder;
+    assert_eq!(ok(b().ratio(100.0)), Ok(()));
+    assert_eq!(ok(b().ratio(150.0)), Err("ratio"));
+    assert_eq!(ok(b().ratio(f64::INFINITY)), Err("ratio"));
+    assert_eq!(ok(b().ratio(0.0).min_per_second(1)), Ok(()));
+    assert_eq!(ok(b().min_per_second(1_000_000)), Ok(()));
+    assert_eq!(ok(b().min_per_second(1_000_001)), Err("min_per_second"));
+    assert_eq!(ok(b().window(Duration::from_millis(100))), Ok(()));
+    assert_eq!(ok(b().window(Duration::from_millis(99))), Err("window"));
+    assert_eq!(ok(b().window(Duration::from_secs(3600))), Ok(()));
+    assert_eq!(
+        ok(b().window(Duration::from_secs(3600) + Duration::from_nanos(1))),
+        Err("window")
+    );
+    assert_eq!(ok(b().window(Duration::from_secs(7200))), Err("window"));
+}
+
+#[test]
+fn a_budget_keeps_its_configuration() {
+    let budget = RetryBudget::builder()
+        .ratio(0.1)
+        .min_per_second(3)
+        .window(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let c = budget.config();
+    assert_eq!(
+        (c.ratio, c.min_per_second, c.window),
+        (0.1, 3, Duration::from_secs(5))
+    );
+}

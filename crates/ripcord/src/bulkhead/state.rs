@@ -260,3 +260,22 @@ impl Drop for Ticket<'_> {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Enqueued, Slots};
+
+    /// `enqueue` takes a free slot itself when one came free after the
+    /// caller's lock-free attempt failed (a race the policy tests cannot
+    /// aim at).
+    #[test]
+    fn enqueue_takes_a_free_slot_then_queues_then_refuses() {
+        let slots = Slots::new(1, 1);
+        assert!(matches!(slots.enqueue(), Enqueued::Acquired));
+        assert_eq!(slots.counts(), (1, 0));
+        assert!(matches!(slots.enqueue(), Enqueued::Queued(0)));
+        assert_eq!(slots.counts(), (1, 1));
+        assert!(matches!(slots.enqueue(), Enqueued::Full));
+        assert_eq!(slots.counts(), (1, 1));
+    }
+}
