@@ -93,8 +93,11 @@ fn ok() -> Result<u64, ()> {
     Ok(black_box(1))
 }
 
-/// The cases: name and what it runs.
-const CASES: &[(&str, fn(u64))] = &[
+/// A case: its name, and what it runs with the number of calls.
+type Case = (&'static str, fn(u64));
+
+/// The cases.
+const CASES: &[Case] = &[
     ("empty", |n| measure(n, || black_box(1_u64))),
     ("closed_count", |n| {
         let b = count_failure_rate().build().unwrap();
@@ -195,7 +198,10 @@ const CASES: &[(&str, fn(u64))] = &[
         assert!(l.try_acquire().is_ok(), "a burst of 10⁹ admits every call");
     }),
     ("bulkhead_try_acquire", |n| {
-        let h = Bulkhead::builder("bench").max_concurrent(8).build().unwrap();
+        let h = Bulkhead::builder("bench")
+            .max_concurrent(8)
+            .build()
+            .unwrap();
         measure(n, || h.try_acquire().is_ok());
     }),
 ];
@@ -203,7 +209,9 @@ const CASES: &[(&str, fn(u64))] = &[
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_default();
-    let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("a count"));
+    let n: u64 = args
+        .next()
+        .map_or(1_000_000, |s| s.parse().expect("a count"));
     if which == "list" {
         for (name, _) in CASES {
             println!("{name}");

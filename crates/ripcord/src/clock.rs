@@ -54,12 +54,14 @@ impl Default for SystemClock {
 #[cfg(not(loom))]
 mod coarse {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Once, OnceLock};
+    use std::sync::{Arc, LazyLock, Once, OnceLock};
     use std::time::{Duration, Instant};
 
     pub(super) const TICK: Duration = Duration::from_millis(1);
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    static NOW: AtomicU64 = AtomicU64::new(0);
+    /// The ticker's reading, shared with every [`ClockHandle`](super::ClockHandle)
+    /// of the system clock (which reads it with one load).
+    static NOW: LazyLock<Arc<AtomicU64>> = LazyLock::new(|| Arc::new(AtomicU64::new(0)));
     static START: Once = Once::new();
 
     fn origin() -> Instant {
@@ -101,6 +103,12 @@ mod coarse {
     pub(super) fn precise() -> u64 {
         u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
+
+    /// The ticker's cell (starting the ticker), or `None` if it could not start.
+    pub(super) fn cell() -> Option<Arc<AtomicU64>> {
+        start();
+        (!NO_TICKER.load(Ordering::Relaxed)).then(|| Arc::clone(&NOW))
+    }
 }
 
 #[cfg(loom)]
@@ -109,6 +117,9 @@ mod coarse {
     pub(super) fn start() {}
     pub(super) fn now() -> u64 {
         precise()
+    }
+    pub(super) fn cell() -> Option<std::sync::Arc<crate::sync::AtomicU64>> {
+        None
     }
     pub(super) fn precise() -> u64 {
         static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -248,26 +259,34 @@ impl Clock for ManualClock {
 /// hot path avoids a virtual call; any other [`Clock`] is held behind an `Arc`.
 #[derive(Debug, Clone)]
 pub(crate) enum ClockHandle {
-    System,
-    Manual(ManualClock),
+    /// Read with one atomic load: the system clock's ticker or a manual clock.
+    Cell(Arc<AtomicU64>),
+    /// Any other clock, read through its trait object.
     Custom(Arc<dyn Clock>),
 }
 
 impl Default for ClockHandle {
     fn default() -> Self {
-        coarse::start();
-        ClockHandle::System
+        ClockHandle::system()
     }
 }
 
 impl ClockHandle {
+    /// The system clock: its ticker's cell, or (if the ticker could not
+    /// start) the clock itself, which then reads the time precisely.
+    fn system() -> Self {
+        match coarse::cell() {
+            Some(cell) => ClockHandle::Cell(cell),
+            None => ClockHandle::Custom(Arc::new(SystemClock { _private: () })),
+        }
+    }
+
     pub(crate) fn from_clock<C: Clock>(clock: C) -> Self {
         let any: &dyn Any = &clock;
         if any.is::<SystemClock>() {
-            coarse::start();
-            ClockHandle::System
+            ClockHandle::system()
         } else if let Some(m) = any.downcast_ref::<ManualClock>() {
-            ClockHandle::Manual(m.clone())
+            ClockHandle::Cell(m.nanos.clone())
         } else {
             ClockHandle::Custom(Arc::new(clock))
         }
@@ -276,8 +295,7 @@ impl ClockHandle {
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         match self {
-            ClockHandle::System => coarse::now(),
-            ClockHandle::Manual(m) => m.now_nanos(),
+            ClockHandle::Cell(cell) => cell.load(Ordering::Acquire),
             ClockHandle::Custom(c) => c.now_nanos(),
         }
     }
@@ -309,7 +327,7 @@ mod tests {
         assert_eq!(h.now_nanos(), 3_000_000_000);
         assert!(matches!(
             ClockHandle::from_clock(SystemClock::new()),
-            ClockHandle::System
+            ClockHandle::Cell(_)
         ));
         assert!(matches!(
             ClockHandle::from_clock(PreciseClock::new()),

@@ -20,8 +20,8 @@ impl Inner {
     }
 
     /// Decides one call. The two hot cases are decided inline: a closed
-    /// breaker admits; an open one whose open period is not over rejects with
-    /// a plain value (no lock, no allocation). Everything else goes the
+    /// breaker admits; an open one whose open period is not over (or a
+    /// forced-open one) rejects with a plain value. Everything else goes the
     /// general way.
     #[inline(always)]
     pub(super) fn acquire(&self) -> Result<Permit<'_>, Rejected> {
@@ -34,15 +34,41 @@ impl Inner {
                 self.now_if_timed(),
             ));
         }
+        self.acquire_rest(w)
+    }
+
+    /// Decides a call that found state word `w` not closed (or ramping). An
+    /// open breaker whose open period is not over, and a forced-open one,
+    /// reject with a plain value (no lock, no allocation) when no listener
+    /// wants a rejection event. Everything else goes the general way.
+    #[inline(always)]
+    pub(super) fn acquire_rest(&self, w: u64) -> Result<Permit<'_>, Rejected> {
+        if let Some(r) = self.fast_rejection(w) {
+            return Err(r);
+        }
+        self.acquire_general(w)
+    }
+
+    /// The rejection of a forced-open breaker, or of an open one whose open
+    /// period is not over, when no listener wants a rejection event.
+    #[inline(always)]
+    pub(super) fn fast_rejection(&self, w: u64) -> Option<Rejected> {
+        if w & word::FAST_MASK == State::ForcedOpen.code() && !self.events.active() {
+            return Some(self.open_rejection(w, State::ForcedOpen, 0));
+        }
         if w & word::FAST_MASK == State::Open.code() {
             let now = self.clock.now_nanos();
             let until = self.timing.open_until.load(Ordering::Acquire);
             if now < until && !self.events.active() {
-                return Err(self.open_rejection(w, State::Open, until - now));
+                return Some(self.open_rejection(w, State::Open, until - now));
             }
-        } else if w & word::FAST_MASK == State::ForcedOpen.code() && !self.events.active() {
-            return Err(self.open_rejection(w, State::ForcedOpen, 0));
         }
+        None
+    }
+
+    /// Decides a call the fast paths did not: out of line.
+    #[inline(never)]
+    pub(super) fn acquire_general(&self, w: u64) -> Result<Permit<'_>, Rejected> {
         match self.acquire_slow(w) {
             Ok((epoch, kind, start)) => Ok(Permit::new(self, epoch, kind, start)),
             Err(r) => Err(r),

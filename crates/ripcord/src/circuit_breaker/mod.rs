@@ -332,7 +332,7 @@ impl CircuitBreaker {
     /// Asks for a permit to make one call. Record its outcome with
     /// [`Permit::record`]; a permit dropped without a verdict counts as
     /// [`Outcome::Ignored`](crate::Outcome::Ignored) (and frees its half-open slot).
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         self.inner.acquire()
     }
@@ -370,14 +370,14 @@ impl CircuitBreaker {
 
     /// Runs the blocking function `f` through the breaker: `Ok` is a success,
     /// `Err` a failure. If `f` panics, the call is ignored and the panic goes on.
-    #[inline]
+    #[inline(always)]
     pub fn call_sync<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, Error<E>> {
         self.call_sync_classified(&ErrorsAsFailures, f)
     }
 
     /// Runs the blocking function `f` through the breaker, classifying its
     /// result with `classify`.
-    #[inline]
+    #[inline(always)]
     pub fn call_sync_classified<C, T, E>(
         &self,
         classify: &C,
@@ -386,10 +386,60 @@ impl CircuitBreaker {
     where
         C: Classify<T, E> + ?Sized,
     {
-        let permit = self.try_acquire()?;
+        let inner = &*self.inner;
+        let w = inner.state.load(Ordering::Acquire);
+        if w & word::FAST_MASK != 0 {
+            return self.call_sync_other(w, classify, f);
+        }
+        // Closed: admitted inline, as `try_acquire` would.
+        let permit = Permit::new(
+            inner,
+            word::epoch(w),
+            PermitKind::Counted,
+            inner.now_if_timed(),
+        );
         let result = f();
         permit.record(classify.classify(&result));
         result.map_err(Error::Inner)
+    }
+
+    /// [`call_sync_classified`](Self::call_sync_classified) of a breaker
+    /// whose state word `w` was not closed, out of line (so the closed path
+    /// stays small): a fast rejection here, the rest further out.
+    #[inline(never)]
+    fn call_sync_other<C, T, E>(
+        &self,
+        w: u64,
+        classify: &C,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, Error<E>>
+    where
+        C: Classify<T, E> + ?Sized,
+    {
+        match self.inner.fast_rejection(w) {
+            Some(rejected) => Err(Error::Rejected(rejected)),
+            None => self.call_sync_general(w, classify, f),
+        }
+    }
+
+    #[inline(never)]
+    fn call_sync_general<C, T, E>(
+        &self,
+        w: u64,
+        classify: &C,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, Error<E>>
+    where
+        C: Classify<T, E> + ?Sized,
+    {
+        match self.inner.acquire_general(w) {
+            Ok(permit) => {
+                let result = f();
+                permit.record(classify.classify(&result));
+                result.map_err(Error::Inner)
+            }
+            Err(rejected) => Err(Error::Rejected(rejected)),
+        }
     }
 
     /// Opens the breaker until [`reset`](Self::reset): every call is rejected.

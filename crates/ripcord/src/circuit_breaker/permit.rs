@@ -47,7 +47,7 @@ impl<'a> Permit<'a> {
     }
 
     /// Records the call's outcome.
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
         self.inner
@@ -84,7 +84,7 @@ impl<'a> Permit<'a> {
 }
 
 impl Drop for Permit<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.done {
             self.inner

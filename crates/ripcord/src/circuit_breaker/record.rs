@@ -13,8 +13,67 @@ use crate::Outcome;
 
 impl Inner {
     /// Records the verdict of a permit.
-    #[inline]
+    ///
+    /// The common case, a success in a closed breaker nobody listens to, is
+    /// recorded inline by [`finish_success`](Self::finish_success); everything
+    /// else (and a success it cannot record with plain stores) goes the
+    /// general way, which does the same and more.
+    #[inline(always)]
     pub(crate) fn finish(&self, epoch: u64, kind: PermitKind, start: u64, outcome: Outcome) {
+        if kind == PermitKind::Counted
+            && outcome == Outcome::Success
+            && self.finish_success(epoch, start)
+        {
+            return;
+        }
+        self.finish_general(epoch, kind, start, outcome);
+    }
+
+    /// Records a success of `epoch` if the breaker is still closed (and not
+    /// ramping) in that epoch, no listener wants an outcome event, the call
+    /// was not slow and the window can count it with plain stores. Returns
+    /// false, having changed nothing, otherwise.
+    #[inline(always)]
+    fn finish_success(&self, epoch: u64, start: u64) -> bool {
+        if self.state.load(Ordering::Acquire) != word::pack(State::Closed, epoch, false)
+            || self.events.active()
+        {
+            return false;
+        }
+        let mut now = 0;
+        if self.timed {
+            now = self.clock.now_nanos();
+            if now.saturating_sub(start) >= self.slow_nanos {
+                return false;
+            }
+        }
+        if !self.window.record_success(epoch, now) {
+            return false;
+        }
+        let c = self.consecutive.load(Ordering::Relaxed);
+        if c as u32 != 0 {
+            self.clear_consecutive(epoch, c);
+        }
+        true
+    }
+
+    /// Clears the consecutive-failure count of `epoch` after a success.
+    #[cold]
+    fn clear_consecutive(&self, epoch: u64, c: u64) {
+        if consecutive_epoch(c) == epoch as u32 {
+            // Clears only this epoch's count; fails harmlessly if a
+            // transition already replaced it.
+            let _ = self.consecutive.compare_exchange(
+                c,
+                consecutive_word(epoch, 0),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    #[inline(never)]
+    fn finish_general(&self, epoch: u64, kind: PermitKind, start: u64, outcome: Outcome) {
         if kind == PermitKind::Untracked {
             return;
         }
@@ -28,7 +87,6 @@ impl Inner {
         }
     }
 
-    #[inline]
     fn finish_counted(&self, epoch: u64, outcome: Outcome, slow: bool, took: u64, now: u64) {
         let w = self.state.load(Ordering::Acquire);
         if word::epoch(w) != epoch {
@@ -51,15 +109,8 @@ impl Inner {
             self.count_failure(epoch)
         } else {
             let c = self.consecutive.load(Ordering::Relaxed);
-            if c as u32 != 0 && consecutive_epoch(c) == epoch as u32 {
-                // Clears only this epoch's count; fails harmlessly if a
-                // transition already replaced it.
-                let _ = self.consecutive.compare_exchange(
-                    c,
-                    consecutive_word(epoch, 0),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+            if c as u32 != 0 {
+                self.clear_consecutive(epoch, c);
             }
             0
         };

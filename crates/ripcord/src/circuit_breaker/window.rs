@@ -51,20 +51,26 @@ pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
 pub const MAX_BUCKETS: u32 = 1_000;
 
 impl Window {
-    /// The last `calls` calls, kept in buckets; the oldest bucket is dropped
-    /// whole when a new one starts, so the window holds between
-    /// `calls - calls/buckets` and `calls` calls (the size is rounded up to a
-    /// multiple of the bucket count).
+    /// The last `calls` calls, kept in buckets of `calls / buckets` calls
+    /// (rounded up; `N` below is the bucket size times the bucket count).
     ///
-    /// By default a window of up to 32 calls has one bucket per call (exactly
-    /// the last `calls` calls), a larger one 10 buckets.
+    /// **The window is exact only with one call per bucket.** By default a
+    /// window of up to 32 calls has one bucket per call, so it holds exactly
+    /// the last `calls` calls; a larger one has 10 buckets, and the oldest
+    /// bucket is dropped whole when a new one starts. With one thread calling,
+    /// such a window holds between `N − N/buckets + 1` and `N` of the last
+    /// calls (e.g. 91 to 100 for `Window::count(100)`): the full buckets
+    /// before the current one, plus the calls made so far in the current one.
+    /// Ask for `.buckets(calls)` (up to 1000) to make a larger window exact;
+    /// evaluating it then costs more.
     ///
     /// Each thread fills buckets of its own (no write is shared between
     /// threads); reading the window merges every thread's buckets from the
-    /// most recently written back until it holds `calls` calls. So the window
-    /// is the last `calls` calls whatever the number of threads, give or take
-    /// one partly filled bucket per thread, and a thread that stops calling
-    /// has its old outcomes pushed out by the others' newer ones.
+    /// most recently written back, a whole bucket at a time, until it holds
+    /// at least `N` calls. So with several threads the window holds at most
+    /// `N + N/buckets − 1` calls, and at least `N − N/buckets + 1` (or every
+    /// call still in the threads' buckets, if fewer); a thread that stops
+    /// calling has its old outcomes pushed out by the others' newer ones.
     pub const fn count(calls: u32) -> Window {
         Window {
             kind: WindowKind::Count(calls),
@@ -595,6 +601,75 @@ impl WindowState {
         }
     }
 
+    /// Records a success of epoch `epoch` that finished at `now` with plain
+    /// stores, if it can: the calling thread owns its stripe, the window
+    /// keeps no latency histogram, and the call goes into the bucket the
+    /// stripe is filling (a time window's current bucket, already started; a
+    /// count window's current bucket, not full). Returns false, having
+    /// changed nothing, otherwise: [`record`](Self::record) then does it.
+    #[inline(always)]
+    pub(crate) fn record_success(&self, epoch: u64, now: u64) -> bool {
+        let st = stripe_index();
+        if st & EXCLUSIVE == 0 || self.latency.is_some() {
+            return false;
+        }
+        let stripe = st & !EXCLUSIVE;
+        let slot = if self.time_recip != 0 {
+            let bucket = self.time_bucket(now);
+            let slot = self.slot(stripe, bucket);
+            if slot.tag.load(Ordering::Acquire) != tag(epoch, bucket) {
+                return false;
+            }
+            slot
+        } else {
+            let cursor = &self.cursors[stripe];
+            let bucket = cursor.load(Ordering::Relaxed);
+            let slot = self.slot(stripe, bucket);
+            if slot.tag.load(Ordering::Acquire) != tag(epoch, bucket) {
+                return false;
+            }
+            if slot.counts.load(Ordering::Relaxed) as u32 >= self.count_bucket_size {
+                return self.record_success_in_next(stripe, epoch, bucket);
+            }
+            slot.last.store(self.clock.now_nanos(), Ordering::Relaxed);
+            slot
+        };
+        // Only this thread writes this stripe: no read-modify-write needed.
+        let c = slot.counts.load(Ordering::Relaxed);
+        slot.counts.store(c.wrapping_add(1), Ordering::Relaxed);
+        true
+    }
+
+    /// Count windows, [`record_success`](Self::record_success) of an
+    /// exclusive stripe whose bucket `bucket` is full: starts the next one
+    /// and records there (false, having changed nothing, if the next slot
+    /// holds a newer bucket or epoch).
+    #[cold]
+    #[inline(never)]
+    fn record_success_in_next(&self, stripe: usize, epoch: u64, bucket: u64) -> bool {
+        let next = bucket + 1;
+        let slot = self.slot(stripe, next);
+        let want = tag(epoch, next);
+        let have = slot.tag.load(Ordering::Acquire);
+        if have != want {
+            if newer(have, want) {
+                return false;
+            }
+            // This thread alone writes the stripe, so no other writer can
+            // race the clearing (`claim` locks the slot against them): clear,
+            // then publish the new tag. A reader that sees the tag sees the
+            // cleared counters; the window keeps no latency histogram here.
+            slot.counts.store(0, Ordering::Relaxed);
+            slot.slow.store(0, Ordering::Relaxed);
+            slot.tag.store(want, Ordering::Release);
+        }
+        self.cursors[stripe].store(next, Ordering::Relaxed);
+        slot.last.store(self.clock.now_nanos(), Ordering::Relaxed);
+        let c = slot.counts.load(Ordering::Relaxed);
+        slot.counts.store(c.wrapping_add(1), Ordering::Relaxed);
+        true
+    }
+
     fn add_slot(&self, s: &mut WindowStats, slot: &Slot, stripe: usize, bucket: u64) {
         let c = slot.counts.load(Ordering::Relaxed);
         s.calls += c & 0xFFFF_FFFF;
@@ -757,6 +832,37 @@ mod tests {
             let s = w.stats(0, 0);
             assert_eq!((s.calls(), s.failures()), (4, 4 - i));
         }
+    }
+
+    #[test]
+    fn a_large_count_window_holds_between_n_minus_a_bucket_and_n_calls() {
+        // Window::count(100): 10 buckets of 10; one thread.
+        let w = WindowState::new(&Window::count(100), false, ClockHandle::default());
+        for i in 1..=100u64 {
+            w.record(0, 0, true, false, 0);
+            assert_eq!(w.stats(0, 0).calls(), i, "below N, every call counts");
+        }
+        for i in 1..=250u64 {
+            w.record(0, 0, false, false, 0);
+            let s = w.stats(0, 0);
+            // The 9 full buckets before the current one, plus the current one's calls.
+            let expected = 90 + (i - 1) % 10 + 1;
+            assert_eq!(s.calls(), expected, "after {i} more calls");
+            assert!((91..=100).contains(&s.calls()));
+            // Every failure is older than the successes: they leave first.
+            assert_eq!(s.failures(), expected.saturating_sub(i));
+        }
+        // One bucket per call makes it exact.
+        let w = WindowState::new(
+            &Window::count(100).buckets(100),
+            false,
+            ClockHandle::default(),
+        );
+        for _ in 0..250 {
+            w.record(0, 0, false, false, 0);
+            assert!(w.stats(0, 0).calls() <= 100);
+        }
+        assert_eq!(w.stats(0, 0).calls(), 100);
     }
 
     #[test]
