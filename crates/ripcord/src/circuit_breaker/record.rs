@@ -50,6 +50,10 @@ impl Inner {
         if !self.window.record_success(epoch, now) {
             return false;
         }
+        #[cfg(feature = "tokio")]
+        if let Some(link) = &self.link {
+            link.mark();
+        }
         let c = self.consecutive.load(Ordering::Relaxed);
         if c as u32 != 0 {
             self.clear_consecutive(epoch, c);
