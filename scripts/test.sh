@@ -90,6 +90,9 @@ bash scripts/ensure-chromium.sh
 log "cargo test"
 cargo test --workspace --all-features
 
+log "fuzz corpora: every fuzz target over its checked-in corpus (no fuzzer needed)"
+cargo test --workspace --all-features --test fuzz_corpus
+
 log "cargo test, core crate in release (optimizations must not change a test's meaning)"
 cargo test -p ripcord --release --all-features
 

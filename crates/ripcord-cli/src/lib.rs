@@ -5,6 +5,9 @@
 //! the proxy benchmark drive.
 
 pub mod fleet;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loadgen;
 pub mod proxy;
 pub mod simulate;

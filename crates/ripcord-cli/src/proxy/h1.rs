@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 /// The largest response head accepted.
 pub(crate) const MAX_HEAD: usize = 256 * 1024;
 /// The most header fields a response head (or a trailer section) may have.
-const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// The header fields whose positions [`parse_head`] keeps on the stack.
 const SPANS: usize = 24;
 /// How much room each read of the socket asks for.
@@ -316,7 +316,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
     } else {
         Version::HTTP_10
     };
-    let (state, framed) = framing(&mut headers, status, head_only)?;
+    let (state, framed) = framing(&mut headers, status, version, head_only)?;
     let keep_alive = framed && keeps_alive(&headers, version);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -332,6 +332,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
 fn framing(
     headers: &mut HeaderMap,
     status: StatusCode,
+    version: Version,
     head_only: bool,
 ) -> Result<(State, bool), H1Error> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -348,6 +349,11 @@ fn framing(
     }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_some() {
+        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such a message's
+        // framing is faulty (it may have passed a hop that did not decode it).
+        if version == Version::HTTP_10 {
+            return Err(H1Error::Framing("transfer-encoding"));
+        }
         let chunked = codings
             .last()
             .and_then(|v| v.to_str().ok())
@@ -543,7 +549,15 @@ enum Decoded {
 /// One step of decoding a chunked body from `buf`.
 fn decode_chunk(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
     match chunk {
+        // httparse reads a size line without digits (`\r\n`, `;x\r\n`) as 0,
+        // which would end the body early: RFC 9112 §7.1 asks for 1*HEXDIG.
+        Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => Err(H1Error::Chunk),
         Chunk::Size => match httparse::parse_chunk_size(buf) {
+            // httparse also takes a bare LF, even inside an extension: hyper
+            // and the proxy ask for CRLF (RFC 9112 §2.2 leaves the choice).
+            Ok(httparse::Status::Complete((len, _))) if !crlf_lines(&buf[..len]) => {
+                Err(H1Error::Chunk)
+            }
             Ok(httparse::Status::Complete((len, size))) => {
                 buf.advance(len);
                 *chunk = if size == 0 {
@@ -584,6 +598,9 @@ fn decode_chunk(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, H1Erro
         Chunk::Trailers => {
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                Ok(httparse::Status::Complete((len, _))) if !crlf_lines(&buf[..len]) => {
+                    return Err(H1Error::Chunk)
+                }
                 Ok(httparse::Status::Complete((len, fields))) => {
                     let mut map = HeaderMap::new();
                     for f in fields {
@@ -611,6 +628,14 @@ fn decode_chunk(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, H1Erro
             Ok(Decoded::Last(Frame::trailers(trailers)))
         }
     }
+}
+
+/// Whether every line of `lines` ends with CRLF (no bare LF).
+fn crlf_lines(lines: &[u8]) -> bool {
+    lines
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && lines[i - 1] == b'\r'))
 }
 
 #[cfg(test)]
@@ -781,7 +806,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_chunk_is_an_error() {
-        for bad in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhelloXX0\r\n\r\n"] {
+        for bad in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            // A size line without digits is not a last chunk.
+            b"\r\n\r\nhello\r\n0\r\n\r\n",
+            b";x\r\n\r\n",
+            // Bare LFs: in a size line, in an extension, ending the trailers.
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx-sum: 1\n\r\n",
+        ] {
             let mut whole = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             whole.extend_from_slice(bad);
             let whole: &'static [u8] = Vec::leak(whole);
@@ -946,7 +982,7 @@ mod tests {
     #[tokio::test]
     async fn bad_heads_are_errors_after_a_response_began() {
         type Check = fn(&H1Error) -> bool;
-        let cases: [(&'static [u8], Check); 4] = [
+        let cases: [(&'static [u8], Check); 5] = [
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
                 |e| matches!(e, H1Error::Framing("content-length")),
@@ -959,6 +995,10 @@ mod tests {
                 |e| matches!(e, H1Error::Upgrade),
             ),
             (b"NOT HTTP\r\n\r\n", |e| matches!(e, H1Error::Head(_))),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                |e| matches!(e, H1Error::Framing("transfer-encoding")),
+            ),
         ];
         for (bytes, expected) in cases {
             let err = exchange(vec![bytes], true, Method::GET)

@@ -79,7 +79,7 @@ mod busy_poll;
 pub mod config;
 mod conn;
 pub mod forward;
-mod h1;
+pub(crate) mod h1;
 pub mod request;
 mod route;
 pub mod server;

@@ -281,9 +281,15 @@ impl<R: BufRead> TraceReader<R> {
                     "a JSON object with `time`, `latency` and `outcome` ({})",
                     strip_position(&e.to_string())
                 );
-                malformed(line, e.column().max(1), &expected, text.trim())
+                // serde_json counts bytes of the trimmed text from 1.
+                let lead = text.len() - text.trim_start().len();
+                let at = lead + e.column().saturating_sub(1);
+                malformed(line, char_column(&text, at), &expected, text.trim())
             })?;
-            let column = |name: &str| text.find(&format!("\"{name}\"")).map_or(1, |i| i + 1);
+            let column = |name: &str| {
+                text.find(&format!("\"{name}\""))
+                    .map_or(1, |i| char_column(&text, i))
+            };
             let start = match &parsed.time {
                 Field::Number(v) => self.offset(line, column("time"), *v, Unit::Seconds)?,
                 Field::Text(s) => self.start_of(line, column("time"), s, Unit::Seconds)?,
@@ -437,6 +443,16 @@ fn malformed(line: u64, column: usize, expected: &str, found: &str) -> TraceErro
         expected: expected.to_owned(),
         found,
     }
+}
+
+/// The 1-based character column of byte offset `at` of `line` (offsets
+/// past the end, or inside a character, count to the character before).
+fn char_column(line: &str, at: usize) -> usize {
+    let mut at = at.min(line.len());
+    while !line.is_char_boundary(at) {
+        at -= 1;
+    }
+    line[..at].chars().count() + 1
 }
 
 /// serde_json's messages end in " at line L column C"; we give our own.
@@ -645,6 +661,22 @@ mod tests {
         assert_eq!(parse_duration_nanos("12", Unit::Millis), Some(12_000_000));
         assert_eq!(parse_duration_nanos("x", Unit::Millis), None);
         assert_eq!(parse_duration_nanos("-1", Unit::Millis), None);
+    }
+
+    #[test]
+    fn json_error_columns_count_characters() {
+        let column = |text: &str| {
+            let mut reader = TraceReader::new(text.as_bytes(), TraceFormat::Jsonl);
+            match reader.next() {
+                Some(Err(TraceError::Malformed { column, .. })) => column,
+                other => panic!("expected an error, got {other:?}"),
+            }
+        };
+        // A field after multi-byte characters (found by the trace_jsonl fuzz target).
+        let line = r#"{"time":0,"latency":1,"x":"€€€€€€€€€€","outcome":"zz"}"#;
+        assert_eq!(column(line), line.find("\"outcome\"").unwrap() - 20 + 1);
+        // A syntax error after leading blanks and multi-byte characters.
+        assert_eq!(column("  {\"x\":\"€€\" ?"), 13);
     }
 
     #[test]

@@ -1,0 +1,8 @@
+//! Fuzz target `proxy_request`: see `ripcord_cli::fuzzing::proxy_request` for its input and
+//! what it checks.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        ripcord_cli::fuzzing::proxy_request(data);
+    });
+}

@@ -1,0 +1,8 @@
+//! Fuzz target `simulate_config`: see `ripcord_cli::fuzzing::simulate_config` for its input and
+//! what it checks.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        ripcord_cli::fuzzing::simulate_config(data);
+    });
+}
