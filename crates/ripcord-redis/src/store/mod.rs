@@ -420,13 +420,7 @@ impl StateStore for RedisStore {
                     self.heartbeats(&instances, beats)?;
                     items = mine;
                 }
-                if items.len() != g.len() * 9 {
-                    return Err(StoreError::Corrupt {
-                        key,
-                        detail: format!("{} values for {} breakers", items.len(), g.len()),
-                    });
-                }
-                for (&i, one) in g.iter().zip(items.chunks(9)) {
+                for (&i, one) in g.iter().zip(per_breaker(key, items, g.len())?) {
                     let key = inner.keys.state(names[i]);
                     self.check_corruption(&key, one.get(8));
                     views[i] = Some(self.decode_view(names[i], &key, one)?);
@@ -473,13 +467,7 @@ impl StateStore for RedisStore {
             for (g, v) in groups.iter().zip(&values) {
                 let key = inner.keys.state(names[g[0]]);
                 let items = self.script_reply(&key, v)?;
-                if items.len() != g.len() * 9 {
-                    return Err(StoreError::Corrupt {
-                        key,
-                        detail: format!("{} values for {} breakers", items.len(), g.len()),
-                    });
-                }
-                for (&i, one) in g.iter().zip(items.chunks(9)) {
+                for (&i, one) in g.iter().zip(per_breaker(key, items, g.len())?) {
                     let key = inner.keys.state(names[i]);
                     self.check_corruption(&key, one.get(8));
                     if reply::text(&one[0]).is_some_and(|t| !t.is_empty()) {
@@ -703,4 +691,20 @@ impl StateStore for RedisStore {
             Ok(views)
         })
     }
+}
+
+/// A batched script's reply split into its breakers' replies (nine values
+/// each), or `Corrupt` when the count does not match the breakers sent.
+fn per_breaker(
+    key: String,
+    items: &[Value],
+    breakers: usize,
+) -> Result<std::slice::Chunks<'_, Value>, StoreError> {
+    if items.len() != breakers * 9 {
+        return Err(StoreError::Corrupt {
+            key,
+            detail: format!("{} values for {} breakers", items.len(), breakers),
+        });
+    }
+    Ok(items.chunks(9))
 }
