@@ -126,8 +126,15 @@ pub(crate) async fn trip_propagation(target: &Target, pubsub: bool, trials: usiz
             record(&fleet[0].breaker, Outcome::Failure);
         }
         assert_eq!(fleet[0].state(), State::Open, "trial {trial}: local trip");
+        // The state word is published before the transition's event reaches
+        // the listener: wait for both.
         let all_open = eventually(Duration::from_secs(2), || {
-            fleet.iter().all(|i| i.state() == State::Open)
+            fleet.iter().zip(&before).all(|(i, n)| {
+                i.state() == State::Open
+                    && i.transitions_and_syncs()[*n..]
+                        .iter()
+                        .any(|(_, _, _, to)| *to == State::Open)
+            })
         })
         .await;
         assert!(all_open, "trial {trial}: every instance open");
