@@ -19,6 +19,12 @@
 //!   folder, and stopped at the end. Skipped, with a message, when no `nginx`
 //!   binary is on the PATH or in /usr/sbin.
 //!
+//! - `proxy/ripcord_baseline`, `proxy/ripcord_plain_baseline`: only when
+//!   [`BASELINE`] names an earlier build of this bench binary: the
+//!   `ripcord` and `ripcord_plain` routes on the proxy of that build, run
+//!   the same way and interleaved with the others, so that a change to the
+//!   proxy is measured before and after in one run.
+//!
 //! Criterion measures the closed-loop throughput at a fixed concurrency
 //! ([`CONCURRENCY`] keep-alive connections; time per request = 1/throughput).
 //! After the criterion groups, the same run prints a table from the load
@@ -39,7 +45,10 @@
 //! The upstream runs on a runtime of its own, as a separate service would:
 //! every direct request wakes one of its threads, and every response wakes
 //! one of the load generator's. Run:
-//! `cargo bench -p ripcord-benches --bench proxy`.
+//! `cargo bench -p ripcord-benches --bench proxy`; before and after a
+//! change: copy the bench binary that `cargo bench --bench proxy --no-run`
+//! names, make the change, and run
+//! `RIPCORD_BENCH_BASELINE=/path/to/the/copy cargo bench -p ripcord-benches --bench proxy`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -132,6 +141,11 @@ upstream = "bench"
 /// configuration file it names, instead of benchmarking.
 const CHILD_CONFIG: &str = "RIPCORD_BENCH_PROXY_CONFIG";
 
+/// The variable naming an earlier build of this bench binary (e.g. a copy
+/// of `target/release/deps/proxy-…` made before a change) whose proxy runs
+/// beside this build's as the `…_baseline` targets.
+const BASELINE: &str = "RIPCORD_BENCH_BASELINE";
+
 /// The child's side: runs the proxy as the `ripcord proxy` command does (its
 /// runtime, [`ripcord_cli::proxy::run`], the same lines on stdout) until
 /// SIGTERM.
@@ -191,10 +205,20 @@ struct ChildProxy {
 
 impl ChildProxy {
     fn start(name: &str, config: &str) -> ChildProxy {
+        Self::start_of(
+            &std::env::current_exe().expect("this bench binary"),
+            name,
+            config,
+        )
+    }
+
+    /// The proxy of `binary`, a build of this bench (this one, or the
+    /// [`BASELINE`]).
+    fn start_of(binary: &Path, name: &str, config: &str) -> ChildProxy {
         let dir = TempDir::new(name);
         let path = dir.0.join("ripcord.toml");
         std::fs::write(&path, config).expect("writing ripcord.toml");
-        let mut child = Command::new(std::env::current_exe().expect("this bench binary"))
+        let mut child = Command::new(binary)
             .env(CHILD_CONFIG, &path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -456,6 +480,13 @@ fn bench(c: &mut Criterion) {
         "ripcord-busy-poll",
         &proxy_config(upstream.addr(), BUSY_POLL),
     );
+    let baseline = std::env::var_os(BASELINE).map(|binary| {
+        ChildProxy::start_of(
+            Path::new(&binary),
+            "ripcord-baseline",
+            &proxy_config(upstream.addr(), ""),
+        )
+    });
     let nginx = Nginx::start(upstream.addr());
 
     let mut targets = vec![
@@ -482,6 +513,22 @@ fn bench(c: &mut Criterion) {
             &client_rt,
         ),
     ];
+    if let Some(b) = &baseline {
+        targets.push(target(
+            "ripcord_baseline",
+            b.addr,
+            "/bench",
+            Some(b.child.id()),
+            &client_rt,
+        ));
+        targets.push(target(
+            "ripcord_plain_baseline",
+            b.addr,
+            "/plain",
+            Some(b.child.id()),
+            &client_rt,
+        ));
+    }
     if let Some(n) = &nginx {
         targets.push(target(
             "nginx",
@@ -655,6 +702,7 @@ fn bench(c: &mut Criterion) {
     drop(targets);
     drop(proxy);
     drop(busy);
+    drop(baseline);
     drop(upstream);
 }
 
