@@ -272,3 +272,25 @@ fn config_deserializes_from_toml() {
     let bad: TimeoutConfig = toml::from_str(r#"timeout = "0s""#).unwrap();
     assert_eq!(bad.validate().unwrap_err().field(), "timeout");
 }
+
+#[test]
+fn config_deserializes_from_a_bare_duration_too() {
+    #[derive(serde::Deserialize, Debug)]
+    struct Holder {
+        t: TimeoutConfig,
+    }
+    let short: Holder = toml::from_str(r#"t = "2s""#).unwrap();
+    let long: Holder = toml::from_str(r#"t = { timeout = "2s" }"#).unwrap();
+    assert_eq!(short.t, long.t);
+    assert_eq!(short.t.timeout, 2000 * MS);
+    let e = toml::from_str::<Holder>(r#"t = "soon""#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid duration \"soon\""), "{e}");
+    let e = toml::from_str::<Holder>("t = 5").unwrap_err().to_string();
+    assert!(e.contains("a duration such as"), "{e}");
+    let e = toml::from_str::<Holder>(r#"t = { timout = "1s" }"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `timout`"), "{e}");
+}

@@ -9,19 +9,81 @@ use crate::event::Listener;
 use crate::{Clock, ConfigError, Name};
 
 /// The data part of a timeout's configuration. Deserializable (feature
-/// `serde`):
+/// `serde`) from a table or, for short, from the duration alone:
 ///
 /// ```toml
 /// timeout = "800ms"
 /// ```
+///
+/// As a pipeline's policy, both forms mean the same:
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use ripcord::TimeoutConfig;
+/// use std::time::Duration;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Policies { a: TimeoutConfig, b: TimeoutConfig }
+///
+/// let p: Policies = toml::from_str("a = { timeout = \"2s\" }\nb = \"2s\"").unwrap();
+/// assert_eq!(p.a, p.b);
+/// assert_eq!(p.b.timeout, Duration::from_secs(2));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct TimeoutConfig {
     /// How long a call may run before it is cancelled (default 30 s; at most
     /// one year).
-    #[cfg_attr(feature = "serde", serde(with = "crate::duration"))]
     pub timeout: Duration,
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for TimeoutConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The table form.
+        #[derive(serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Table {
+            #[serde(with = "crate::duration")]
+            timeout: Duration,
+        }
+
+        impl Default for Table {
+            fn default() -> Self {
+                Table {
+                    timeout: TimeoutConfig::default().timeout,
+                }
+            }
+        }
+
+        struct Either;
+
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = TimeoutConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"800ms\", or a table `{ timeout = \"800ms\" }`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TimeoutConfig, E> {
+                let timeout =
+                    crate::duration::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(TimeoutConfig { timeout })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TimeoutConfig, A::Error> {
+                let t: Table = serde::Deserialize::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(TimeoutConfig { timeout: t.timeout })
+            }
+        }
+
+        d.deserialize_any(Either)
+    }
 }
 
 impl Default for TimeoutConfig {
