@@ -55,6 +55,8 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "http")]
+pub mod body;
 pub mod bulkhead;
 pub mod circuit_breaker;
 mod gate;

@@ -12,7 +12,9 @@
 //! - otherwise the response body is wrapped in a [`GrpcBody`] which records
 //!   the outcome **when the stream ends**: from the `grpc-status` trailer, or
 //!   as a failure if the body fails or ends without a status. A stream dropped
-//!   before its end (the caller lost interest) counts as ignored.
+//!   before its end (the caller lost interest) counts as ignored: nothing
+//!   judged it yet, and dropping it cancels the call, which is `CANCELLED`
+//!   (ignored below). See [`GrpcEnd`] and [`body`](crate::body).
 //!
 //! The same layer works on the **server side** (a tonic server's
 //! `Server::builder().layer(..)`, or an axum router serving tonic routes):
@@ -79,7 +81,7 @@ mod deadline;
 mod key;
 mod service;
 
-pub use body::GrpcBody;
+pub use body::{GrpcBody, GrpcEnd};
 pub use deadline::{parse_grpc_timeout, DeadlineLayer, DeadlineService};
 pub use key::{MethodKey, ServiceKey};
 pub use service::{

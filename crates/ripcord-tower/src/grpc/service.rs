@@ -1,7 +1,7 @@
 use http::{Response, StatusCode};
 use ripcord::{CircuitBreaker, Outcome, OwnedPermit, Registry};
 
-use super::{classify_code, grpc_status, GrpcBody};
+use super::{classify_code, grpc_status, GrpcBody, GrpcEnd};
 use crate::judge::{self, Judge, JudgedBreakerLayer, JudgedBreakerService, Keyed, Verdict};
 
 /// The gRPC [`Judge`]: a trailers-only response (the status in the
@@ -48,7 +48,7 @@ impl<B> Judge<B> for GrpcJudge {
 
     #[inline]
     fn body(&self, body: B, pending: Option<OwnedPermit>) -> GrpcBody<B> {
-        GrpcBody::new(body, pending, self.classify)
+        GrpcBody::new(body, pending.map(|p| GrpcEnd::new(p, self.classify)))
     }
 }
 

@@ -1,20 +1,17 @@
 //! A circuit breaker for HTTP clients that also sees body errors.
 
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-
 use http::{Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use ripcord::{CircuitBreaker, Outcome, OwnedPermit, Registry};
 
 use super::classify_status;
+use crate::body;
 use crate::judge::{self, Judge, JudgedBreakerLayer, JudgedBreakerService, Keyed, Verdict};
 
 /// The HTTP [`Judge`]: a failed or ignored head (by the status rule,
 /// [`classify_status`] by default) is recorded at once; a successful head is
 /// recorded when its body ends — a failure if the body fails while
-/// streaming, a success when it ends or is dropped unread.
+/// streaming, a success when it ends or is dropped before its end (see
+/// [`body`](crate::body#what-a-breaker-records)).
 #[derive(Clone, Copy)]
 pub struct HttpJudge {
     status: fn(StatusCode) -> Outcome,
@@ -54,10 +51,7 @@ impl<B> Judge<B> for HttpJudge {
 
     #[inline]
     fn body(&self, inner: B, pending: Option<OwnedPermit>) -> RecordedBody<B> {
-        RecordedBody {
-            inner,
-            pending: Pending(pending),
-        }
+        RecordedBody::new(inner, pending)
     }
 }
 
@@ -68,7 +62,8 @@ impl<B> Judge<B> for HttpJudge {
 ///
 /// A failed or ignored head (5xx, 429, other 4xx) is recorded at once. A
 /// successful head is recorded as a success when the body ends — or when it
-/// is dropped unread, since nothing went wrong. Readiness and refusals behave
+/// is dropped before its end: the upstream answered and was sending, and a
+/// failure mid-body would have shown as a body error. Readiness and refusals behave
 /// as in [`CircuitBreakerService`](crate::CircuitBreakerService).
 pub type HttpCircuitBreakerService<S> = JudgedBreakerService<S, HttpJudge>;
 
@@ -104,66 +99,8 @@ impl<P> JudgedBreakerLayer<HttpJudge, P> {
     }
 }
 
-/// A permit waiting for the body's verdict; a success if dropped.
-#[derive(Debug)]
-struct Pending(Option<OwnedPermit>);
-
-impl Pending {
-    fn record(&mut self, outcome: Outcome) {
-        if let Some(p) = self.0.take() {
-            p.record(outcome);
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.record(Outcome::Success);
-    }
-}
-
-pin_project! {
-    /// A response body that records its call as a failure if it fails while
-    /// streaming, and as a success when it ends or is dropped.
-    #[derive(Debug)]
-    pub struct RecordedBody<B> {
-        #[pin]
-        inner: B,
-        pending: Pending,
-    }
-}
-
-impl<B> RecordedBody<B> {
-    /// Unwraps the inner body (a call still pending is then recorded as a
-    /// success).
-    pub fn into_inner(self) -> B {
-        self.inner
-    }
-}
-
-impl<B: Body> Body for RecordedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Err(_)) => this.pending.record(Outcome::Failure),
-            None => this.pending.record(Outcome::Success),
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The response body of [`HttpCircuitBreakerService`]: the inner body,
+/// recording a call whose head was a success when it ends — a failure if
+/// it fails while streaming, a success when it ends or is dropped before
+/// its end (see [`body`](crate::body#what-a-breaker-records)).
+pub type RecordedBody<B> = body::RecordedBody<B, Option<OwnedPermit>>;

@@ -43,6 +43,7 @@
 
 mod breaker;
 mod key;
+mod refusal;
 mod retry_after;
 
 pub use breaker::{
@@ -50,6 +51,7 @@ pub use breaker::{
     KeyedHttpCircuitBreakerLayer, RecordedBody,
 };
 pub use key::{HeaderKey, HostKey, RouteKey};
+pub use refusal::{Refusal, POLICY_HEADER};
 pub use retry_after::{response_retry_after, retry_after, retry_after_at};
 
 use http::{Method, Request, Response, StatusCode};

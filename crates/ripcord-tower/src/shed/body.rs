@@ -1,81 +1,73 @@
 //! The response body of the shedding service.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
-use ripcord::{Outcome, OwnedPermit};
 
-pin_project! {
-    /// The response body of [`ShedService`](super::ShedService): the
-    /// handler's body unchanged. For a gRPC handler's normal response (the
-    /// status comes in the trailers), it records the call on the breaker
-    /// when the stream ends: by the `grpc-status` trailer, as a failure if
-    /// the body fails or ends without a status, as ignored if it is dropped
-    /// first.
-    #[derive(Debug, Default)]
-    pub struct ShedBody<B> {
-        #[pin]
-        inner: B,
-        pending: Option<OwnedPermit>,
-    }
+use crate::body::{BodyEnd, RecordedBody};
+
+/// The response body of [`ShedService`](super::ShedService): the handler's
+/// body unchanged (or a refusal's). For a gRPC handler's normal response
+/// (the status comes in the trailers), it records the call on the breaker
+/// when the stream ends, as `grpc::GrpcEnd` does: by the `grpc-status`
+/// trailer, as a failure if the body fails or ends without a status, as
+/// ignored if it is dropped first. An HTTP response is judged at its head
+/// and its body records nothing.
+pub type ShedBody<B> = RecordedBody<B, Option<ShedEnd>>;
+
+/// What a [`ShedBody`] records at its end: the breaker permit of a gRPC
+/// call whose status comes in the trailers (feature `grpc`; without it
+/// there is never one).
+#[derive(Debug)]
+pub struct ShedEnd {
+    inner: Inner,
 }
 
-impl<B> ShedBody<B> {
-    pub(super) fn new(inner: B, pending: Option<OwnedPermit>) -> Self {
-        ShedBody { inner, pending }
-    }
+#[cfg(feature = "grpc")]
+type Inner = crate::grpc::GrpcEnd;
 
-    /// Unwraps the inner body (a call still pending then counts as ignored).
-    pub fn into_inner(self) -> B {
-        self.inner
-    }
-}
+#[cfg(not(feature = "grpc"))]
+#[derive(Debug)]
+enum Inner {}
 
-/// The outcome a gRPC response's trailers give.
-fn trailers_outcome(trailers: &HeaderMap) -> Outcome {
-    #[cfg(feature = "grpc")]
-    {
-        crate::grpc::grpc_status(trailers).map_or(Outcome::Failure, crate::grpc::classify_code)
-    }
-    #[cfg(not(feature = "grpc"))]
-    {
-        let _ = trailers;
-        Outcome::Success
-    }
-}
-
-impl<B: Body> Body for ShedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if this.pending.is_some() {
-            let verdict = match &frame {
-                Some(Ok(f)) => f.trailers_ref().map(trailers_outcome),
-                Some(Err(_)) | None => Some(Outcome::Failure),
-            };
-            if let Some(outcome) = verdict {
-                if let Some(permit) = this.pending.take() {
-                    permit.record(outcome);
-                }
-            }
+#[cfg(feature = "grpc")]
+impl ShedEnd {
+    pub(super) fn grpc(permit: ripcord::OwnedPermit) -> Self {
+        ShedEnd {
+            inner: crate::grpc::GrpcEnd::new(permit, crate::grpc::classify_code),
         }
-        Poll::Ready(frame)
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<B: ?Sized> BodyEnd<B> for ShedEnd {
+    #[inline]
+    fn end(self, body: Pin<&mut B>, trailers: Option<&HeaderMap>) {
+        self.inner.end(body, trailers);
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    #[inline]
+    fn error(self) {
+        BodyEnd::<B>::error(self.inner);
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    #[inline]
+    fn dropped(self) {
+        BodyEnd::<B>::dropped(self.inner);
+    }
+}
+
+#[cfg(not(feature = "grpc"))]
+impl<B: ?Sized> BodyEnd<B> for ShedEnd {
+    fn end(self, _body: Pin<&mut B>, _trailers: Option<&HeaderMap>) {
+        match self.inner {}
+    }
+
+    fn error(self) {
+        match self.inner {}
+    }
+
+    fn dropped(self) {
+        match self.inner {}
     }
 }

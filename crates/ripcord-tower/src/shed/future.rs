@@ -8,7 +8,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 use ripcord::{OwnedBulkheadPermit, OwnedPermit};
 
-use super::body::ShedBody;
+use super::body::{ShedBody, ShedEnd};
 use crate::http::classify_status;
 
 pin_project! {
@@ -75,6 +75,19 @@ fn classify<B>(grpc: bool, response: &Response<B>) -> Option<ripcord::Outcome> {
     Some(classify_status(response.status()))
 }
 
+/// The recorder of a call whose verdict is in its trailers.
+#[cfg(feature = "grpc")]
+fn at_end(permit: OwnedPermit) -> Option<ShedEnd> {
+    Some(ShedEnd::grpc(permit))
+}
+
+/// Without gRPC every head decides, so no call waits for its trailers.
+#[cfg(not(feature = "grpc"))]
+fn at_end(permit: OwnedPermit) -> Option<ShedEnd> {
+    drop(permit);
+    None
+}
+
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -99,7 +112,8 @@ where
                                 p.record(outcome);
                                 None
                             }
-                            (permit, _) => permit,
+                            (Some(p), None) => at_end(p),
+                            (None, _) => None,
                         };
                         Ok(response.map(|b| ShedBody::new(b, pending)))
                     }

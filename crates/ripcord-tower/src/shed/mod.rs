@@ -53,21 +53,21 @@ pub mod body;
 pub mod future;
 mod layer;
 
-pub use body::ShedBody;
+/// The header naming the policy that shed a request: `x-ripcord-policy`
+/// (the same as [`http::POLICY_HEADER`](crate::http::POLICY_HEADER)).
+pub use crate::http::POLICY_HEADER;
+pub use body::{ShedBody, ShedEnd};
 pub use layer::ShedLayer;
 
+use std::convert::Infallible;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use http::{Request, Response, StatusCode};
-use ripcord::{Bulkhead, CircuitBreaker, PolicyKind, RateLimiter};
+use http::{Request, Response};
+use ripcord::{Bulkhead, CircuitBreaker, Error, RateLimiter};
 use tower::Service;
 
 use self::future::ResponseFuture;
-
-/// The header naming the policy that shed a request: `x-ripcord-policy`.
-pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-ripcord-policy");
+use crate::http::Refusal;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Policies {
@@ -102,43 +102,16 @@ impl<S> ShedService<S> {
     }
 }
 
-/// A refusal response: `status` (or for gRPC, a trailers-only response
-/// with the matching gRPC code), `Retry-After` and the policy header.
-fn shed_response<B: Default>(
-    grpc: bool,
-    status: StatusCode,
-    policy: PolicyKind,
-    wait: Duration,
-) -> Response<B> {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = Response::new(B::default());
-    let headers = response.headers_mut();
+/// The answer to a refusal: [`Refusal::response`], or for gRPC (feature
+/// `grpc`) [`Refusal::grpc_response`].
+fn shed_response<B: Default, E>(grpc: bool, error: ripcord::Error<E>) -> Response<B> {
+    let refusal = Refusal::of(&error);
+    #[cfg(feature = "grpc")]
     if grpc {
-        let code = if status == StatusCode::TOO_MANY_REQUESTS {
-            "8" // RESOURCE_EXHAUSTED
-        } else {
-            "14" // UNAVAILABLE
-        };
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from_static(code));
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static(match policy {
-                PolicyKind::RateLimiter => "rate%20limited",
-                PolicyKind::CircuitBreaker => "circuit%20breaker%20open",
-                _ => "overloaded",
-            }),
-        );
-    } else {
-        *response.status_mut() = status;
+        return refusal.grpc_response(B::default());
     }
-    let headers = response.headers_mut();
-    headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    headers.insert(POLICY_HEADER, HeaderValue::from_static(policy.as_str()));
-    response
+    let _ = grpc;
+    refusal.response(B::default())
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ShedService<S>
@@ -160,9 +133,7 @@ where
             if let Err(limited) = limiter.try_acquire() {
                 return ResponseFuture::shed(shed_response(
                     p.grpc,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    PolicyKind::RateLimiter,
-                    limited.retry_after(),
+                    Error::<Infallible>::RateLimited(limited),
                 ));
             }
         }
@@ -172,9 +143,7 @@ where
                 Err(rejected) => {
                     return ResponseFuture::shed(shed_response(
                         p.grpc,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        PolicyKind::CircuitBreaker,
-                        rejected.retry_after(),
+                        Error::<Infallible>::Rejected(rejected),
                     ))
                 }
             },
@@ -183,12 +152,10 @@ where
         let slot = match &p.bulkhead {
             Some(bulkhead) => match bulkhead.try_acquire_owned() {
                 Ok(slot) => Some(slot),
-                Err(_) => {
+                Err(full) => {
                     return ResponseFuture::shed(shed_response(
                         p.grpc,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        PolicyKind::Bulkhead,
-                        Duration::from_secs(1),
+                        Error::<Infallible>::BulkheadFull(full),
                     ))
                 }
             },
