@@ -367,4 +367,4 @@ impl<B: Body, R: BodyEnd<B>> Body for RecordedBody<B, R> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

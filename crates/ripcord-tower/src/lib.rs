@@ -11,7 +11,26 @@
 //! | [`PipelineLayer`] | a whole [`ripcord::Pipeline`] (timeout, retry, breaker, bulkhead, …) |
 //! | [`keyed::KeyedPipelineLayer`] | a pipeline per key from a [`Registry`](ripcord::Registry) |
 //! | [`TimeoutLayer`], [`RetryLayer`], [`BulkheadLayer`], [`RateLimitLayer`] | one policy each, without a pipeline |
-//! | `shed::ShedLayer` (`http`) | server side: answers 429/503 (or gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`) with `Retry-After` before the handler runs |
+//! | `shed::ShedLayer` (`http`) | server side: answers 429/503 (or gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`) with `Retry-After` before the handler runs; the mapping is `http::Refusal`'s |
+//!
+//! # What the HTTP layers record
+//!
+//! The HTTP and gRPC breakers and the shedding layer judge a response head
+//! at once when it decides (a failure, an ignored 4xx, a gRPC
+//! trailers-only status); otherwise the verdict waits for the body, which
+//! a [`body::RecordedBody`] records exactly once when it ends:
+//!
+//! | after a head that … | body ends | body fails | body dropped before its end |
+//! |---|---|---|---|
+//! | was judged a success (HTTP) | Success | **Failure** | **Success** |
+//! | left the verdict to the trailers (gRPC) | the `grpc-status` trailer; **Failure** without one | **Failure** | Ignored (a cancelled call) |
+//!
+//! A body dropped early after a successful head counts as a success: the
+//! dependency answered and was sending, and a failure mid-body shows as a
+//! body error. Counting such drops as ignored would leave a failure-rate
+//! breaker blind to the successes of every stream its clients abandon. See
+//! [`body`] for the rule, and for a recorder of your own (a proxy's permits,
+//! slots and pooled connection).
 //!
 //! Every service is `Clone`, and clones share the policy's state.
 //! `poll_ready` only asks the inner service: readiness is never held back

@@ -10,14 +10,15 @@ use super::*;
 /// A body that gives its frames in order; with `end_after_last`, it
 /// reports `is_end_stream` as soon as its last frame is out (as hyper's
 /// bodies of a known length do), else only `None` ends it.
-struct Frames {
+#[derive(Default)]
+pub(crate) struct Frames {
     frames: VecDeque<Result<Frame<Bytes>, String>>,
     end_after_last: bool,
     polls_after_end: u32,
 }
 
 impl Frames {
-    fn new(frames: Vec<Result<Frame<Bytes>, String>>, end_after_last: bool) -> Self {
+    pub(crate) fn new(frames: Vec<Result<Frame<Bytes>, String>>, end_after_last: bool) -> Self {
         Frames {
             frames: frames.into(),
             end_after_last,
@@ -26,11 +27,11 @@ impl Frames {
     }
 }
 
-fn data(s: &'static str) -> Result<Frame<Bytes>, String> {
+pub(crate) fn data(s: &'static str) -> Result<Frame<Bytes>, String> {
     Ok(Frame::data(Bytes::from_static(s.as_bytes())))
 }
 
-fn trailers(name: &'static str, value: &'static str) -> Result<Frame<Bytes>, String> {
+pub(crate) fn trailers(name: &'static str, value: &'static str) -> Result<Frame<Bytes>, String> {
     let mut map = HeaderMap::new();
     map.insert(name, http::HeaderValue::from_static(value));
     Ok(Frame::trailers(map))
@@ -180,7 +181,7 @@ fn breaker() -> CircuitBreaker {
 }
 
 /// Reads a body to its end or its first error.
-async fn drain<B: Body + Unpin>(mut body: B) {
+pub(crate) async fn drain<B: Body + Unpin>(mut body: B) {
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
             return;

@@ -104,3 +104,71 @@ impl<P> JudgedBreakerLayer<HttpJudge, P> {
 /// it fails while streaming, a success when it ends or is dropped before
 /// its end (see [`body`](crate::body#what-a-breaker-records)).
 pub type RecordedBody<B> = body::RecordedBody<B, Option<OwnedPermit>>;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::Response;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::*;
+    use crate::body::tests::{data, drain, Frames};
+
+    /// Calls an HTTP breaker service whose handler answers `status` with
+    /// `frames`, and returns the response.
+    async fn call(
+        cb: &CircuitBreaker,
+        status: u16,
+        frames: fn() -> Vec<Result<Frame<Bytes>, String>>,
+    ) -> Response<RecordedBody<Frames>> {
+        let svc = HttpCircuitBreakerLayer::new(cb.clone()).layer(service_fn(
+            move |_: http::Request<()>| {
+                let frames = Frames::new(frames(), true);
+                async move {
+                    let mut r = Response::new(frames);
+                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::io::Error>(r)
+                }
+            },
+        ));
+        svc.oneshot(http::Request::new(())).await.unwrap()
+    }
+
+    fn counts(cb: &CircuitBreaker) -> (u64, u64) {
+        (cb.stats().successes(), cb.stats().failures())
+    }
+
+    #[tokio::test]
+    async fn a_successful_head_is_judged_by_how_its_body_ends() {
+        let cb = CircuitBreaker::builder("http-body").build().unwrap();
+        let res = call(&cb, 200, || vec![data("a"), data("b")]).await;
+        assert_eq!(counts(&cb), (0, 0), "not at the head");
+        drain(res.into_body()).await;
+        assert_eq!(counts(&cb), (1, 0), "ended: a success");
+
+        let mut body = call(&cb, 200, || vec![data("a"), data("b")])
+            .await
+            .into_body();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert_eq!(counts(&cb), (2, 0), "dropped before its end: a success");
+
+        let res = call(&cb, 200, || vec![data("a"), Err("reset".into())]).await;
+        drain(res.into_body()).await;
+        assert_eq!(counts(&cb), (2, 1), "failed mid-body: a failure");
+
+        let res = call(&cb, 503, || vec![data("a")]).await;
+        assert_eq!(counts(&cb), (2, 2), "a failed head, at once");
+        drop(res);
+        let res = call(&cb, 404, || vec![data("a")]).await;
+        drain(res.into_body()).await;
+        assert_eq!(
+            counts(&cb),
+            (2, 2),
+            "an ignored head; its body records nothing"
+        );
+        assert_eq!(cb.stats().calls(), 4);
+    }
+}

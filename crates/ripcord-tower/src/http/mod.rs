@@ -23,6 +23,24 @@
 //! [`HttpCircuitBreakerLayer`] also watches the body: it wraps it in a
 //! [`RecordedBody`] and counts a body error as a failure
 //! ([`KeyedHttpCircuitBreakerLayer`] does the same with a breaker per key).
+//! A successful head is then recorded when its body ends:
+//!
+//! | the body … | outcome |
+//! |---|---|
+//! | ends (`None`, `is_end_stream` after its last data frame, or a trailers frame) | Success |
+//! | fails while streaming | **Failure** |
+//! | is dropped before its end (the reader went away) | **Success** |
+//!
+//! An early drop is a success: the dependency answered and was sending, and
+//! a failure mid-body would have shown as a body error (see
+//! [`body`](crate::body#what-a-breaker-records)).
+//!
+//! # Refusals as responses
+//!
+//! [`Refusal::of`] turns a [`ripcord::Error`] into a status, a
+//! `Retry-After` and the [`POLICY_HEADER`]: what
+//! [`ShedLayer`](crate::shed::ShedLayer) answers, and what a proxy answers
+//! with a body of its own.
 //!
 //! # Keys
 //!

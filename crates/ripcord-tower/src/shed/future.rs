@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use ripcord::{OwnedBulkheadPermit, OwnedPermit};
+use ripcord::{Outcome, OwnedBulkheadPermit, OwnedPermit};
 
 use super::body::{ShedBody, ShedEnd};
 use crate::http::classify_status;
@@ -66,26 +66,13 @@ impl<F, B> ResponseFuture<F, B> {
 
 /// The outcome of a handler's response head, or `None` when the status
 /// comes in the trailers (a gRPC response that is not trailers-only).
-fn classify<B>(grpc: bool, response: &Response<B>) -> Option<ripcord::Outcome> {
+fn classify<B>(grpc: bool, response: &Response<B>) -> Option<Outcome> {
     #[cfg(feature = "grpc")]
     if grpc && response.status() == http::StatusCode::OK {
         return crate::grpc::grpc_status(response.headers()).map(crate::grpc::classify_code);
     }
     let _ = grpc;
     Some(classify_status(response.status()))
-}
-
-/// The recorder of a call whose verdict is in its trailers.
-#[cfg(feature = "grpc")]
-fn at_end(permit: OwnedPermit) -> Option<ShedEnd> {
-    Some(ShedEnd::grpc(permit))
-}
-
-/// Without gRPC every head decides, so no call waits for its trailers.
-#[cfg(not(feature = "grpc"))]
-fn at_end(permit: OwnedPermit) -> Option<ShedEnd> {
-    drop(permit);
-    None
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
@@ -108,18 +95,20 @@ where
                 Poll::Ready(match result {
                     Ok(response) => {
                         let pending = match (permit, classify(*grpc, &response)) {
+                            // A success waits for the body: it may still fail.
+                            (Some(p), Some(Outcome::Success)) => Some(ShedEnd::success(p)),
                             (Some(p), Some(outcome)) => {
                                 p.record(outcome);
                                 None
                             }
-                            (Some(p), None) => at_end(p),
+                            (Some(p), None) => Some(ShedEnd::trailers(p)),
                             (None, _) => None,
                         };
                         Ok(response.map(|b| ShedBody::new(b, pending)))
                     }
                     Err(e) => {
                         if let Some(p) = permit {
-                            p.record(ripcord::Outcome::Failure);
+                            p.record(Outcome::Failure);
                         }
                         Err(e)
                     }

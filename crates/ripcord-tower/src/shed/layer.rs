@@ -22,8 +22,9 @@ impl ShedLayer {
         self
     }
 
-    /// Records the handler's responses on `breaker` (5xx and 429 fail) and
-    /// sheds with `503` while it is open.
+    /// Records the handler's responses on `breaker` (5xx, 429 and body
+    /// errors fail; see the [module docs](super#what-the-breaker-records))
+    /// and sheds with `503` while it is open.
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
         self.policies.breaker = Some(breaker);
         self

@@ -14,7 +14,8 @@
 //! ([`POLICY_HEADER`], `x-ripcord-policy: rate_limiter` /
 //! `circuit_breaker` / `bulkhead`) so operators and clients can tell shedding
 //! from a handler's own errors. `Retry-After` is in whole seconds, rounded up,
-//! at least 1.
+//! at least 1. These answers are [`Refusal::of`](crate::http::Refusal::of)'s,
+//! the mapping a proxy uses too.
 //!
 //! # gRPC
 //!
@@ -26,13 +27,31 @@
 //! response at its head, a normal response from its `grpc-status` trailer
 //! when the response stream ends (the body, a [`ShedBody`], records it; a
 //! stream that fails or ends without a status is a failure, one dropped
-//! before its end is ignored).
+//! before its end is ignored: nothing judged it yet, and the drop cancels
+//! the call).
+//!
+//! # What the breaker records
 //!
 //! The policies run in that order: rate limiter, breaker, bulkhead. The
-//! breaker records the handler's responses with
-//! [`classify_status`](crate::http::classify_status) (5xx and 429 are
-//! failures); the bulkhead slot is held until the handler's response future
-//! completes (the response head), not while its body streams.
+//! breaker judges the handler's response heads with
+//! [`classify_status`](crate::http::classify_status):
+//!
+//! | the handler … | outcome |
+//! |---|---|
+//! | answers 5xx or 429 | **Failure**, at the head |
+//! | answers another 4xx | Ignored, at the head |
+//! | answers 1xx–3xx, and its body ends | Success, at the body's end |
+//! | answers 1xx–3xx, and its body fails while streaming | **Failure** |
+//! | answers 1xx–3xx, and its body is dropped before its end (the client went away) | **Success** |
+//! | returns an error | **Failure** |
+//!
+//! A successful head waits for its body (a [`ShedBody`]) as in
+//! [`HttpCircuitBreakerLayer`](crate::http::HttpCircuitBreakerLayer), by the
+//! rule of [`body`](crate::body#what-a-breaker-records): the handler answered
+//! and was sending, so an early drop is a success, and a failure mid-body
+//! shows as a body error. A half-open breaker's probe therefore lasts until
+//! its body ends. The bulkhead slot is held until the handler's response
+//! future completes (the response head), not while its body streams.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -52,6 +71,8 @@
 pub mod body;
 pub mod future;
 mod layer;
+#[cfg(test)]
+mod tests;
 
 /// The header naming the policy that shed a request: `x-ripcord-policy`
 /// (the same as [`http::POLICY_HEADER`](crate::http::POLICY_HEADER)).
