@@ -255,3 +255,13 @@ fn a_boxed_recorder_keeps_the_body_one_pointer_larger() {
         std::mem::size_of::<Frames>() + std::mem::size_of::<usize>()
     );
 }
+
+#[test]
+fn an_optional_permit_costs_no_more_than_before() {
+    // The recorder waits in an `Option` of its own: for an optional
+    // permit, the niches of the permit hold both.
+    assert_eq!(
+        std::mem::size_of::<Pending<Frames, Option<OwnedPermit>>>(),
+        std::mem::size_of::<Option<OwnedPermit>>()
+    );
+}
