@@ -319,6 +319,16 @@ impl<B, R: BodyEnd<B>> RecordedBody<B, R> {
     }
 }
 
+/// An empty body with nothing to record (as the shedding layer's body was).
+impl<B: Default, R> Default for RecordedBody<B, Option<R>>
+where
+    R: BodyEnd<B>,
+{
+    fn default() -> Self {
+        RecordedBody::new(B::default(), None)
+    }
+}
+
 impl<B: Body, R: BodyEnd<B>> Body for RecordedBody<B, R> {
     type Data = B::Data;
     type Error = B::Error;
