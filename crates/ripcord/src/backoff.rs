@@ -37,7 +37,11 @@ use crate::ConfigError;
 /// where `d` is [`delay_without_jitter(n)`](Backoff::delay_without_jitter). The
 /// last two are the schemes of the AWS Architecture Blog's "Exponential Backoff
 /// and Jitter".
-#[derive(Clone)]
+///
+/// Two backoffs are equal (`==`) when they are of the same kind with the same
+/// parameters and jitter; two made by [`from_fn`](Backoff::from_fn) are equal
+/// only if they are clones of one another (the same function).
+#[derive(Clone, PartialEq)]
 pub struct Backoff {
     kind: Kind,
     jitter: Jitter,
@@ -64,6 +68,28 @@ enum Kind {
         base: Duration,
         max: Duration,
     },
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        match (self, other) {
+            (Kind::Fixed(a), Kind::Fixed(b)) => a == b,
+            (
+                Kind::Exponential { base, max, factor },
+                Kind::Exponential {
+                    base: b,
+                    max: m,
+                    factor: f,
+                },
+            ) => base == b && max == m && factor == f,
+            // A function is only known by its address.
+            (Kind::Custom(a), Kind::Custom(b)) => Arc::ptr_eq(a, b),
+            (Kind::Decorrelated { base, max }, Kind::Decorrelated { base: b, max: m }) => {
+                base == b && max == m
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Backoff {

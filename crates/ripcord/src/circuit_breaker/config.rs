@@ -28,7 +28,7 @@ pub type TripRule = Arc<dyn Fn(&WindowStats) -> bool + Send + Sync>;
 ///
 /// Missing fields take the defaults below. When no trip rule is given at all,
 /// the breaker trips at a 50 % failure rate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct CircuitBreakerConfig {

@@ -501,7 +501,7 @@ where
 /// fields and defaults, and unknown fields are errors. A `fallback` entry
 /// places a fallback and sets its triggers; its chain comes from code
 /// ([`PipelineBuilder::fallback_chain`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "de::Repr"))]
 pub struct PipelineConfig {
@@ -512,7 +512,7 @@ pub struct PipelineConfig {
 }
 
 /// One policy of a [`PipelineConfig`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 #[non_exhaustive]

@@ -25,7 +25,7 @@ pub const MAX_ATTEMPTS: u32 = 1000;
 /// backoff = { kind = "exponential", base = "100ms", max = "2s", jitter = "full" }
 /// budget = { ratio = 0.2, min_per_second = 10, window = "10s" }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct RetryConfig {
