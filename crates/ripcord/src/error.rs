@@ -39,40 +39,36 @@ pub enum Error<E> {
     Fallback(Box<FallbackError<E>>),
 }
 
-/// Which policy stopped a call (see [`Error::policy`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PolicyKind {
-    /// The circuit breaker.
-    CircuitBreaker,
-    /// The timeout.
-    Timeout,
-    /// The bulkhead.
-    Bulkhead,
-    /// The rate limiter.
-    RateLimiter,
-    /// The retry policy.
-    Retry,
-    /// The fallback chain.
-    Fallback,
-    /// Hedging.
-    Hedge,
+/// `PolicyKind` and its names, from the one list of policies.
+macro_rules! policy_kind {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+        /// Which policy stopped a call (see [`Error::policy`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum PolicyKind {
+            $(
+                #[doc = concat!("The ", $label, ".")]
+                $kind,
+            )*
+        }
+
+        impl PolicyKind {
+            /// The policy's name in `snake_case`, as used in metrics and headers
+            /// (and in configuration files).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(PolicyKind::$kind => stringify!($name),)*
+                }
+            }
+
+            /// Every kind.
+            #[allow(dead_code)] // without the pipeline (feature `tokio`)
+            pub(crate) const ALL: &'static [PolicyKind] = &[$(PolicyKind::$kind),*];
+        }
+    };
 }
 
-impl PolicyKind {
-    /// The policy's name in `snake_case`, as used in metrics and headers.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::CircuitBreaker => "circuit_breaker",
-            PolicyKind::Timeout => "timeout",
-            PolicyKind::Bulkhead => "bulkhead",
-            PolicyKind::RateLimiter => "rate_limiter",
-            PolicyKind::Retry => "retry",
-            PolicyKind::Fallback => "fallback",
-            PolicyKind::Hedge => "hedge",
-        }
-    }
-}
+crate::kinds::policy_list!(policy_kind);
 
 impl fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

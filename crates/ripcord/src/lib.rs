@@ -92,6 +92,7 @@ pub mod event;
 pub mod fallback;
 #[cfg(feature = "tokio")]
 pub mod hedge;
+mod kinds;
 mod name;
 mod outcome;
 #[cfg(feature = "tokio")]

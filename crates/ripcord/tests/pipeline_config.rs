@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use ripcord::{
-    Backoff, CircuitBreakerConfig, PipelineConfig, PolicyConfig, PolicyKind, RetryConfig,
-};
+use ripcord::pipeline::PolicyConfig;
+use ripcord::{Backoff, CircuitBreakerConfig, PipelineConfig, PolicyKind, RetryConfig};
 
 const FILE: &str = r#"
 name = "payments"
@@ -111,10 +110,10 @@ fn configurations_built_in_code_compare_by_value() {
     // A backoff given as a function equals only its clones.
     let custom = Backoff::from_fn(|n| Duration::from_secs(u64::from(n)));
     assert_eq!(custom, custom.clone());
-    assert_ne!(custom, Backoff::from_fn(|n| Duration::from_secs(u64::from(n))));
-    assert_ne!(Backoff::fixed(Duration::from_secs(1)), custom);
-    assert_eq!(
-        PolicyConfig::Retry(retry(1)).kind(),
-        PolicyKind::Retry
+    assert_ne!(
+        custom,
+        Backoff::from_fn(|n| Duration::from_secs(u64::from(n)))
     );
+    assert_ne!(Backoff::fixed(Duration::from_secs(1)), custom);
+    assert_eq!(PolicyConfig::Retry(retry(1)).kind(), PolicyKind::Retry);
 }

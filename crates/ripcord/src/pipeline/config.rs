@@ -117,46 +117,92 @@ impl From<Duration> for Part<TimeoutBuilder, TimeoutPolicy> {
     }
 }
 
-enum Entry<T, E> {
-    Timeout(Part<TimeoutBuilder, TimeoutPolicy>),
-    Retry(Part<RetryBuilder, Retry>),
-    CircuitBreaker(Part<CircuitBreakerBuilder, CircuitBreaker>),
-    Bulkhead(Part<BulkheadBuilder, Bulkhead>),
-    RateLimiter(Part<RateLimiterBuilder, RateLimiter>),
-    Hedge(Part<HedgeBuilder, Hedge>),
-    Fallback(Part<FallbackBuilder<T, E>, Fallback<T, E>>),
-    /// A fallback placed by a configuration, waiting for its chain.
-    PendingFallback(FallbackConfig),
+/// The builder's entries, from the one list of policies ([`crate::kinds`]).
+macro_rules! entries {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+        /// A policy given to the builder.
+        enum Entry<T, E> {
+            $($kind(Part<$builder, $policy>),)*
+            /// A fallback placed by a configuration, waiting for its chain.
+            PendingFallback(FallbackConfig),
+        }
+
+        impl<T, E> Clone for Entry<T, E> {
+            fn clone(&self) -> Self {
+                match self {
+                    $(Entry::$kind(p) => Entry::$kind(p.clone()),)*
+                    Entry::PendingFallback(c) => Entry::PendingFallback(*c),
+                }
+            }
+        }
+
+        impl<T, E> Entry<T, E> {
+            fn kind(&self) -> PolicyKind {
+                match self {
+                    $(Entry::$kind(_) => PolicyKind::$kind,)*
+                    Entry::PendingFallback(_) => PolicyKind::Fallback,
+                }
+            }
+        }
+
+        impl<T: Send + 'static, E: Send + 'static> Entry<T, E> {
+            /// Gives a fresh policy's builder `clock`.
+            fn with_clock<C: Clock + Clone>(self, clock: &C) -> Self {
+                match self {
+                    $(Entry::$kind(p) => Entry::$kind(p.map(|b| b.clock(clock.clone()))),)*
+                    pending @ Entry::PendingFallback(_) => pending,
+                }
+            }
+
+            /// A fresh builder named `name`, given `config`. (A pipeline
+            /// configuration places a fallback as `PendingFallback` instead.)
+            fn configured(config: PolicyConfig, name: &str) -> Self {
+                match config {
+                    $(PolicyConfig::$kind(c) => Entry::$kind(Part::fresh(<$policy>::builder(name).config(c))),)*
+                }
+            }
+        }
+
+        impl<T: Send + 'static, E: Send + 'static> PipelineBuilder<T, E> {
+            /// Builds the policy of `entry`: a shared one as it is, a fresh one
+            /// with its name (`name` if the pipeline is renamed or the builder
+            /// was unnamed) and the builder's listeners.
+            fn make(
+                &self,
+                entry: Entry<T, E>,
+                name: &Name,
+                rename: bool,
+            ) -> Result<Policy<T, E>, ConfigError> {
+                Ok(match entry {
+                    $(Entry::$kind(p) => Policy::$kind(match p.source {
+                        Source::Shared(p) => p,
+                        Source::Fresh { builder, named } => {
+                            let mut b = builder;
+                            if rename || !named {
+                                b = b.name(name.as_str());
+                            }
+                            for l in &self.listeners {
+                                let l = l.clone();
+                                b = b.on_event(move |e| l(e));
+                            }
+                            b.build()?
+                        }
+                    }),)*
+                    Entry::PendingFallback(c) => {
+                        return Err(ConfigError::new(
+                            "fallback",
+                            c,
+                            "a fallback chain: the configuration places a fallback, so give its \
+                             chain to PipelineBuilder::fallback_chain",
+                        ))
+                    }
+                })
+            }
+        }
+    };
 }
 
-impl<T, E> Clone for Entry<T, E> {
-    fn clone(&self) -> Self {
-        match self {
-            Entry::Timeout(p) => Entry::Timeout(p.clone()),
-            Entry::Retry(p) => Entry::Retry(p.clone()),
-            Entry::CircuitBreaker(p) => Entry::CircuitBreaker(p.clone()),
-            Entry::Bulkhead(p) => Entry::Bulkhead(p.clone()),
-            Entry::RateLimiter(p) => Entry::RateLimiter(p.clone()),
-            Entry::Hedge(p) => Entry::Hedge(p.clone()),
-            Entry::Fallback(p) => Entry::Fallback(p.clone()),
-            Entry::PendingFallback(c) => Entry::PendingFallback(*c),
-        }
-    }
-}
-
-impl<T, E> Entry<T, E> {
-    fn kind(&self) -> PolicyKind {
-        match self {
-            Entry::Timeout(_) => PolicyKind::Timeout,
-            Entry::Retry(_) => PolicyKind::Retry,
-            Entry::CircuitBreaker(_) => PolicyKind::CircuitBreaker,
-            Entry::Bulkhead(_) => PolicyKind::Bulkhead,
-            Entry::RateLimiter(_) => PolicyKind::RateLimiter,
-            Entry::Hedge(_) => PolicyKind::Hedge,
-            Entry::Fallback(_) | Entry::PendingFallback(_) => PolicyKind::Fallback,
-        }
-    }
-}
+crate::kinds::policy_list!(entries);
 
 /// Sets the pipeline-wide clock on a fresh policy builder.
 type ClockSetter<T, E> = Arc<dyn Fn(Entry<T, E>) -> Entry<T, E> + Send + Sync>;
@@ -341,19 +387,7 @@ where
     /// own otherwise). Use [`TokioClock`](crate::TokioClock) under paused
     /// tokio time.
     pub fn clock<C: Clock + Clone>(mut self, clock: C) -> Self {
-        self.clock = Some(Arc::new(move |e| {
-            let c = &clock;
-            match e {
-                Entry::Timeout(p) => Entry::Timeout(p.map(|b| b.clock(c.clone()))),
-                Entry::Retry(p) => Entry::Retry(p.map(|b| b.clock(c.clone()))),
-                Entry::CircuitBreaker(p) => Entry::CircuitBreaker(p.map(|b| b.clock(c.clone()))),
-                Entry::Bulkhead(p) => Entry::Bulkhead(p.map(|b| b.clock(c.clone()))),
-                Entry::RateLimiter(p) => Entry::RateLimiter(p.map(|b| b.clock(c.clone()))),
-                Entry::Hedge(p) => Entry::Hedge(p.map(|b| b.clock(c.clone()))),
-                Entry::Fallback(p) => Entry::Fallback(p.map(|b| b.clock(c.clone()))),
-                pending @ Entry::PendingFallback(_) => pending,
-            }
-        }));
+        self.clock = Some(Arc::new(move |e: Entry<T, E>| e.with_clock(&clock)));
         self
     }
 
@@ -388,6 +422,14 @@ where
                 Some(set) => set(entry.clone()),
                 None => entry.clone(),
             };
+            let entry = match (entry, &self.classify) {
+                // The pipeline's classifier, after the retry's own predicates.
+                (Entry::Retry(part), Some(c)) => {
+                    let c = c.clone();
+                    Entry::Retry(part.map(|b| b.classify(move |r: &Result<T, E>| c.classify(r))))
+                }
+                (entry, _) => entry,
+            };
             policies.push(self.make(entry, &name, rename.is_some())?);
         }
         let direct = policies.iter().all(super::admit::is_direct);
@@ -398,59 +440,6 @@ where
                 classify: self.classify.clone(),
                 direct,
             }),
-        })
-    }
-
-    fn make(
-        &self,
-        entry: Entry<T, E>,
-        name: &Name,
-        rename: bool,
-    ) -> Result<Policy<T, E>, ConfigError> {
-        macro_rules! build {
-            ($part:expr, $variant:ident) => {
-                build!($part, $variant, |b| b)
-            };
-            ($part:expr, $variant:ident, $prepare:expr) => {
-                match $part.source {
-                    Source::Shared(p) => Policy::$variant(p),
-                    Source::Fresh { builder, named } => {
-                        let mut b = $prepare(builder);
-                        if rename || !named {
-                            b = b.name(name.as_str());
-                        }
-                        for l in &self.listeners {
-                            let l = l.clone();
-                            b = b.on_event(move |e| l(e));
-                        }
-                        Policy::$variant(b.build()?)
-                    }
-                }
-            };
-        }
-        Ok(match entry {
-            Entry::Timeout(p) => build!(p, Timeout),
-            Entry::Retry(p) => build!(p, Retry, |b: RetryBuilder| match &self.classify {
-                // The pipeline's classifier, after the retry's own predicates.
-                Some(c) => {
-                    let c = c.clone();
-                    b.classify(move |r: &Result<T, E>| c.classify(r))
-                }
-                None => b,
-            }),
-            Entry::CircuitBreaker(p) => build!(p, CircuitBreaker),
-            Entry::Bulkhead(p) => build!(p, Bulkhead),
-            Entry::RateLimiter(p) => build!(p, RateLimiter),
-            Entry::Hedge(p) => build!(p, Hedge),
-            Entry::Fallback(p) => build!(p, Fallback),
-            Entry::PendingFallback(c) => {
-                return Err(ConfigError::new(
-                    "fallback",
-                    c,
-                    "a fallback chain: the configuration places a fallback, so give its chain \
-                     to PipelineBuilder::fallback_chain",
-                ))
-            }
         })
     }
 }
@@ -511,54 +500,42 @@ pub struct PipelineConfig {
     pub policies: Vec<PolicyConfig>,
 }
 
-/// One policy of a [`PipelineConfig`].
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum PolicyConfig {
-    /// A timeout.
-    Timeout(TimeoutConfig),
-    /// A retry policy.
-    Retry(RetryConfig),
-    /// A circuit breaker.
-    CircuitBreaker(CircuitBreakerConfig),
-    /// A bulkhead.
-    Bulkhead(BulkheadConfig),
-    /// A rate limiter.
-    RateLimiter(RateLimiterConfig),
-    /// Hedging.
-    Hedge(HedgeConfig),
-    /// A fallback's place and triggers (its chain comes from code).
-    Fallback(FallbackConfig),
+/// `PolicyConfig`, from the one list of policies ([`crate::kinds`]).
+macro_rules! policy_config {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+        /// One policy of a [`PipelineConfig`]: its kind and its configuration.
+        ///
+        /// A fallback's configuration places it and sets its triggers; its
+        /// chain comes from code ([`PipelineBuilder::fallback_chain`]).
+        #[derive(Debug, Clone, PartialEq)]
+        #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+        #[non_exhaustive]
+        pub enum PolicyConfig {
+            $(
+                #[doc = concat!("A ", $label, " (see [`", stringify!($config), "`]).")]
+                $kind($config),
+            )*
+        }
+
+        impl PolicyConfig {
+            /// Which policy this configures.
+            pub fn kind(&self) -> PolicyKind {
+                match self {
+                    $(PolicyConfig::$kind(_) => PolicyKind::$kind,)*
+                }
+            }
+
+            fn validate(&self) -> Result<(), ConfigError> {
+                match self {
+                    $(PolicyConfig::$kind(c) => c.validate(),)*
+                }
+            }
+        }
+    };
 }
 
-impl PolicyConfig {
-    /// Which policy this configures.
-    pub fn kind(&self) -> PolicyKind {
-        match self {
-            PolicyConfig::Timeout(_) => PolicyKind::Timeout,
-            PolicyConfig::Retry(_) => PolicyKind::Retry,
-            PolicyConfig::CircuitBreaker(_) => PolicyKind::CircuitBreaker,
-            PolicyConfig::Bulkhead(_) => PolicyKind::Bulkhead,
-            PolicyConfig::RateLimiter(_) => PolicyKind::RateLimiter,
-            PolicyConfig::Hedge(_) => PolicyKind::Hedge,
-            PolicyConfig::Fallback(_) => PolicyKind::Fallback,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        match self {
-            PolicyConfig::Timeout(c) => c.validate(),
-            PolicyConfig::Retry(c) => c.validate(),
-            PolicyConfig::CircuitBreaker(c) => c.validate(),
-            PolicyConfig::Bulkhead(c) => c.validate(),
-            PolicyConfig::RateLimiter(c) => c.validate(),
-            PolicyConfig::Hedge(c) => c.validate(),
-            PolicyConfig::Fallback(c) => c.validate(),
-        }
-    }
-}
+crate::kinds::policy_list!(policy_config);
 
 impl PipelineConfig {
     /// Checks every policy's configuration; the error names the first bad
@@ -580,21 +557,10 @@ impl PipelineConfig {
         let mut b = PipelineBuilder::new().name(name);
         for p in &self.policies {
             let entry = match p.clone() {
-                PolicyConfig::Timeout(c) => {
-                    Entry::Timeout(Part::fresh(TimeoutPolicy::builder(name).config(c)))
-                }
-                PolicyConfig::Retry(c) => Entry::Retry(Part::fresh(Retry::builder(name).config(c))),
-                PolicyConfig::CircuitBreaker(c) => {
-                    Entry::CircuitBreaker(Part::fresh(CircuitBreaker::builder(name).config(c)))
-                }
-                PolicyConfig::Bulkhead(c) => {
-                    Entry::Bulkhead(Part::fresh(Bulkhead::builder(name).config(c)))
-                }
-                PolicyConfig::RateLimiter(c) => {
-                    Entry::RateLimiter(Part::fresh(RateLimiter::builder(name).config(c)))
-                }
-                PolicyConfig::Hedge(c) => Entry::Hedge(Part::fresh(Hedge::builder(name).config(c))),
+                // A file places a fallback and sets its triggers; its chain
+                // comes from code.
                 PolicyConfig::Fallback(c) => Entry::PendingFallback(c),
+                config => Entry::configured(config, name),
             };
             b.entries.push(entry);
         }
@@ -604,53 +570,81 @@ impl PipelineConfig {
 
 #[cfg(feature = "serde")]
 mod de {
-    use super::*;
+    use std::fmt;
+
     use serde::Deserialize;
 
-    /// The two file forms, read together and then checked.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub(super) struct Repr {
-        name: Option<String>,
-        #[serde(default)]
-        policy: Vec<PolicyConfig>,
-        order: Option<Vec<Kind>>,
-        timeout: Option<TimeoutConfig>,
-        retry: Option<RetryConfig>,
-        circuit_breaker: Option<CircuitBreakerConfig>,
-        bulkhead: Option<BulkheadConfig>,
-        rate_limiter: Option<RateLimiterConfig>,
-        hedge: Option<HedgeConfig>,
-        fallback: Option<FallbackConfig>,
+    use super::*;
+
+    /// The file's fields, from the one list of policies ([`crate::kinds`]):
+    /// both forms are read together and then checked.
+    macro_rules! repr {
+        ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub(super) struct Repr {
+                name: Option<String>,
+                #[serde(default)]
+                policy: Vec<PolicyConfig>,
+                order: Option<Vec<KindName>>,
+                $($name: Option<$config>,)*
+            }
+
+            impl Repr {
+                /// The kinds whose table the file has (and that are not taken yet).
+                fn tables(&self) -> impl Iterator<Item = PolicyKind> {
+                    [$((PolicyKind::$kind, self.$name.is_some())),*]
+                        .into_iter()
+                        .filter_map(|(kind, present)| present.then_some(kind))
+                }
+
+                /// Takes the table of `kind` (its defaults if the file has none).
+                fn take(&mut self, kind: PolicyKind) -> PolicyConfig {
+                    match kind {
+                        $(PolicyKind::$kind => PolicyConfig::$kind(self.$name.take().unwrap_or_default()),)*
+                    }
+                }
+            }
+        };
     }
 
-    #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-    #[serde(rename_all = "snake_case")]
-    enum Kind {
-        Timeout,
-        Retry,
-        CircuitBreaker,
-        Bulkhead,
-        RateLimiter,
-        Hedge,
-        Fallback,
+    crate::kinds::policy_list!(repr);
+
+    /// A kind's name in `order`: [`PolicyKind::as_str`].
+    struct KindName(PolicyKind);
+
+    impl<'de> Deserialize<'de> for KindName {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = KindName;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("the name of a kind of policy")
+                }
+                fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KindName, E> {
+                    match PolicyKind::ALL.iter().find(|k| k.as_str() == s) {
+                        Some(k) => Ok(KindName(*k)),
+                        None => Err(E::custom(format_args!(
+                            "unknown kind of policy `{s}`, expected one of: {}",
+                            PolicyKind::ALL
+                                .iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))),
+                    }
+                }
+            }
+            d.deserialize_str(Visitor)
+        }
     }
 
     impl TryFrom<Repr> for PipelineConfig {
         type Error = String;
 
         fn try_from(mut r: Repr) -> Result<Self, String> {
-            let tables = [
-                ("timeout", r.timeout.is_some()),
-                ("retry", r.retry.is_some()),
-                ("circuit_breaker", r.circuit_breaker.is_some()),
-                ("bulkhead", r.bulkhead.is_some()),
-                ("rate_limiter", r.rate_limiter.is_some()),
-                ("hedge", r.hedge.is_some()),
-                ("fallback", r.fallback.is_some()),
-            ];
             let Some(order) = r.order.take() else {
-                if let Some((t, _)) = tables.iter().find(|(_, present)| *present) {
+                if let Some(t) = r.tables().next() {
                     return Err(format!(
                         "a `[{t}]` table needs `order = [...]` to place it; or use `[[policy]]` \
                          tables with `kind = \"{t}\"`"
@@ -668,36 +662,15 @@ mod de {
                 );
             }
             let mut policies = Vec::with_capacity(order.len());
-            for (i, kind) in order.iter().enumerate() {
-                if order[..i].contains(kind) {
+            for (i, KindName(kind)) in order.iter().enumerate() {
+                if order[..i].iter().any(|k| k.0 == *kind) {
                     return Err(format!(
-                        "`order` lists {kind:?} twice; to use a kind twice, use `[[policy]]` tables"
+                        "`order` lists `{kind}` twice; to use a kind twice, use `[[policy]]` tables"
                     ));
                 }
-                policies.push(match kind {
-                    Kind::Timeout => PolicyConfig::Timeout(r.timeout.take().unwrap_or_default()),
-                    Kind::Retry => PolicyConfig::Retry(r.retry.take().unwrap_or_default()),
-                    Kind::CircuitBreaker => {
-                        PolicyConfig::CircuitBreaker(r.circuit_breaker.take().unwrap_or_default())
-                    }
-                    Kind::Bulkhead => PolicyConfig::Bulkhead(r.bulkhead.take().unwrap_or_default()),
-                    Kind::RateLimiter => {
-                        PolicyConfig::RateLimiter(r.rate_limiter.take().unwrap_or_default())
-                    }
-                    Kind::Hedge => PolicyConfig::Hedge(r.hedge.take().unwrap_or_default()),
-                    Kind::Fallback => PolicyConfig::Fallback(r.fallback.take().unwrap_or_default()),
-                });
+                policies.push(r.take(*kind));
             }
-            let unplaced = [
-                ("timeout", r.timeout.is_some()),
-                ("retry", r.retry.is_some()),
-                ("circuit_breaker", r.circuit_breaker.is_some()),
-                ("bulkhead", r.bulkhead.is_some()),
-                ("rate_limiter", r.rate_limiter.is_some()),
-                ("hedge", r.hedge.is_some()),
-                ("fallback", r.fallback.is_some()),
-            ];
-            if let Some((t, _)) = unplaced.iter().find(|(_, present)| *present) {
+            if let Some(t) = r.tables().next() {
                 return Err(format!("the `[{t}]` table is not listed in `order`"));
             }
             Ok(PipelineConfig {
@@ -705,5 +678,30 @@ mod de {
                 policies,
             })
         }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    /// Every kind's name ([`PolicyKind::as_str`]) is its tag in a `[[policy]]`
+    /// table (serde's snake_case of the variant) and its name in `order`.
+    #[test]
+    fn every_kind_is_read_by_its_name_in_both_forms() {
+        for &kind in PolicyKind::ALL {
+            let name = kind.as_str();
+            let list: PipelineConfig = toml::from_str(&format!("[[policy]]\nkind = \"{name}\"\n"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(list.policies.len(), 1);
+            assert_eq!(list.policies[0].kind(), kind);
+            let keyed: PipelineConfig =
+                toml::from_str(&format!("order = [\"{name}\"]\n[{name}]\n"))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(keyed, list, "{name}");
+        }
+        let e = toml::from_str::<PipelineConfig>("order = [\"teleport\"]\n").unwrap_err();
+        assert!(e.to_string().contains("`teleport`"), "{e}");
+        assert!(e.to_string().contains("`circuit_breaker`"), "{e}");
     }
 }

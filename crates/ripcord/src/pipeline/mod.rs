@@ -128,29 +128,38 @@ pub(crate) struct Inner<T, E> {
     direct: bool,
 }
 
-pub(crate) enum Policy<T, E> {
-    Timeout(TimeoutPolicy),
-    Retry(Retry),
-    CircuitBreaker(CircuitBreaker),
-    Bulkhead(Bulkhead),
-    RateLimiter(RateLimiter),
-    Hedge(Hedge),
-    Fallback(Fallback<T, E>),
+/// The pipeline's policies and their accessors, from the one list of
+/// policies ([`crate::kinds`]).
+macro_rules! policies {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+        /// One policy of a pipeline.
+        pub(crate) enum Policy<T, E> {
+            $($kind($policy),)*
+        }
+
+        impl<T, E> Policy<T, E> {
+            fn kind(&self) -> PolicyKind {
+                match self {
+                    $(Policy::$kind(_) => PolicyKind::$kind,)*
+                }
+            }
+        }
+
+        impl<T, E> Pipeline<T, E> {
+            $(
+                #[doc = concat!("The outermost ", $label, ", if any.")]
+                pub fn $name(&self) -> Option<&$policy> {
+                    self.inner.policies.iter().find_map(|p| match p {
+                        Policy::$kind(x) => Some(x),
+                        _ => None,
+                    })
+                }
+            )*
+        }
+    };
 }
 
-impl<T, E> Policy<T, E> {
-    fn kind(&self) -> PolicyKind {
-        match self {
-            Policy::Timeout(_) => PolicyKind::Timeout,
-            Policy::Retry(_) => PolicyKind::Retry,
-            Policy::CircuitBreaker(_) => PolicyKind::CircuitBreaker,
-            Policy::Bulkhead(_) => PolicyKind::Bulkhead,
-            Policy::RateLimiter(_) => PolicyKind::RateLimiter,
-            Policy::Hedge(_) => PolicyKind::Hedge,
-            Policy::Fallback(_) => PolicyKind::Fallback,
-        }
-    }
-}
+crate::kinds::policy_list!(policies);
 
 impl<T, E> Clone for Pipeline<T, E> {
     fn clone(&self) -> Self {
@@ -169,18 +178,6 @@ where
     pub fn builder() -> PipelineBuilder<T, E> {
         PipelineBuilder::new()
     }
-}
-
-macro_rules! first {
-    ($(#[$doc:meta])* $fn:ident, $variant:ident, $ty:ty) => {
-        $(#[$doc])*
-        pub fn $fn(&self) -> Option<&$ty> {
-            self.inner.policies.iter().find_map(|p| match p {
-                Policy::$variant(x) => Some(x),
-                _ => None,
-            })
-        }
-    };
 }
 
 impl<T, E> Pipeline<T, E> {
@@ -203,35 +200,6 @@ impl<T, E> Pipeline<T, E> {
     pub fn is_empty(&self) -> bool {
         self.inner.policies.is_empty()
     }
-
-    first!(
-        /// The outermost circuit breaker, if any.
-        circuit_breaker, CircuitBreaker, CircuitBreaker
-    );
-    first!(
-        /// The outermost timeout, if any.
-        timeout, Timeout, TimeoutPolicy
-    );
-    first!(
-        /// The outermost retry policy, if any.
-        retry, Retry, Retry
-    );
-    first!(
-        /// The outermost bulkhead, if any.
-        bulkhead, Bulkhead, Bulkhead
-    );
-    first!(
-        /// The outermost rate limiter, if any.
-        rate_limiter, RateLimiter, RateLimiter
-    );
-    first!(
-        /// The outermost hedge, if any.
-        hedge, Hedge, Hedge
-    );
-    first!(
-        /// The outermost fallback, if any.
-        fallback, Fallback, Fallback<T, E>
-    );
 
     /// Every circuit breaker, outermost first.
     pub fn circuit_breakers(&self) -> impl Iterator<Item = &CircuitBreaker> {
