@@ -676,8 +676,8 @@ fn toml_mistakes_are_errors() {
     assert!(e.contains("not listed in `order`"), "{e}");
     let e = bad("order = [\"retry\", \"retry\"]\n");
     assert!(e.contains("twice"), "{e}");
-    let e = bad("[timeout]\ntimeout = \"1s\"\n");
-    assert!(e.contains("order"), "{e}");
+    let e = bad("[timeout]\ntimeout = \"1s\"\n[[policy]]\nkind = \"retry\"\n");
+    assert!(e.contains("not both"), "{e}");
     let e = bad("order = []\n[[policy]]\nkind = \"timeout\"\n");
     assert!(e.contains("not both"), "{e}");
     let e = bad("polcy = []\n");

@@ -117,3 +117,138 @@ fn configurations_built_in_code_compare_by_value() {
     assert_ne!(Backoff::fixed(Duration::from_secs(1)), custom);
     assert_eq!(PolicyConfig::Retry(retry(1)).kind(), PolicyKind::Retry);
 }
+
+#[test]
+fn the_keyed_form_without_order_takes_the_default_order() {
+    // The tables in the reverse of the default order: the file's order does
+    // not count.
+    let config = parse(
+        r#"
+        name = "route"
+
+        [timeout]
+        timeout = "2s"
+
+        [bulkhead]
+        max_concurrent = 8
+
+        [circuit_breaker]
+        consecutive_failures = 5
+
+        [hedge]
+        max_hedges = 1
+
+        [retry]
+        max_attempts = 2
+
+        [rate_limiter]
+        rate = 100
+        period = "1s"
+
+        [fallback]
+        on_refused = false
+        "#,
+    );
+    let kinds: Vec<_> = config.policies.iter().map(PolicyConfig::kind).collect();
+    assert_eq!(kinds, PipelineConfig::DEFAULT_ORDER);
+    assert_eq!(
+        kinds,
+        [
+            PolicyKind::Fallback,
+            PolicyKind::RateLimiter,
+            PolicyKind::Retry,
+            PolicyKind::Hedge,
+            PolicyKind::CircuitBreaker,
+            PolicyKind::Bulkhead,
+            PolicyKind::Timeout,
+        ]
+    );
+    assert_eq!(config.name.as_deref(), Some("route"));
+    let PolicyConfig::Retry(retry) = &config.policies[2] else {
+        panic!("{:?}", config.policies[2])
+    };
+    assert_eq!(retry.max_attempts, 2);
+
+    // Only the tables given are placed, and they build: each attempt of the
+    // retry goes through the breaker and its own timeout.
+    let config = parse("[timeout]\ntimeout = \"2s\"\n[retry]\n[circuit_breaker]\n");
+    let p: ripcord::Pipeline<u32, String> = config.builder().unwrap().build().unwrap();
+    assert_eq!(
+        p.kinds().collect::<Vec<_>>(),
+        [
+            PolicyKind::Retry,
+            PolicyKind::CircuitBreaker,
+            PolicyKind::Timeout
+        ]
+    );
+    assert_eq!(p.timeout().unwrap().duration(), Duration::from_secs(2));
+    assert_eq!(p.retry().unwrap().max_attempts(), 3);
+
+    // One table alone.
+    let config = parse("[timeout]\ntimeout = \"1s\"\n");
+    assert_eq!(
+        config.policies,
+        [PolicyConfig::Timeout(ripcord::TimeoutConfig {
+            timeout: Duration::from_secs(1),
+        })]
+    );
+}
+
+#[test]
+fn an_explicit_order_is_still_honoured() {
+    let config = parse(
+        r#"
+        order = ["timeout", "retry", "circuit_breaker", "bulkhead"]
+
+        [timeout]
+        timeout = "2s"
+
+        [circuit_breaker]
+        failure_rate = 0.5
+        "#,
+    );
+    let kinds: Vec<_> = config.policies.iter().map(PolicyConfig::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PolicyKind::Timeout,
+            PolicyKind::Retry,
+            PolicyKind::CircuitBreaker,
+            PolicyKind::Bulkhead
+        ]
+    );
+    // Kinds listed without a table take their defaults.
+    assert_eq!(
+        config.policies[1],
+        PolicyConfig::Retry(RetryConfig::default())
+    );
+    // An empty `order` is an empty pipeline.
+    assert!(parse("order = []\n").policies.is_empty());
+}
+
+#[test]
+fn mistakes_in_the_keyed_form_are_still_errors() {
+    let bad = |s: &str| toml::from_str::<PipelineConfig>(s).unwrap_err().to_string();
+    let e = bad("order = [\"retry\"]\n[timeout]\ntimeout = \"1s\"\n");
+    assert!(
+        e.contains("`[timeout]` table is not listed in `order`"),
+        "{e}"
+    );
+    let e = bad("order = [\"retry\", \"timeout\", \"retry\"]\n");
+    assert!(e.contains("`retry` twice"), "{e}");
+    let e = bad("order = [\"teleport\"]\n");
+    assert!(e.contains("teleport"), "{e}");
+    // Both forms at once, with or without `order`.
+    let e = bad("order = []\n[[policy]]\nkind = \"timeout\"\n");
+    assert!(e.contains("not both"), "{e}");
+    let e = bad("[retry]\n[[policy]]\nkind = \"timeout\"\n");
+    assert!(e.contains("not both") && e.contains("`[retry]`"), "{e}");
+    // An unknown table, an unknown field in a table.
+    let e = bad("[teleport]\n");
+    assert!(e.contains("teleport"), "{e}");
+    let e = bad("[timeout]\ntimout = \"1s\"\n");
+    assert!(e.contains("timout"), "{e}");
+    // Values are still checked when building.
+    let config = parse("[bulkhead]\nmax_concurrent = 0\n");
+    assert_eq!(config.validate().unwrap_err().field(), "max_concurrent");
+}

@@ -470,8 +470,32 @@ where
 /// max_concurrent = 16
 /// ```
 ///
-/// or one table per policy, with the order given explicitly (each kind at
-/// most once):
+/// or one table per policy (each kind at most once):
+///
+/// ```toml
+/// [rate_limiter]
+/// rate = 100
+/// period = "1s"
+///
+/// [retry]
+/// max_attempts = 3
+///
+/// [circuit_breaker]
+/// failure_rate = 0.5
+///
+/// [timeout]
+/// timeout = "2s"
+/// ```
+///
+/// The tables' order in the file does not count: without `order`, the
+/// policies take the [default order](Self::DEFAULT_ORDER),
+/// `fallback → rate_limiter → retry → hedge → circuit_breaker → bulkhead →
+/// timeout` — admission once per call, retries around the attempts, and
+/// each attempt through its breaker, its bulkhead slot and its own timeout
+/// (the order a reverse proxy's route needs). Above: a rate limiter, then a
+/// retry of up to 3 attempts, each seen by the breaker and bounded by 2 s.
+/// Any other order is given with `order`, e.g. a timeout around the whole
+/// call, retries included:
 ///
 /// ```toml
 /// order = ["timeout", "retry", "circuit_breaker", "bulkhead"]
@@ -498,6 +522,21 @@ pub struct PipelineConfig {
     pub name: Option<String>,
     /// The policies, outermost first.
     pub policies: Vec<PolicyConfig>,
+}
+
+impl PipelineConfig {
+    /// The order of the policies of a file with one table per policy and no
+    /// `order`, outermost first: `fallback → rate_limiter → retry → hedge →
+    /// circuit_breaker → bulkhead → timeout` (see the [type's docs](Self)).
+    pub const DEFAULT_ORDER: &'static [PolicyKind] = &[
+        PolicyKind::Fallback,
+        PolicyKind::RateLimiter,
+        PolicyKind::Retry,
+        PolicyKind::Hedge,
+        PolicyKind::CircuitBreaker,
+        PolicyKind::Bulkhead,
+        PolicyKind::Timeout,
+    ];
 }
 
 /// `PolicyConfig`, from the one list of policies ([`crate::kinds`]).
@@ -643,32 +682,49 @@ mod de {
         type Error = String;
 
         fn try_from(mut r: Repr) -> Result<Self, String> {
-            let Some(order) = r.order.take() else {
-                if let Some(t) = r.tables().next() {
-                    return Err(format!(
-                        "a `[{t}]` table needs `order = [...]` to place it; or use `[[policy]]` \
-                         tables with `kind = \"{t}\"`"
-                    ));
+            let order: Vec<PolicyKind> = match r.order.take() {
+                Some(order) => {
+                    if !r.policy.is_empty() {
+                        return Err("use either `[[policy]]` tables or `order` with one table \
+                                    per policy, not both"
+                            .into());
+                    }
+                    let order: Vec<PolicyKind> = order.into_iter().map(|k| k.0).collect();
+                    for (i, kind) in order.iter().enumerate() {
+                        if order[..i].contains(kind) {
+                            return Err(format!(
+                                "`order` lists `{kind}` twice; to use a kind twice, use \
+                                 `[[policy]]` tables"
+                            ));
+                        }
+                    }
+                    order
                 }
-                return Ok(PipelineConfig {
-                    name: r.name,
-                    policies: r.policy,
-                });
+                None => {
+                    let tables: Vec<PolicyKind> = r.tables().collect();
+                    if tables.is_empty() {
+                        return Ok(PipelineConfig {
+                            name: r.name,
+                            policies: r.policy,
+                        });
+                    }
+                    if !r.policy.is_empty() {
+                        return Err(format!(
+                            "use either `[[policy]]` tables or one table per policy (here \
+                             `[{}]`), not both",
+                            tables[0]
+                        ));
+                    }
+                    PipelineConfig::DEFAULT_ORDER
+                        .iter()
+                        .copied()
+                        .filter(|k| tables.contains(k))
+                        .collect()
+                }
             };
-            if !r.policy.is_empty() {
-                return Err(
-                    "use either `[[policy]]` tables or `order` with one table per policy, not both"
-                        .into(),
-                );
-            }
             let mut policies = Vec::with_capacity(order.len());
-            for (i, KindName(kind)) in order.iter().enumerate() {
-                if order[..i].iter().any(|k| k.0 == *kind) {
-                    return Err(format!(
-                        "`order` lists `{kind}` twice; to use a kind twice, use `[[policy]]` tables"
-                    ));
-                }
-                policies.push(r.take(*kind));
+            for kind in order {
+                policies.push(r.take(kind));
             }
             if let Some(t) = r.tables().next() {
                 return Err(format!("the `[{t}]` table is not listed in `order`"));
@@ -703,5 +759,14 @@ mod tests {
         let e = toml::from_str::<PipelineConfig>("order = [\"teleport\"]\n").unwrap_err();
         assert!(e.to_string().contains("`teleport`"), "{e}");
         assert!(e.to_string().contains("`circuit_breaker`"), "{e}");
+    }
+
+    #[test]
+    fn the_default_order_places_every_kind_once() {
+        let order = PipelineConfig::DEFAULT_ORDER;
+        assert_eq!(order.len(), PolicyKind::ALL.len());
+        for kind in PolicyKind::ALL {
+            assert_eq!(order.iter().filter(|k| *k == kind).count(), 1, "{kind}");
+        }
     }
 }

@@ -44,6 +44,13 @@
 //! - **hedge**: each attempt runs the policies inside the hedge, so a breaker
 //!   or bulkhead inside it counts every hedged attempt.
 //!
+//! A configuration file lists its policies in order; in its form with one
+//! table per policy, without `order`, they take
+//! [`PipelineConfig::DEFAULT_ORDER`]: `fallback → rate limiter → retry →
+//! hedge → circuit breaker → bulkhead → timeout` — admission once per call,
+//! then each attempt through its breaker, its bulkhead slot and its own
+//! timeout.
+//!
 //! # What a breaker records
 //!
 //! A breaker records each call of the policies inside it:
