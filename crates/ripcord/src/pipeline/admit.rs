@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::rules::{self, Ended};
 use super::{Pipeline, Policy};
 use crate::bulkhead::OwnedBulkheadPermit;
 use crate::{Error, Outcome, OwnedPermit, Timeout};
@@ -183,20 +184,13 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
         for (idx, policy) in self.inner.policies.iter().enumerate() {
             let refused = match policy {
                 Policy::Timeout(t) => {
-                    let now = Instant::now();
-                    // An enclosing deadline (set around the pipeline) caps it.
-                    let at = crate::timeout::earliest(now + t.duration());
-                    match deadline {
-                        // The outer deadline comes first: it stays in force.
-                        Some(d) if d.at < at => {}
-                        _ => {
-                            deadline = Some(Deadline {
-                                at,
-                                span: nanos(at.saturating_duration_since(now)),
-                                idx: idx as u32,
-                                outside: taken,
-                            })
-                        }
+                    if let Some(s) = rules::timeout_deadline(t, deadline.map(|d| d.at)) {
+                        deadline = Some(Deadline {
+                            at: s.at,
+                            span: nanos(s.at.saturating_duration_since(s.now)),
+                            idx: idx as u32,
+                            outside: taken,
+                        });
                     }
                     continue;
                 }
@@ -224,8 +218,9 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
                 Policy::Retry(_) | Policy::Hedge(_) | Policy::Fallback(_) => return None,
             };
             // A refusal: the policies outside give back what they handed
-            // out, innermost first; a breaker ignores a refusal inside it.
-            holds.give_back(|_| Outcome::Ignored);
+            // out, innermost first.
+            let classify = self.inner.classify.as_deref();
+            holds.give_back(|_| rules::outcome(classify, Ended::Stopped(&refused)));
             return Some(Err(refused));
         }
         Some(Ok(Admitted {
@@ -277,8 +272,9 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     /// pipeline's classifier gives `result`, and the slots are released.
     #[inline]
     pub fn record(mut self, result: &Result<T, E>) {
-        let inner = &*self.pipeline.inner;
-        std::mem::replace(&mut self.holds, Holds::None).give_back(|_| inner.classify(result));
+        let classify = self.pipeline.inner.classify.as_deref();
+        std::mem::replace(&mut self.holds, Holds::None)
+            .give_back(|_| rules::outcome(classify, Ended::Call(result)));
     }
 
     /// The deadline passed before the call ended (the caller has dropped
@@ -292,12 +288,16 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     pub fn timed_out(mut self) -> Error<E> {
         let mut error = None;
         let outside = self.deadline.map_or(0, |d| d.outside as usize);
+        let classify = self.pipeline.inner.classify.as_deref();
         std::mem::replace(&mut self.holds, Holds::None).give_back(|left| {
-            // The timeout unwinds before the policies outside it.
-            if error.is_none() && left < outside {
-                error = Some(self.expire());
+            if left < outside {
+                // Outside the timeout, which unwinds before them: they see
+                // its error.
+                let error = error.get_or_insert_with(|| self.expire());
+                rules::outcome(classify, Ended::Stopped(error))
+            } else {
+                rules::outcome(classify, Ended::CutOff)
             }
-            Outcome::Failure
         });
         error.unwrap_or_else(|| self.expire())
     }
@@ -309,22 +309,10 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
                 let started =
                     d.at.checked_sub(Duration::from_nanos(d.span))
                         .unwrap_or(d.at);
-                let elapsed = Instant::now().saturating_duration_since(started);
-                return Error::Timeout(t.timed_out(elapsed));
+                return rules::expired(t, started);
             }
         }
         Error::Timeout(Timeout::new(self.pipeline.name(), Duration::ZERO))
-    }
-}
-
-impl<T, E> super::Inner<T, E> {
-    /// The outcome a breaker records for the call's own result.
-    #[inline]
-    fn classify(&self, result: &Result<T, E>) -> Outcome {
-        match &self.classify {
-            Some(c) => c.classify(result),
-            None => Outcome::of(result),
-        }
     }
 }
 

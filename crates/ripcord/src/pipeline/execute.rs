@@ -31,6 +31,7 @@ use std::task::Poll;
 
 use tokio::time::Instant;
 
+use super::rules::{self, Ended};
 use super::{Inner, Pipeline, Policy};
 use crate::bulkhead::BulkheadPermit;
 use crate::retry::{RetryRun, RetryStep};
@@ -245,20 +246,13 @@ macro_rules! walk {
                 };
                 match policy {
                     Policy::Timeout(t) => {
-                        let now = Instant::now();
-                        // An enclosing deadline (set around the pipeline) caps it.
-                        let at = deadline::earliest(now + t.duration());
                         frames.push(Frame::Timeout(deadline));
-                        match deadline {
-                            // The outer deadline comes first: it stays in force.
-                            Some(d) if d.at < at => {}
-                            _ => {
-                                deadline = Some(Deadline {
-                                    at,
-                                    started: now,
-                                    idx: i,
-                                })
-                            }
+                        if let Some(s) = rules::timeout_deadline(t, deadline.map(|d| d.at)) {
+                            deadline = Some(Deadline {
+                                at: s.at,
+                                started: s.now,
+                                idx: i,
+                            });
                         }
                     }
                     Policy::Retry(r) => {
@@ -312,8 +306,7 @@ macro_rules! walk {
                             (&flow, deadline, &policies[idx])
                         {
                             if *k == idx {
-                                let elapsed = Instant::now().saturating_duration_since(d.started);
-                                flow = Err(Stop::Error(Error::Timeout(t.timed_out(elapsed))));
+                                flow = Err(Stop::Error(rules::expired(t, d.started)));
                             }
                         }
                         deadline = prev;
@@ -391,36 +384,28 @@ impl<T: 'static, E: 'static> Inner<T, E> {
         walk!(self, from, f, outer, M)
     }
 
-    /// The outcome a breaker records for a result.
+    /// The outcome a breaker records for a result (see [`rules::outcome`]).
     fn outcome(&self, flow: &mut Result<T, Stop<E>>) -> Outcome {
+        let classify = self.classify.as_deref();
         match flow {
             Ok(_) | Err(Stop::Error(Error::Inner(_))) => {}
-            // Refusals by policies inside the breaker say nothing about the
-            // dependency (an inner breaker's rejection neither).
-            Err(Stop::Error(
-                Error::Rejected(_) | Error::BulkheadFull(_) | Error::RateLimited(_),
-            )) => return Outcome::Ignored,
-            // A timeout (ours, or an outer deadline cutting the call off) is a
-            // failure; so is a failed inner fallback chain.
-            Err(_) => return Outcome::Failure,
+            Err(Stop::Error(e)) => return rules::outcome(classify, Ended::Stopped(e)),
+            Err(Stop::Expired(_)) => return rules::outcome(classify, Ended::CutOff),
         }
-        let Some(c) = &self.classify else {
-            return if flow.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            };
-        };
+        if classify.is_none() {
+            return rules::unclassified(flow.is_ok());
+        }
         // The classifier judges a `Result<T, E>`: take the value out, and back.
         let r: Result<T, E> = match std::mem::replace(flow, Err(Stop::Expired(usize::MAX))) {
             Ok(v) => Ok(v),
             Err(Stop::Error(Error::Inner(e))) => Err(e),
             Err(other) => {
+                // Judged above: put it back.
                 *flow = Err(other);
-                return Outcome::Failure;
+                return self.outcome(flow);
             }
         };
-        let outcome = c.classify(&r);
+        let outcome = rules::outcome(classify, Ended::Call(&r));
         *flow = r.map_err(|e| Stop::Error(Error::Inner(e)));
         outcome
     }

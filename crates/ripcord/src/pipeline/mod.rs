@@ -105,6 +105,7 @@
 mod admit;
 mod config;
 mod execute;
+mod rules;
 
 pub use admit::Admitted;
 pub use config::{Part, PipelineBuilder, PipelineConfig, PolicyConfig};
