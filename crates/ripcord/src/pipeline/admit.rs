@@ -69,24 +69,31 @@ impl Holds {
         };
     }
 
-    /// Gives every hand-out back, innermost first; `outcome` gets the
-    /// number of hand-outs outside the one it judges.
+    /// Hands each hand-out to `f`, innermost first, with the number of
+    /// hand-outs outside it.
     #[inline]
-    fn give_back(self, mut outcome: impl FnMut(usize) -> Outcome) {
+    fn each(self, mut f: impl FnMut(usize, Held)) {
         match self {
             Holds::None => {}
-            Holds::One(held) => held.give_back(|| outcome(0)),
+            Holds::One(held) => f(0, held),
             Holds::Two(first, second) => {
-                second.give_back(|| outcome(1));
-                first.give_back(|| outcome(0));
+                f(1, second);
+                f(0, first);
             }
             Holds::Many(mut all) => {
                 while let Some(held) = all.pop() {
                     let left = all.len();
-                    held.give_back(|| outcome(left));
+                    f(left, held);
                 }
             }
         }
+    }
+
+    /// Gives every hand-out back, innermost first; `outcome` gets the
+    /// number of hand-outs outside the one it judges.
+    #[inline]
+    fn give_back(self, mut outcome: impl FnMut(usize) -> Outcome) {
+        self.each(|left, held| held.give_back(|| outcome(left)));
     }
 }
 
@@ -289,15 +296,15 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
         let mut error = None;
         let outside = self.deadline.map_or(0, |d| d.outside as usize);
         let classify = self.pipeline.inner.classify.as_deref();
-        std::mem::replace(&mut self.holds, Holds::None).give_back(|left| {
-            if left < outside {
-                // Outside the timeout, which unwinds before them: they see
-                // its error.
-                let error = error.get_or_insert_with(|| self.expire());
-                rules::outcome(classify, Ended::Stopped(error))
-            } else {
-                rules::outcome(classify, Ended::CutOff)
+        std::mem::replace(&mut self.holds, Holds::None).each(|left, held| {
+            if left >= outside {
+                // Inside the timeout: cut off by its deadline.
+                return held.give_back(|| rules::outcome(classify, Ended::CutOff));
             }
+            // Outside it: the timeout unwinds first (its event before any
+            // of theirs), and they see its error.
+            let error = &*error.get_or_insert_with(|| self.expire());
+            held.give_back(|| rules::outcome(classify, Ended::Stopped(error)));
         });
         error.unwrap_or_else(|| self.expire())
     }
