@@ -104,9 +104,7 @@ fn build(specs: &[Spec], classify: bool) -> Twin {
         let events = events.clone();
         move |e: &Event| events.lock().unwrap().push(format!("{e:?}"))
     };
-    let mut b = Pipeline::builder()
-        .clock(clock.clone())
-        .on_event(log.clone());
+    let mut b = Pipeline::builder().clock(clock).on_event(log.clone());
     let mut bulkheads = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let name = format!("p{i}");
@@ -121,7 +119,7 @@ fn build(specs: &[Spec], classify: bool) -> Twin {
             Spec::Bulkhead { max } => {
                 let bulkhead = Bulkhead::builder(&name)
                     .max_concurrent(max)
-                    .clock(clock.clone())
+                    .clock(clock)
                     .on_event(log.clone())
                     .build()
                     .unwrap();
