@@ -1,6 +1,6 @@
 //! `ripcord proxy` side by side with a direct connection and with nginx as a
 //! plain reverse proxy, in one run, on loopback, against the same upstream
-//! (ripcord-cli's in-process test upstream answering `ok\n`).
+//! (ripcord-proxy's in-process test upstream answering `ok\n`).
 //!
 //! - `proxy/direct`: the load generator talks to the upstream.
 //! - `proxy/ripcord`: through `ripcord proxy` (one route, a circuit breaker
@@ -58,10 +58,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use http::Uri;
-use ripcord_cli::loadgen::{self, FixedRate, LatencyHistogram, LoadClient, Report};
-use ripcord_cli::proxy::config::ProxyConfig;
-use ripcord_cli::proxy::ProxyArgs;
-use ripcord_cli::upstream::Upstream;
+use ripcord_proxy::config::ProxyConfig;
+use ripcord_proxy::loadgen::{self, FixedRate, LatencyHistogram, LoadClient, Report};
+use ripcord_proxy::upstream::Upstream;
+use ripcord_proxy::RunOptions;
 use tokio::runtime::Runtime;
 
 /// Rounds of the table's closed-loop runs at [`CONCURRENCY`].
@@ -147,14 +147,14 @@ const CHILD_CONFIG: &str = "RIPCORD_BENCH_PROXY_CONFIG";
 const BASELINE: &str = "RIPCORD_BENCH_BASELINE";
 
 /// The child's side: runs the proxy as the `ripcord proxy` command does (its
-/// runtime, [`ripcord_cli::proxy::run`], the same lines on stdout) until
+/// runtime, [`ripcord_proxy::run`], the same lines on stdout) until
 /// SIGTERM.
 fn run_child_proxy(config: PathBuf) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(ripcord_cli::proxy::run(ProxyArgs {
+    runtime.block_on(ripcord_proxy::run(RunOptions {
         config,
         drain_deadline: None,
     }))

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ripcord_cli::loadgen::{self, FixedRate, POLICY_HEADER};
-use ripcord_cli::upstream::{Behavior, Upstream};
+use ripcord_proxy::loadgen::{self, FixedRate, POLICY_HEADER};
+use ripcord_proxy::upstream::{Behavior, Upstream};
 
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {

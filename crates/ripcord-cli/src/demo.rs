@@ -3,11 +3,11 @@
 //! live in the terminal and on the dashboard.
 //!
 //! Everything runs in this process, on loopback: the dependency is the flaky
-//! upstream of [`ripcord_cli::upstream`], switched from phase to phase on a
+//! upstream of [`ripcord_proxy::upstream`], switched from phase to phase on a
 //! seeded script ([`dependency`]); in front of it runs `ripcord proxy`
-//! ([`ripcord_cli::proxy`]), whose upstream pipeline holds a timeout and the
+//! ([`ripcord_proxy`]), whose upstream pipeline holds a timeout and the
 //! breaker; the callers are tokio tasks sending GETs through the proxy with the
-//! load generator's client ([`ripcord_cli::loadgen`]). While it runs, a status
+//! load generator's client ([`ripcord_proxy::loadgen`]). While it runs, a status
 //! row is redrawn about ten times a second ([`view`]) and the proxy's admin
 //! listener serves the live dashboard; at the end the demo prints the
 //! breaker's transitions and a summary ([`report`]).
@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ripcord::{CircuitBreaker, Clock, SystemClock};
-use ripcord_cli::loadgen::{LoadClient, POLICY_HEADER};
-use ripcord_cli::proxy::config::ProxyConfig;
-use ripcord_cli::proxy::server::{Proxy, RunningProxy};
+use ripcord_proxy::config::ProxyConfig;
+use ripcord_proxy::loadgen::{LoadClient, POLICY_HEADER};
+use ripcord_proxy::server::{Proxy, RunningProxy};
 use tokio::task::JoinHandle;
 
 mod dependency;

@@ -19,7 +19,7 @@ use ripcord::store::{FleetView, StateStore, StoreError, TransitionRequest};
 use ripcord::State;
 use ripcord_redis::{BuildError, RedisStore};
 
-use crate::proxy::state::Control;
+use ripcord_proxy::state::Control;
 
 /// Options of `ripcord fleet`.
 #[derive(Debug, clap::Args)]
@@ -80,7 +80,7 @@ impl StoreArgs {
         let config = match &self.config {
             Some(path) => Some((
                 path.display().to_string(),
-                crate::proxy::config::ProxyConfig::load(path).map_err(FleetError::Config)?,
+                ripcord_proxy::config::ProxyConfig::load(path).map_err(FleetError::Config)?,
             )),
             None => None,
         };
@@ -203,7 +203,7 @@ pub enum FleetError {
     },
     /// The configuration file named with `--config` could not be used.
     #[error("cannot take the store from the configuration")]
-    Config(#[source] crate::proxy::config::ConfigError),
+    Config(#[source] ripcord_proxy::config::ConfigError),
     /// The configuration file names no store.
     #[error("{0} has no `store`: pass --store redis://… or add `store = \"redis://…\"` to it")]
     NoStore(String),

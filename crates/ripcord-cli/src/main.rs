@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod proxy;
 
 /// Resilience for the calls your service makes: circuit breakers you can watch.
 #[derive(Debug, Parser)]
@@ -38,10 +39,10 @@ enum Command {
     /// Run the reverse proxy: routes, upstreams and a pipeline (timeout, retry,
     /// breaker, bulkhead, rate limit, fallback) per route or upstream, from a
     /// TOML file; SIGHUP reloads it, SIGTERM drains and stops.
-    Proxy(ripcord_cli::proxy::ProxyArgs),
+    Proxy(proxy::ProxyArgs),
     /// Validate a proxy configuration file without starting anything: a
     /// summary (exit 0) or every problem with its key path (exit 2).
-    Check(ripcord_cli::proxy::CheckArgs),
+    Check(proxy::CheckArgs),
 }
 
 /// Raises the file-descriptor soft limit to the hard limit: each client
@@ -81,10 +82,10 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            Ok(runtime.block_on(ripcord_cli::proxy::run(args)))
+            Ok(runtime.block_on(ripcord_proxy::run(args.into_options())))
         }
-        Command::Check(args) => Ok(ripcord_cli::proxy::check(
-            &args,
+        Command::Check(args) => Ok(ripcord_proxy::check(
+            &args.config,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         )),

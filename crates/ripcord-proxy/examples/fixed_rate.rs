@@ -3,7 +3,7 @@
 //! the run prints completed requests, errors and the latency percentiles.
 //!
 //! ```text
-//! cargo run --release -p ripcord-cli --example fixed_rate -- \
+//! cargo run --release -p ripcord-proxy --features testkit --example fixed_rate -- \
 //!     --rate 5000 --secs 10 http://127.0.0.1:18081/ http://127.0.0.1:18083/
 //! ```
 //!
@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use ripcord_cli::loadgen::{fixed_rate, FixedRate};
+use ripcord_proxy::loadgen::{fixed_rate, FixedRate};
 
 fn usage() -> ! {
     eprintln!("usage: fixed_rate [--rate N] [--secs S] [--warmup S] URL...");

@@ -1,5 +1,7 @@
-//! `ripcord proxy`: a reverse proxy that puts ripcord's pipelines in front of
-//! any HTTP upstream, with an admin API, `/metrics` and a live dashboard.
+//! ripcord's reverse proxy: it puts ripcord's pipelines in front of any HTTP
+//! upstream, with an admin API, `/metrics` and a live dashboard. The
+//! `ripcord proxy` and `ripcord check` commands are thin shells over [`run`]
+//! and [`check`].
 //!
 //! - [`config`]: the TOML file, its validation and error messages
 //!   (`ripcord check`).
@@ -79,49 +81,46 @@ mod busy_poll;
 pub mod config;
 mod conn;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod h1;
+#[cfg(feature = "testkit")]
+pub mod loadgen;
 pub mod request;
 mod route;
 pub mod server;
 pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod upstream;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use self::config::ProxyConfig;
 use self::server::Proxy;
 
-/// `ripcord proxy`: run the reverse proxy.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ProxyArgs {
-    /// The configuration file.
-    #[arg(long, short, default_value = "ripcord.toml")]
+/// What [`run`] runs: the values of `ripcord proxy`'s arguments.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The configuration file, read at start and again on each SIGHUP.
     pub config: PathBuf,
-    /// How long shutdown waits for in-flight requests (default: the file's
+    /// How long shutdown waits for in-flight requests (`None`: the file's
     /// `limits.drain_deadline`).
-    #[arg(long, value_parser = humantime::parse_duration)]
     pub drain_deadline: Option<Duration>,
 }
 
-/// `ripcord check`: validate a configuration file without starting.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CheckArgs {
-    /// The configuration file.
-    #[arg(long, short, default_value = "ripcord.toml")]
-    pub config: PathBuf,
-}
-
-/// Validates the file: the summary on success (exit 0), every problem on
-/// failure (exit 2). Binds nothing.
+/// Validates the file at `config`: the summary on `out` on success (exit 0),
+/// every problem on `err` on failure (exit 2). Binds nothing.
 pub fn check(
-    args: &CheckArgs,
+    config: &Path,
     out: &mut dyn std::io::Write,
     err: &mut dyn std::io::Write,
 ) -> ExitCode {
-    match ProxyConfig::load(&args.config) {
+    match ProxyConfig::load(config) {
         Ok(c) => {
-            let _ = writeln!(out, "{}: ok", args.config.display());
+            let _ = writeln!(out, "{}: ok", config.display());
             let _ = write!(out, "{}", c.summary());
             ExitCode::SUCCESS
         }
@@ -145,7 +144,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Runs the proxy until SIGTERM or ctrl-c; reloads the file on SIGHUP.
 /// Exit 2 on a bad configuration, 1 when it cannot start.
-pub async fn run(args: ProxyArgs) -> ExitCode {
+pub async fn run(args: RunOptions) -> ExitCode {
     let config = match ProxyConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -220,7 +219,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(proxy: &server::RunningProxy, args: &ProxyArgs) {
+async fn wait_for_signals(proxy: &server::RunningProxy, args: &RunOptions) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -240,12 +239,12 @@ async fn wait_for_signals(proxy: &server::RunningProxy, args: &ProxyArgs) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_proxy: &server::RunningProxy, _args: &ProxyArgs) {
+async fn wait_for_signals(_proxy: &server::RunningProxy, _args: &RunOptions) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(unix)]
-async fn reload(proxy: &server::RunningProxy, args: &ProxyArgs) {
+async fn reload(proxy: &server::RunningProxy, args: &RunOptions) {
     let config = match ProxyConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

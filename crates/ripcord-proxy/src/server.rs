@@ -1,8 +1,8 @@
 //! Starting, reloading and stopping the proxy.
 //!
 //! ```no_run
-//! use ripcord_cli::proxy::config::ProxyConfig;
-//! use ripcord_cli::proxy::server::Proxy;
+//! use ripcord_proxy::config::ProxyConfig;
+//! use ripcord_proxy::server::Proxy;
 //! use std::time::Duration;
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use ripcord_cli::upstream::{Behavior, Upstream};
+//! use ripcord_proxy::upstream::{Behavior, Upstream};
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

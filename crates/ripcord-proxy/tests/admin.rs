@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use raw_http::{events_named, exchange, get, post, request, EventStream, Exchange};
 use ripcord::{CircuitBreaker, State};
-use ripcord_cli::proxy::admin::serve;
-use ripcord_cli::proxy::state::{AdminAccess, BreakerEntry, ProxyState};
 use ripcord_metrics::Metrics;
+use ripcord_proxy::admin::serve;
+use ripcord_proxy::state::{AdminAccess, BreakerEntry, ProxyState};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -665,7 +665,7 @@ async fn the_dashboard_page_and_its_files_are_served() {
 async fn event_streams_are_capped_and_freed() {
     let admin = Admin::start(None).await;
     let mut open = Vec::new();
-    for _ in 0..ripcord_cli::proxy::admin::MAX_STREAMS {
+    for _ in 0..ripcord_proxy::admin::MAX_STREAMS {
         open.push(EventStream::open(admin.addr).await);
     }
     let r = get(admin.addr, "/api/events").await;
@@ -995,7 +995,7 @@ async fn silent_connections_are_closed_and_do_not_lock_the_admin_out() {
     use tokio::io::AsyncReadExt;
     let admin = Admin::start(None).await;
     let mut silent = Vec::new();
-    for _ in 0..ripcord_cli::proxy::admin::MAX_CONNECTIONS + 20 {
+    for _ in 0..ripcord_proxy::admin::MAX_CONNECTIONS + 20 {
         if let Ok(s) = tokio::net::TcpStream::connect(admin.addr).await {
             silent.push(s);
         }

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use browser::{find_or_install_chromium, Browser, Page};
 use ripcord::{Backoff, CircuitBreaker, State};
-use ripcord_cli::proxy::admin::serve;
-use ripcord_cli::proxy::state::{BreakerEntry, ProxyState};
 use ripcord_metrics::Metrics;
+use ripcord_proxy::admin::serve;
+use ripcord_proxy::state::{BreakerEntry, ProxyState};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

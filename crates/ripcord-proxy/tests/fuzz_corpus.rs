@@ -1,11 +1,12 @@
-//! Every fuzz target over every file of its checked-in corpus
+//! Every fuzz target of the proxy over every file of its checked-in corpus
 //! (`fuzz/corpus/TARGET/`): the inputs the fuzzers found interesting and
 //! the regression inputs of what they found. A panic is a finding; the test
-//! names the file.
+//! names the file. The targets of `ripcord simulate`'s inputs are replayed by
+//! ripcord-cli's `tests/fuzz_corpus.rs`.
 
 use std::path::{Path, PathBuf};
 
-use ripcord_cli::fuzzing::TARGETS;
+use ripcord_proxy::fuzzing::TARGETS;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,19 +68,4 @@ fn proxy_config() {
 #[test]
 fn pipeline_config() {
     replay("pipeline_config");
-}
-
-#[test]
-fn simulate_config() {
-    replay("simulate_config");
-}
-
-#[test]
-fn trace_csv() {
-    replay("trace_csv");
-}
-
-#[test]
-fn trace_jsonl() {
-    replay("trace_jsonl");
 }

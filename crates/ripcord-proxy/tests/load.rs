@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Uri;
-use ripcord_cli::loadgen::{self, ErrorKind, FixedRate, LoadClient, POLICY_HEADER};
-use ripcord_cli::proxy::config::ProxyConfig;
-use ripcord_cli::proxy::server::Proxy;
-use ripcord_cli::upstream::{Behavior, Upstream};
+use ripcord_proxy::config::ProxyConfig;
+use ripcord_proxy::loadgen::{self, ErrorKind, FixedRate, LoadClient, POLICY_HEADER};
+use ripcord_proxy::server::Proxy;
+use ripcord_proxy::upstream::{Behavior, Upstream};
 
 /// The tests of this file measure the process's memory and descriptors: one
 /// at a time.

@@ -1,10 +1,9 @@
 //! The proxy's configuration: what is accepted, and a clear message (file,
 //! line, key path, what is allowed) for each kind of mistake, through the
-//! library and through `ripcord check`.
+//! library. (`ripcord check` is tested in ripcord-cli's
+//! `tests/proxy_command.rs`.)
 
-use std::process::Command;
-
-use ripcord_cli::proxy::config::ProxyConfig;
+use ripcord_proxy::config::ProxyConfig;
 
 const GOOD: &str = r#"
 [[listeners]]
@@ -188,66 +187,6 @@ fn the_example_configuration_is_valid() {
     );
     let c = ProxyConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.routes.is_empty());
-}
-
-fn ripcord() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ripcord"))
-}
-
-#[test]
-fn ripcord_check_prints_a_summary_or_the_errors() {
-    let dir = std::env::temp_dir().join(format!("ripcord-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.toml");
-    std::fs::write(&good, GOOD).unwrap();
-    let out = ripcord()
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("good.toml: ok"), "{stdout}");
-    assert!(stdout.contains("breakers: api, orders"), "{stdout}");
-
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        GOOD.replace("open_for = \"5s\"", "open_for = \"soon\""),
-    )
-    .unwrap();
-    let out = ripcord()
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("bad.toml:7:"), "{stderr}");
-    assert!(
-        stderr.contains("upstreams.api.pipeline.circuit_breaker"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("soon"), "{stderr}");
-    assert!(stderr.contains("expected a duration such as"), "{stderr}");
-
-    let out = ripcord()
-        .args(["check", "--config"])
-        .arg(dir.join("missing.toml"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("missing.toml: cannot read the configuration file"),
-        "{stderr}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! The proxy's front door: connections that send nothing or stall are
 //! closed at their deadlines, connections past the caps are refused, and
 //! the admin listener keeps answering while the proxy listener is full.
-//! Raw sockets on loopback.
+//! Raw sockets on loopback. (The file-descriptor limit, which needs a
+//! process of its own, is tested in ripcord-cli's `tests/proxy_command.rs`.)
 
 mod proxy_raw;
 mod proxy_support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use http::Request;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_raw::{config, once, Answer, RawClient, Scripted, ALL};
-use proxy_support::{start, unique};
+use proxy_support::start;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// What an upstream answers: `ok`.
@@ -230,105 +229,4 @@ async fn connections_past_the_caps_are_closed_and_the_admin_keeps_answering() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proxy.shutdown(Duration::from_secs(1)).await;
-}
-
-/// `ripcord proxy` on `toml`, started under `prlimit --nofile=SOFT:HARD`;
-/// the child and its proxy and admin addresses.
-fn spawn_limited(
-    toml: &str,
-    soft: u64,
-    hard: u64,
-) -> (std::process::Child, SocketAddr, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("ripcord-front-door-{}", unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("ripcord.toml");
-    std::fs::write(&file, toml).unwrap();
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={soft}:{hard}"))
-        .arg(env!("CARGO_BIN_EXE_ripcord"))
-        .args(["proxy", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prlimit (util-linux) runs the proxy");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut listen, mut admin) = (None, None);
-    for line in out.lines().map_while(Result::ok) {
-        let addr = || line.rsplit("http://").next().unwrap().trim().parse().ok();
-        if line.contains("listening on http://") {
-            listen = addr();
-        } else if line.contains("dashboard on http://") {
-            admin = addr();
-        }
-        if listen.is_some() && admin.is_some() {
-            break;
-        }
-    }
-    (
-        child,
-        listen.expect("a listener"),
-        admin.expect("an admin address"),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_descriptor_limit_is_raised_and_a_low_one_leaves_room_for_the_admin() {
-    let up = ok_upstream().await;
-    // The soft limit is raised to the hard one.
-    let (mut child, _, _) = spawn_limited(&config(up.addr, "", ALL), 256, 4096);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .to_string();
-    let figures: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&figures[3..5], ["4096", "4096"], "{line}");
-
-    // With no room to raise it, 369 silent sockets do not take the admin
-    // listener's descriptors, and are closed at the header deadline.
-    let (mut child, addr, admin) = spawn_limited(
-        &config(up.addr, "header_read_timeout = \"2s\"", ALL),
-        256,
-        256,
-    );
-    // Those past the cap are closed at once (or refused by a full
-    // backlog): only the others stay.
-    let mut silent = Vec::new();
-    for _ in 0..369 {
-        if let Ok(s) = TcpStream::connect(addr).await {
-            silent.push(s);
-        }
-    }
-    let metrics = once(
-        admin,
-        format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await;
-    assert_eq!(metrics.map(|r| r.status), Some(200), "the admin answers");
-    let end = Instant::now() + CLOSED_WITHIN;
-    let answered = loop {
-        let r = once(
-            addr,
-            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if r.is_some_and(|r| r.status == 200) {
-            break true;
-        }
-        if Instant::now() > end {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(
-        answered,
-        "the proxy answers again once the silent sockets are closed"
-    );
-    drop(silent);
 }

@@ -1,8 +1,8 @@
-//! Fuzz target `h1_response`: see `ripcord_cli::fuzzing::h1_response` for its input and
+//! Fuzz target `h1_response`: see `ripcord_proxy::fuzzing::h1_response` for its input and
 //! what it checks.
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {
-        ripcord_cli::fuzzing::h1_response(data);
+        ripcord_proxy::fuzzing::h1_response(data);
     });
 }

@@ -1,8 +1,8 @@
-//! Fuzz target `pipeline_config`: see `ripcord_cli::fuzzing::pipeline_config` for its input and
+//! Fuzz target `pipeline_config`: see `ripcord_proxy::fuzzing::pipeline_config` for its input and
 //! what it checks.
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {
-        ripcord_cli::fuzzing::pipeline_config(data);
+        ripcord_proxy::fuzzing::pipeline_config(data);
     });
 }

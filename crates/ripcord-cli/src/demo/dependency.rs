@@ -1,4 +1,4 @@
-//! The dependency: a flaky HTTP upstream ([`ripcord_cli::upstream`]) whose behaviour
+//! The dependency: a flaky HTTP upstream ([`ripcord_proxy::upstream`]) whose behaviour
 //! follows a script of phases (healthy → failing → restarted → slow →
 //! recovering), with seeded randomness.
 
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ripcord_cli::upstream::{Behavior, Upstream};
+use ripcord_proxy::upstream::{Behavior, Upstream};
 
 /// Typical latency of the dependency when it is not slow.
 pub(crate) const FAST_LATENCY: Duration = Duration::from_millis(5);

@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use super::body::AdminBody;
 use super::history::{History, Sample, Totals, HISTORY_SECONDS};
 use super::view::{finite, BreakerView, FleetView};
-use crate::proxy::state::{BreakerEntry, ProxyState};
+use crate::state::{BreakerEntry, ProxyState};
 
 /// How often the sampler runs.
 const TICK: Duration = Duration::from_secs(1);
@@ -55,7 +55,7 @@ struct Inner {
     /// Event streams open now.
     streams: AtomicUsize,
     /// Event streams open now per peer address.
-    per_peer: Arc<crate::proxy::conn::Admission>,
+    per_peer: Arc<crate::conn::Admission>,
     /// The breakers' followers: one per breaker while a stream is open,
     /// none otherwise. Changed only under this lock, after `streams`.
     followers: Mutex<Vec<Follower>>,
@@ -149,7 +149,7 @@ impl Hub {
     pub(super) fn start(state: Arc<ProxyState>) -> Hub {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         let per_peer =
-            crate::proxy::conn::Admission::new(MAX_STREAMS, state.access().max_streams_per_peer);
+            crate::conn::Admission::new(MAX_STREAMS, state.access().max_streams_per_peer);
         let hub = Hub {
             inner: Arc::new(Inner {
                 per_peer,

@@ -15,7 +15,7 @@ use super::dashboard;
 use super::events::{Hub, StreamRefused, MAX_STREAMS};
 use super::view::{BreakerView, FleetView};
 use super::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
-use crate::proxy::state::{Control, ControlError, ProxyState};
+use crate::state::{Control, ControlError, ProxyState};
 
 /// The admin listener's application: state and event hub.
 pub(super) struct App {
@@ -107,7 +107,7 @@ impl App {
     }
 
     /// The answer to a request whose host the API does not answer to (see
-    /// [`AdminAccess::allows_host`](crate::proxy::state::AdminAccess::allows_host)).
+    /// [`AdminAccess::allows_host`](crate::state::AdminAccess::allows_host)).
     fn check_host(&self, req: &Request<Incoming>) -> Option<Response<AdminBody>> {
         let mut fields = req.headers().get_all(header::HOST).iter();
         let host = match (req.uri().authority(), fields.next(), fields.next()) {

@@ -3,7 +3,7 @@
 use ripcord::store::Fleet;
 use serde::Serialize;
 
-use crate::proxy::state::BreakerEntry;
+use crate::state::BreakerEntry;
 
 /// One breaker as `/api/breakers` lists it.
 #[derive(Debug, Clone, Serialize)]

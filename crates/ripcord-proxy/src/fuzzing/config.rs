@@ -1,24 +1,22 @@
-//! The TOML configurations the binary reads: the proxy's file
-//! (`ripcord proxy`, `ripcord check`), a pipeline (`ripcord::PipelineConfig`)
-//! and the breaker configurations of `ripcord simulate`.
+//! The TOML configurations the proxy reads: its file (`ripcord proxy`,
+//! `ripcord check`) and a pipeline (`ripcord::PipelineConfig`).
 //!
 //! Input: the file's bytes (inputs that are not UTF-8 are skipped: the
 //! binary reads files as UTF-8 text and refuses others before parsing).
 //!
 //! Invariants: no panic; what validation accepts builds (the proxy starts
 //! on an accepted file, with its listeners moved to port 0 and no store; a
-//! pipeline or breaker that validates builds, and one that does not is
-//! refused by its builder too); every problem reported names a position
+//! pipeline that validates builds, and one that does not is refused by its
+//! builder too); every problem reported names a position
 //! inside the text.
 
 use std::time::Duration;
 
-use ripcord::circuit_breaker::CircuitBreaker;
 use ripcord::{Fallback, PipelineConfig};
 
 use super::runtime::block_on;
-use crate::proxy::config::{ConfigError, ListenerConfig, ProxyConfig};
-use crate::proxy::server::{Proxy, StartError};
+use crate::config::{ConfigError, ListenerConfig, ProxyConfig};
+use crate::server::{Proxy, StartError};
 
 /// Runs one proxy configuration file.
 pub fn proxy_config(data: &[u8]) {
@@ -98,21 +96,4 @@ pub fn pipeline_config(data: &[u8]) {
             built.as_ref().map(|_| ())
         ),
     }
-}
-
-/// Runs one breaker file as `ripcord simulate --config` reads it.
-pub fn simulate_config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(config) = crate::simulate::parse_config(text) else {
-        return;
-    };
-    let valid = config.validate();
-    let built = CircuitBreaker::builder("fuzz").config(config).build();
-    assert_eq!(
-        valid.is_ok(),
-        built.is_ok(),
-        "validation ({valid:?}) and building disagree on {text:?}"
-    );
 }

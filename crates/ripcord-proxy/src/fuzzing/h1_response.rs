@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::runtime::block_on;
-use crate::proxy::h1::{H1Conn, MAX_HEAD};
+use crate::h1::{H1Conn, MAX_HEAD};
 
 /// Longer than any read of a small input takes; reaching it is a hang.
 const HANG: Duration = Duration::from_secs(10);
@@ -223,7 +223,7 @@ async fn hyper_reads(response: &[u8], method: &Method) -> Verdict {
     // comes before its request).
     let server = tokio::spawn(upstream(server, response.to_vec()));
     let Ok((mut sender, conn)) = hyper::client::conn::http1::Builder::new()
-        .max_headers(crate::proxy::h1::MAX_HEADERS)
+        .max_headers(crate::h1::MAX_HEADERS)
         .handshake::<_, Empty<Bytes>>(TokioIo::new(client))
         .await
     else {

@@ -1,6 +1,7 @@
-//! Fuzz targets: the bodies that the fuzzers in `fuzz/` run, and that the
-//! corpus-replay tests (`tests/fuzz_corpus.rs`) run over every file of the
-//! checked-in corpora.
+//! The proxy's fuzz targets: the bodies that the fuzzers in `fuzz/` run, and
+//! that the corpus-replay tests (`tests/fuzz_corpus.rs`) run over every file
+//! of the checked-in corpora. The targets of `ripcord simulate`'s inputs are
+//! in `ripcord_cli::fuzzing`.
 //!
 //! **Unstable, not for users**: behind the `fuzzing` feature, hidden from
 //! the docs, and changed whenever the internals it reaches change. Each
@@ -15,20 +16,16 @@
 //! | `proxy_request` | a running proxy handling a client's request head, checked against a model of its routing |
 //! | `proxy_config` | `ProxyConfig::parse`, then starting what it accepts |
 //! | `pipeline_config` | `PipelineConfig` from TOML: validation against building |
-//! | `simulate_config` | `ripcord simulate`'s breaker files |
-//! | `trace_csv`, `trace_jsonl` | the trace readers |
 
 mod config;
 mod h1_response;
 mod proxy_request;
 mod route_model;
 mod runtime;
-mod trace;
 
-pub use config::{pipeline_config, proxy_config, simulate_config};
+pub use config::{pipeline_config, proxy_config};
 pub use h1_response::h1_response;
 pub use proxy_request::proxy_request;
-pub use trace::{trace_csv, trace_jsonl};
 
 /// A target's body: takes the fuzzer's bytes, panics on a finding.
 pub type Target = fn(&[u8]);
@@ -40,7 +37,4 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("proxy_request", proxy_request),
     ("proxy_config", proxy_config),
     ("pipeline_config", pipeline_config),
-    ("simulate_config", simulate_config),
-    ("trace_csv", trace_csv),
-    ("trace_jsonl", trace_jsonl),
 ];

@@ -34,8 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::route_model::{normalize_path, plain_host, Route, ROUTES};
 use super::runtime::block_on;
-use crate::proxy::config::ProxyConfig;
-use crate::proxy::server::Proxy;
+use crate::config::ProxyConfig;
+use crate::server::Proxy;
 
 /// Longer than any exchange of a small input takes; reaching it is a hang.
 const HANG: Duration = Duration::from_secs(10);

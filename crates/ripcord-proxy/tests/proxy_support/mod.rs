@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use ripcord_cli::proxy::config::ProxyConfig;
-use ripcord_cli::proxy::server::{Proxy, RunningProxy};
+use ripcord_proxy::config::ProxyConfig;
+use ripcord_proxy::server::{Proxy, RunningProxy};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
