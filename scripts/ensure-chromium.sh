@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure a headless-capable Chromium is installed for the dashboard test
-# (crates/ripcord-cli/tests/dashboard.rs): installs Debian's `chromium` with
+# (crates/ripcord-proxy/tests/dashboard.rs): installs Debian's `chromium` with
 # apt-get when no Chromium binary is found and this runs as root.
 #
 # Prints the path of the binary on success. Fails when there is none and it

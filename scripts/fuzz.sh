@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 300 s, every target
 #   scripts/fuzz.sh --list
 #
-# Runs each target (crates/ripcord-cli/src/fuzzing/) for SECONDS, starting
+# Runs each target (crates/ripcord-proxy/src/fuzzing/ for the proxy's,
+# crates/ripcord-cli/src/fuzzing/ for `ripcord simulate`'s) for SECONDS, starting
 # from its checked-in corpus (fuzz/corpus/TARGET/), and prints the executions
 # run, the queue size, and the crashes and hangs found. Findings are kept in
 # target/fuzz/afl/TARGET/default/{crashes,hangs}/; replay one with

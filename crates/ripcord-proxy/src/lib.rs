@@ -11,6 +11,72 @@
 //!   responses the proxy makes itself).
 //! - [`admin`] and [`state`]: the admin listener and what it sees.
 //!
+//! # Example
+//!
+//! A configuration from a TOML string, a proxy started on it (port 0
+//! picks free ports), one request through it, and a graceful stop:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use ripcord_proxy::config::ProxyConfig;
+//! use ripcord_proxy::server::Proxy;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ProxyConfig::parse(
+//!     r#"
+//!     [[listeners]]
+//!     listen = "127.0.0.1:0"
+//!
+//!     [admin]
+//!     listen = "127.0.0.1:0"
+//!
+//!     [upstreams.api]
+//!     addresses = ["127.0.0.1:9"]
+//!     pipeline.circuit_breaker = { consecutive_failures = 5, open_for = "10s" }
+//!
+//!     [[routes]]
+//!     name = "api"
+//!     path_prefix = "/api"
+//!     upstream = "api"
+//!     "#,
+//!     "example.toml",
+//! )?;
+//! print!("{}", config.summary());
+//!
+//! let proxy = Proxy::start(config).await?;
+//! let addr = proxy.listen_addrs()[0];
+//! println!("proxy on http://{addr}, admin on http://{}", proxy.admin_addr());
+//!
+//! // No route matches `/`: the proxy answers 404 itself.
+//! let mut conn = tokio::net::TcpStream::connect(addr).await?;
+//! conn.write_all(b"GET / HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n")
+//!     .await?;
+//! let mut answer = String::new();
+//! conn.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+//!
+//! let report = proxy.shutdown(Duration::from_secs(5)).await;
+//! assert!(report.drained);
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! - `testkit`: `upstream`, a flaky HTTP upstream whose behaviour can be
+//!   switched while it runs, and `loadgen`, an HTTP load generator
+//!   (open-loop at a fixed rate or closed-loop), which the demo, the load
+//!   tests and the proxy benchmark drive.
+//! - `fuzzing`: unstable, not for users: the bodies of the proxy's fuzz
+//!   targets (`fuzzing`), for the fuzzers under `fuzz/` and the
+//!   corpus-replay tests.
+//!
+//! The admin API, `/metrics` and the dashboard are part of every proxy
+//! (the server binds the admin listener whenever it starts), so they are
+//! not behind a feature.
+//!
 //! # Responses the proxy makes
 //!
 //! | when | status | `x-ripcord-policy` | `Retry-After` |
@@ -75,6 +141,8 @@
 //! every 5 ms, every worker that gets them keeps a core busy. An idle proxy
 //! sleeps as usual, and under saturation there is nothing to poll for, so
 //! throughput stays the same.
+
+#![doc(test(attr(deny(warnings))))]
 
 pub mod admin;
 mod busy_poll;
