@@ -41,7 +41,7 @@ pub enum Error<E> {
 
 /// `PolicyKind` and its names, from the one list of policies.
 macro_rules! policy_kind {
-    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $slot:ident, $policy:ty, $builder:ty])*) => {
         /// Which policy stopped a call (see [`Error::policy`]).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]

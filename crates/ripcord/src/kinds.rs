@@ -13,7 +13,7 @@
 /// Calls the macro `$then!` with one row per kind of policy:
 ///
 /// ```text
-/// [Variant, snake_case_name, "label", ConfigType, PolicyType, BuilderType]
+/// [Variant, snake_case_name, "label", ConfigType, Slot, PolicyType, BuilderType]
 /// ```
 ///
 /// - `Variant` names the kind in every generated enum ([`PolicyKind`](crate::PolicyKind)'s
@@ -25,22 +25,25 @@
 ///   `rename_all = "snake_case"` names the [`PolicyConfig`](crate::PolicyConfig)
 ///   tags, and a test checks that they agree);
 /// - `"label"` is the policy in words, for generated docs ("the circuit breaker");
-/// - the three types: its configuration (data, from a file), the policy, and
-///   its builder. The policy and builder types may use the pipeline's type
-///   parameters, which the generated code always names `T` and `E`.
+/// - the types: its configuration (data, from a file); what a
+///   [`PolicyConfig<F>`](crate::PolicyConfig) holds for it (the configuration
+///   itself, except for the fallback: `F`, a [`FallbackEntry`](crate::pipeline::FallbackEntry)
+///   that carries its triggers); the policy; and its builder. The policy and
+///   builder types may use the pipeline's type parameters, which the
+///   generated code always names `T` and `E`.
 ///
 /// The rows are in the usual pipeline order; nothing depends on it.
 macro_rules! policy_list {
     ($then:ident) => {
         $then! {
-            // kind           snake_case       label              configuration         policy          builder
-            [Timeout,        timeout,         "timeout",         TimeoutConfig,        TimeoutPolicy,  TimeoutBuilder]
-            [Retry,          retry,           "retry policy",    RetryConfig,          Retry,          RetryBuilder]
-            [CircuitBreaker, circuit_breaker, "circuit breaker", CircuitBreakerConfig, CircuitBreaker, CircuitBreakerBuilder]
-            [Bulkhead,       bulkhead,        "bulkhead",        BulkheadConfig,       Bulkhead,       BulkheadBuilder]
-            [RateLimiter,    rate_limiter,    "rate limiter",    RateLimiterConfig,    RateLimiter,    RateLimiterBuilder]
-            [Hedge,          hedge,           "hedge",           HedgeConfig,          Hedge,          HedgeBuilder]
-            [Fallback,       fallback,        "fallback chain",  FallbackConfig,       Fallback<T, E>, FallbackBuilder<T, E>]
+            // kind           snake_case       label              configuration         slot                  policy          builder
+            [Timeout,        timeout,         "timeout",         TimeoutConfig,        TimeoutConfig,        TimeoutPolicy,  TimeoutBuilder]
+            [Retry,          retry,           "retry policy",    RetryConfig,          RetryConfig,          Retry,          RetryBuilder]
+            [CircuitBreaker, circuit_breaker, "circuit breaker", CircuitBreakerConfig, CircuitBreakerConfig, CircuitBreaker, CircuitBreakerBuilder]
+            [Bulkhead,       bulkhead,        "bulkhead",        BulkheadConfig,       BulkheadConfig,       Bulkhead,       BulkheadBuilder]
+            [RateLimiter,    rate_limiter,    "rate limiter",    RateLimiterConfig,    RateLimiterConfig,    RateLimiter,    RateLimiterBuilder]
+            [Hedge,          hedge,           "hedge",           HedgeConfig,          HedgeConfig,          Hedge,          HedgeBuilder]
+            [Fallback,       fallback,        "fallback chain",  FallbackConfig,       F,                    Fallback<T, E>, FallbackBuilder<T, E>]
         }
     };
 }

@@ -813,3 +813,216 @@ fn the_readme_example_is_the_doc_tested_one() {
         .collect();
     assert_eq!(readme_code, doc_code);
 }
+
+// ---------------------------------------------------------------------------
+// Admission that may wait, composed calls, external limiters
+// ---------------------------------------------------------------------------
+
+type Q = Pipeline<u32, &'static str>;
+
+#[tokio::test(start_paused = true)]
+async fn admit_waiting_queues_and_a_deadline_cuts_the_wait_off() {
+    let b = breaker("q").build().unwrap();
+    let p: Q = Pipeline::builder()
+        .timeout(
+            TimeoutPolicy::builder("t")
+                .timeout(100 * MS)
+                .clock(TokioClock::new()),
+        )
+        .circuit_breaker(b.clone())
+        .bulkhead(Bulkhead::builder("q").max_concurrent(1).max_queued(1))
+        .build()
+        .unwrap();
+    assert!(p.admit().is_none(), "a queue may wait");
+    let first = p.admit_waiting().await.unwrap().unwrap();
+    let start = Instant::now();
+    // The second waits for the slot until the timeout's deadline.
+    let Err(Error::Timeout(t)) = p.admit_waiting().await.unwrap() else {
+        panic!("not cut off")
+    };
+    assert_eq!((t.name(), start.elapsed()), ("t", 100 * MS));
+    // Its breaker permit was cut off: a failure, as `execute` counts it.
+    assert_eq!((b.stats().calls(), b.stats().failures()), (1, 1));
+    // A slot given back wakes a waiting admission.
+    let p2 = p.clone();
+    let waiting =
+        tokio::spawn(async move { p2.admit_waiting().await.unwrap().map(|a| a.finish(Ok(2))) });
+    sleep(10 * MS).await;
+    assert_eq!(first.finish(Ok(1)).unwrap(), 1);
+    assert_eq!(waiting.await.unwrap().unwrap().unwrap(), 2);
+    assert_eq!((b.stats().calls(), b.stats().failures()), (3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn admit_waiting_refusals_give_back_what_was_taken() {
+    let b = breaker("r").build().unwrap();
+    let p: Q = Pipeline::builder()
+        .circuit_breaker(b.clone())
+        .rate_limiter(
+            RateLimiter::builder("r")
+                .rate(1, SEC)
+                .burst(1)
+                .max_wait(10 * MS)
+                .clock(TokioClock::new()),
+        )
+        .build()
+        .unwrap();
+    p.admit_waiting()
+        .await
+        .unwrap()
+        .unwrap()
+        .record_outcome(Outcome::Failure);
+    assert_eq!(b.stats().failures(), 1, "recorded as told");
+    // The next permit is a second away, beyond the limiter's wait.
+    let Err(Error::RateLimited(_)) = p.admit_waiting().await.unwrap() else {
+        panic!("not refused")
+    };
+    // The breaker outside ignores the refusal.
+    assert_eq!(b.stats().calls(), 1);
+    let with_retry: Q = Pipeline::builder()
+        .retry(retry(2, MS))
+        .circuit_breaker(breaker("x"))
+        .build()
+        .unwrap();
+    assert!(with_retry.admit_waiting().await.is_none());
+}
+
+/// Admits the first `n` calls, then refuses (a store's limiter, in memory).
+#[derive(Debug)]
+struct FirstN(AtomicU32);
+
+impl ripcord::rate_limiter::ExternalLimiter for FirstN {
+    fn name(&self) -> &str {
+        "first-n"
+    }
+
+    fn acquire(&self) -> ripcord::rate_limiter::AcquireFuture<'_> {
+        let left = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        Box::pin(async move {
+            // The store's round trip.
+            sleep(MS).await;
+            left.map(|_| ())
+                .map_err(|_| ripcord::RateLimited::new("first-n", SEC))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_external_limiter_is_a_rate_limiter_of_the_pipeline() {
+    let b = breaker("e").build().unwrap();
+    let p: Q = Pipeline::builder()
+        .circuit_breaker(b.clone())
+        .external_rate_limiter(FirstN(AtomicU32::new(2)))
+        .build()
+        .unwrap();
+    assert_eq!(
+        p.kinds().collect::<Vec<_>>(),
+        [PolicyKind::CircuitBreaker, PolicyKind::RateLimiter]
+    );
+    assert!(p.admit().is_none(), "it waits for its store");
+    assert_eq!(p.execute(|| async { Ok(1) }).await.unwrap(), 1);
+    p.admit_waiting()
+        .await
+        .unwrap()
+        .unwrap()
+        .record_outcome(Outcome::Success);
+    let refused = p.execute(|| async { Ok(1) }).await.unwrap_err();
+    assert_eq!(refused.policy(), Some(PolicyKind::RateLimiter));
+    let Some(Err(Error::RateLimited(r))) = p.admit_waiting().await else {
+        panic!("not refused")
+    };
+    assert_eq!(r.retry_after(), SEC);
+    // Two calls, two refusals ignored.
+    assert_eq!(b.stats().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn execute_composed_passes_policy_errors_through() {
+    let inner = breaker("inner").consecutive_failures(1).build().unwrap();
+    let attempt: Q = Pipeline::builder().circuit_breaker(inner).build().unwrap();
+    let (events, listener) = log();
+    let outer: Q = Pipeline::builder()
+        .circuit_breaker(breaker("outer"))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let outer_breaker = outer.circuit_breaker().unwrap().clone();
+    let run = || async {
+        match attempt.admit() {
+            Some(Ok(a)) => a.finish(Err("down")),
+            Some(Err(refused)) => Err(refused),
+            None => unreachable!("a breaker decides at once"),
+        }
+    };
+    assert!(matches!(
+        outer.execute_composed(run).await,
+        Err(Error::Inner("down"))
+    ));
+    let second = outer.execute_composed(run).await;
+    assert!(matches!(second, Err(Error::Rejected(_))), "{second:?}");
+    // The outer breaker saw a failure, then a refusal from inside (ignored).
+    assert_eq!(outcomes(&events), [Outcome::Failure, Outcome::Ignored]);
+    assert_eq!(
+        (
+            outer_breaker.stats().calls(),
+            outer_breaker.stats().failures()
+        ),
+        (1, 1)
+    );
+}
+
+/// A fallback entry that carries an answer besides its triggers.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    on_failure: Option<bool>,
+}
+
+impl ripcord::pipeline::FallbackEntry for Answer {
+    fn triggers(&self) -> ripcord::FallbackConfig {
+        ripcord::FallbackConfig {
+            on_failure: self.on_failure.unwrap_or(true),
+            ..Default::default()
+        }
+    }
+}
+
+#[test]
+fn a_configuration_may_carry_its_own_fallback_entries() {
+    let keyed: PipelineConfig<Answer> =
+        toml::from_str("timeout = \"2s\"\nfallback = { text = \"sorry\", on_failure = false }\n")
+            .unwrap();
+    let kinds: Vec<PolicyKind> = keyed.policies.iter().map(PolicyConfig::kind).collect();
+    assert_eq!(kinds, [PolicyKind::Fallback, PolicyKind::Timeout]);
+    let PolicyConfig::Fallback(answer) = &keyed.policies[0] else {
+        panic!("{keyed:?}")
+    };
+    assert_eq!(answer.text, "sorry");
+    assert!(!ripcord::pipeline::FallbackEntry::triggers(answer).on_failure);
+    let listed: PipelineConfig<Answer> = toml::from_str(
+        "[[policy]]\nkind = \"fallback\"\ntext = \"sorry\"\non_failure = false\n[[policy]]\nkind = \"timeout\"\ntimeout = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(listed, keyed);
+    let e = toml::from_str::<PipelineConfig<Answer>>("fallback = { txt = \"x\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `txt`"), "{e}");
+    // Its triggers are checked: all off is refused.
+    let none = PipelineConfig::<Answer> {
+        name: None,
+        policies: vec![PolicyConfig::Fallback(Answer {
+            text: String::new(),
+            on_failure: Some(false),
+        })],
+    };
+    assert!(
+        none.validate().is_ok(),
+        "on_rejected and on_refused stay on"
+    );
+}

@@ -58,7 +58,10 @@ fn equal_configurations_compare_equal() {
     for (x, y) in a.policies.iter().zip(&parse(FILE).policies) {
         assert_eq!(x, y, "{:?}", x.kind());
     }
-    assert_eq!(PipelineConfig::default(), PipelineConfig::default());
+    assert_eq!(
+        PipelineConfig::<ripcord::FallbackConfig>::default(),
+        PipelineConfig::default()
+    );
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn configurations_built_in_code_compare_by_value() {
     assert_eq!(retry(100), retry(100));
     assert_ne!(retry(100), retry(101));
     assert_ne!(
-        PolicyConfig::Retry(retry(100)),
+        PolicyConfig::<ripcord::FallbackConfig>::Retry(retry(100)),
         PolicyConfig::CircuitBreaker(CircuitBreakerConfig::default())
     );
     // A backoff given as a function equals only its clones.
@@ -115,7 +118,10 @@ fn configurations_built_in_code_compare_by_value() {
         Backoff::from_fn(|n| Duration::from_secs(u64::from(n)))
     );
     assert_ne!(Backoff::fixed(Duration::from_secs(1)), custom);
-    assert_eq!(PolicyConfig::Retry(retry(1)).kind(), PolicyKind::Retry);
+    assert_eq!(
+        PolicyConfig::<ripcord::FallbackConfig>::Retry(retry(1)).kind(),
+        PolicyKind::Retry
+    );
 }
 
 #[test]

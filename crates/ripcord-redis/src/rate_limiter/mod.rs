@@ -78,6 +78,36 @@ impl fmt::Debug for RedisRateLimiter {
     }
 }
 
+/// A pipeline's rate limiter shared by the fleet: runs
+/// [`acquire`](RedisRateLimiter::acquire) (one round trip, waiting up to the
+/// configured `max_wait`, and [`OnUnavailable`] when the store cannot answer).
+///
+/// ```no_run
+/// use ripcord::Pipeline;
+/// use ripcord_redis::{RedisRateLimiter, RedisStore};
+/// use std::time::Duration;
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379").build().await?;
+/// let quota = RedisRateLimiter::builder(&store, "partner-api")
+///     .rate(100, Duration::from_secs(1))
+///     .build()?;
+/// let pipeline = Pipeline::<String, std::io::Error>::builder()
+///     .timeout(Duration::from_secs(2))
+///     .external_rate_limiter(quota)
+///     .build()?;
+/// # let _ = pipeline; Ok(()) }
+/// ```
+impl ripcord::rate_limiter::ExternalLimiter for RedisRateLimiter {
+    fn name(&self) -> &str {
+        RedisRateLimiter::name(self)
+    }
+
+    fn acquire(&self) -> ripcord::rate_limiter::AcquireFuture<'_> {
+        Box::pin(RedisRateLimiter::acquire(self))
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

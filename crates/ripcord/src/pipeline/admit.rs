@@ -115,7 +115,10 @@ pub(super) fn is_direct<T, E>(policy: &Policy<T, E>) -> bool {
         Policy::Timeout(_) | Policy::CircuitBreaker(_) => true,
         Policy::Bulkhead(b) => b.max_queued() == 0,
         Policy::RateLimiter(r) => r.max_wait().is_zero(),
-        Policy::Retry(_) | Policy::Hedge(_) | Policy::Fallback(_) => false,
+        Policy::ExternalRateLimiter(_)
+        | Policy::Retry(_)
+        | Policy::Hedge(_)
+        | Policy::Fallback(_) => false,
     }
 }
 
@@ -185,57 +188,201 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
         if !self.inner.direct {
             return None;
         }
-        let mut holds = Holds::None;
-        let mut taken: u32 = 0;
-        let mut deadline: Option<Deadline> = None;
+        let mut taking = Taking::new();
         for (idx, policy) in self.inner.policies.iter().enumerate() {
-            let refused = match policy {
-                Policy::Timeout(t) => {
-                    if let Some(s) = rules::timeout_deadline(t, deadline.map(|d| d.at)) {
-                        deadline = Some(Deadline {
-                            at: s.at,
-                            span: nanos(s.at.saturating_duration_since(s.now)),
-                            idx: idx as u32,
-                            outside: taken,
-                        });
-                    }
-                    continue;
-                }
-                Policy::CircuitBreaker(b) => match b.try_acquire_owned() {
-                    Ok(p) => {
-                        holds.push(Held::Breaker(p));
-                        taken += 1;
-                        continue;
-                    }
-                    Err(r) => Error::Rejected(r),
-                },
-                Policy::Bulkhead(b) => match b.try_acquire_owned() {
-                    Ok(p) => {
-                        holds.push(Held::Bulkhead(p));
-                        taken += 1;
-                        continue;
-                    }
-                    Err(full) => Error::BulkheadFull(full),
-                },
-                Policy::RateLimiter(r) => match r.try_acquire() {
-                    Ok(()) => continue,
-                    Err(limited) => Error::RateLimited(limited),
-                },
-                // `direct` says there is none of these.
-                Policy::Retry(_) | Policy::Hedge(_) | Policy::Fallback(_) => return None,
-            };
-            // A refusal: the policies outside give back what they handed
-            // out, innermost first.
-            let classify = self.inner.classify.as_deref();
-            holds.give_back(|_| rules::outcome(classify, Ended::Stopped(&refused)));
-            return Some(Err(refused));
+            match taking.at_once(policy, idx) {
+                Step::Next => {}
+                Step::Refused(refused) => return Some(Err(self.refuse(taking, refused))),
+                // `direct` says no policy waits.
+                Step::Wait => return None,
+            }
         }
-        Some(Ok(Admitted {
-            pipeline: self.clone(),
-            holds,
-            deadline,
-        }))
+        Some(Ok(self.admitted(taking)))
     }
+
+    /// Like [`admit`](Self::admit), for a pipeline whose policies may wait
+    /// before they admit a call but never call again: timeouts, circuit
+    /// breakers, bulkheads (with a queue too), rate limiters (that wait too)
+    /// and [external](crate::PipelineBuilder::external_rate_limiter) rate limiters.
+    /// Returns `None` for a pipeline with a retry, a hedge or a fallback.
+    ///
+    /// A policy that decides at once is asked as `admit` asks it; one that
+    /// may wait is awaited inside the deadline of the timeouts outside it.
+    /// When that deadline passes first, the result is the timeout's
+    /// [`Error::Timeout`], judged as [`Admitted::timed_out`] judges it (the
+    /// breakers taken count a failure). Dropping the future while it waits
+    /// gives back what was taken, as a cancelled call does.
+    ///
+    /// ```
+    /// use ripcord::{Bulkhead, CircuitBreaker, Pipeline};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pipeline: Pipeline<u32, std::io::Error> = Pipeline::builder()
+    ///     .timeout(Duration::from_secs(1))
+    ///     .circuit_breaker(CircuitBreaker::builder("api"))
+    ///     .bulkhead(Bulkhead::builder("api").max_concurrent(4).max_queued(16))
+    ///     .build()?;
+    /// assert!(pipeline.admit().is_none(), "the bulkhead may queue");
+    /// let admitted = pipeline.admit_waiting().await.expect("no retry, hedge or fallback")?;
+    /// assert_eq!(admitted.finish(Ok(7))?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub async fn admit_waiting(&self) -> Option<Result<Admitted<T, E>, Error<E>>> {
+        if !self.inner.admissible {
+            return None;
+        }
+        let mut taking = Taking::new();
+        for (idx, policy) in self.inner.policies.iter().enumerate() {
+            let refused = match taking.at_once(policy, idx) {
+                Step::Next => continue,
+                Step::Refused(refused) => refused,
+                Step::Wait => {
+                    let deadline = taking.deadline.map(|d| d.at);
+                    let waited = match policy {
+                        Policy::Bulkhead(b) => within(deadline, b.acquire_owned())
+                            .await
+                            .map(|r| r.map(Some).map_err(Error::BulkheadFull)),
+                        Policy::RateLimiter(r) => within(deadline, r.acquire())
+                            .await
+                            .map(|r| r.map(|()| None).map_err(Error::RateLimited)),
+                        Policy::ExternalRateLimiter(r) => within(deadline, r.acquire())
+                            .await
+                            .map(|r| r.map(|()| None).map_err(Error::RateLimited)),
+                        // `admissible` says there is none of the others.
+                        _ => return None,
+                    };
+                    match waited {
+                        Some(Ok(slot)) => {
+                            if let Some(slot) = slot {
+                                taking.hold(Held::Bulkhead(slot));
+                            }
+                            continue;
+                        }
+                        Some(Err(refused)) => refused,
+                        // The deadline passed during the wait.
+                        None => return Some(Err(self.admitted(taking).timed_out())),
+                    }
+                }
+            };
+            return Some(Err(self.refuse(taking, refused)));
+        }
+        Some(Ok(self.admitted(taking)))
+    }
+
+    /// A refusal: the policies outside the refusing one give back what they
+    /// handed out, innermost first, each judging the refusal.
+    #[cold]
+    fn refuse(&self, taking: Taking, refused: Error<E>) -> Error<E> {
+        let classify = self.inner.classify.as_deref();
+        taking
+            .holds
+            .give_back(|_| rules::outcome(classify, Ended::Stopped(&refused)));
+        refused
+    }
+
+    #[inline]
+    fn admitted(&self, taking: Taking) -> Admitted<T, E> {
+        Admitted {
+            pipeline: self.clone(),
+            holds: taking.holds,
+            deadline: taking.deadline,
+        }
+    }
+}
+
+/// `fut`, unless `deadline` passes first (`None` then).
+async fn within<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// What one policy did when asked at once.
+enum Step<E> {
+    /// It admitted the call (and what it handed out is held).
+    Next,
+    /// It refused.
+    Refused(Error<E>),
+    /// It may have to wait, or it is not a policy that admits.
+    Wait,
+}
+
+/// An admission under way: what the policies asked so far handed out, and
+/// the deadline in force.
+struct Taking {
+    holds: Holds,
+    taken: u32,
+    deadline: Option<Deadline>,
+}
+
+impl Taking {
+    #[inline]
+    fn new() -> Self {
+        Taking {
+            holds: Holds::None,
+            taken: 0,
+            deadline: None,
+        }
+    }
+
+    #[inline]
+    fn hold(&mut self, held: Held) {
+        self.holds.push(held);
+        self.taken += 1;
+    }
+
+    /// Asks `policy` (at index `idx`) without waiting.
+    #[inline]
+    fn at_once<T, E>(&mut self, policy: &Policy<T, E>, idx: usize) -> Step<E> {
+        match policy {
+            Policy::Timeout(t) => {
+                if let Some(s) = rules::timeout_deadline(t, self.deadline.map(|d| d.at)) {
+                    self.deadline = Some(Deadline {
+                        at: s.at,
+                        span: nanos(s.at.saturating_duration_since(s.now)),
+                        idx: idx as u32,
+                        outside: self.taken,
+                    });
+                }
+                Step::Next
+            }
+            Policy::CircuitBreaker(b) => match b.try_acquire_owned() {
+                Ok(p) => {
+                    self.hold(Held::Breaker(p));
+                    Step::Next
+                }
+                Err(r) => Step::Refused(Error::Rejected(r)),
+            },
+            Policy::Bulkhead(b) if b.max_queued() == 0 => match b.try_acquire_owned() {
+                Ok(p) => {
+                    self.hold(Held::Bulkhead(p));
+                    Step::Next
+                }
+                Err(full) => Step::Refused(Error::BulkheadFull(full)),
+            },
+            Policy::RateLimiter(r) if r.max_wait().is_zero() => match r.try_acquire() {
+                Ok(()) => Step::Next,
+                Err(limited) => Step::Refused(Error::RateLimited(limited)),
+            },
+            Policy::Bulkhead(_)
+            | Policy::RateLimiter(_)
+            | Policy::ExternalRateLimiter(_)
+            | Policy::Retry(_)
+            | Policy::Hedge(_)
+            | Policy::Fallback(_) => Step::Wait,
+        }
+    }
+}
+
+/// Whether a policy admits or refuses a call, perhaps after waiting, and
+/// never calls again.
+pub(super) fn is_admissible<T, E>(policy: &Policy<T, E>) -> bool {
+    !matches!(
+        policy,
+        Policy::Retry(_) | Policy::Hedge(_) | Policy::Fallback(_)
+    )
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -282,6 +429,14 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
         let classify = self.pipeline.inner.classify.as_deref();
         std::mem::replace(&mut self.holds, Holds::None)
             .give_back(|_| rules::outcome(classify, Ended::Call(result)));
+    }
+
+    /// Records `outcome` in every breaker and releases the slots: for a
+    /// caller that judges the call itself — say, when the response body of
+    /// an HTTP call ends, long after the head was classified.
+    #[inline]
+    pub fn record_outcome(mut self, outcome: Outcome) {
+        std::mem::replace(&mut self.holds, Holds::None).give_back(|_| outcome);
     }
 
     /// The deadline passed before the call ended (the caller has dropped

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Inner, Pipeline, Policy};
 use crate::event::{Event, Listener};
+use crate::rate_limiter::ExternalLimiter;
 use crate::{
     Bulkhead, BulkheadBuilder, BulkheadConfig, CircuitBreaker, CircuitBreakerBuilder,
     CircuitBreakerConfig, Classify, Clock, ConfigError, Fallback, FallbackBuilder, FallbackConfig,
@@ -119,12 +120,14 @@ impl From<Duration> for Part<TimeoutBuilder, TimeoutPolicy> {
 
 /// The builder's entries, from the one list of policies ([`crate::kinds`]).
 macro_rules! entries {
-    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $slot:ident, $policy:ty, $builder:ty])*) => {
         /// A policy given to the builder.
         enum Entry<T, E> {
             $($kind(Part<$builder, $policy>),)*
             /// A fallback placed by a configuration, waiting for its chain.
             PendingFallback(FallbackConfig),
+            /// A rate limiter decided outside the process (always shared).
+            ExternalRateLimiter(Arc<dyn ExternalLimiter>),
         }
 
         impl<T, E> Clone for Entry<T, E> {
@@ -132,6 +135,7 @@ macro_rules! entries {
                 match self {
                     $(Entry::$kind(p) => Entry::$kind(p.clone()),)*
                     Entry::PendingFallback(c) => Entry::PendingFallback(*c),
+                    Entry::ExternalRateLimiter(l) => Entry::ExternalRateLimiter(Arc::clone(l)),
                 }
             }
         }
@@ -141,6 +145,7 @@ macro_rules! entries {
                 match self {
                     $(Entry::$kind(_) => PolicyKind::$kind,)*
                     Entry::PendingFallback(_) => PolicyKind::Fallback,
+                    Entry::ExternalRateLimiter(_) => PolicyKind::RateLimiter,
                 }
             }
         }
@@ -150,7 +155,7 @@ macro_rules! entries {
             fn with_clock<C: Clock + Clone>(self, clock: &C) -> Self {
                 match self {
                     $(Entry::$kind(p) => Entry::$kind(p.map(|b| b.clock(clock.clone()))),)*
-                    pending @ Entry::PendingFallback(_) => pending,
+                    other @ (Entry::PendingFallback(_) | Entry::ExternalRateLimiter(_)) => other,
                 }
             }
 
@@ -188,6 +193,7 @@ macro_rules! entries {
                             b.build()?
                         }
                     }),)*
+                    Entry::ExternalRateLimiter(l) => Policy::ExternalRateLimiter(l),
                     Entry::PendingFallback(c) => {
                         return Err(ConfigError::new(
                             "fallback",
@@ -337,6 +343,19 @@ where
         self
     }
 
+    /// Adds a rate limiter decided outside the process — by a store the
+    /// fleet shares, such as ripcord-redis's `RedisRateLimiter` — run like
+    /// [`rate_limiter`](Self::rate_limiter): a permit is taken (waiting for
+    /// the store's answer) before the policies inside it run; refusals are
+    /// [`Error::RateLimited`](crate::Error::RateLimited). Shared by every
+    /// pipeline built. A pipeline with one is not
+    /// [direct](Pipeline::admit): see [`Pipeline::admit_waiting`].
+    pub fn external_rate_limiter(mut self, limiter: impl ExternalLimiter) -> Self {
+        self.entries
+            .push(Entry::ExternalRateLimiter(Arc::new(limiter)));
+        self
+    }
+
     /// Adds hedging: each attempt runs the policies inside it.
     pub fn hedge(mut self, hedge: impl Into<Part<HedgeBuilder, Hedge>>) -> Self {
         self.entries.push(Entry::Hedge(hedge.into()));
@@ -433,12 +452,14 @@ where
             policies.push(self.make(entry, &name, rename.is_some())?);
         }
         let direct = policies.iter().all(super::admit::is_direct);
+        let admissible = policies.iter().all(super::admit::is_admissible);
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 name,
                 policies: policies.into_boxed_slice(),
                 classify: self.classify.clone(),
                 direct,
+                admissible,
             }),
         })
     }
@@ -514,14 +535,54 @@ where
 /// fields and defaults, and unknown fields are errors. A `fallback` entry
 /// places a fallback and sets its triggers; its chain comes from code
 /// ([`PipelineBuilder::fallback_chain`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// `F` is what a `fallback` entry holds: by default the core's
+/// [`FallbackConfig`] (its triggers). A program whose fallbacks are data too
+/// — a proxy's static answers — gives its own type, which says the triggers
+/// ([`FallbackEntry`]) and carries the rest; the other tables keep their core
+/// types.
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "de::Repr"))]
-pub struct PipelineConfig {
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        try_from = "de::Repr<F>",
+        bound(deserialize = "F: serde::Deserialize<'de> + Default")
+    )
+)]
+pub struct PipelineConfig<F = FallbackConfig> {
     /// The pipeline's name (and its policies'), if given.
     pub name: Option<String>,
     /// The policies, outermost first.
-    pub policies: Vec<PolicyConfig>,
+    pub policies: Vec<PolicyConfig<F>>,
+}
+
+impl<F> Default for PipelineConfig<F> {
+    fn default() -> Self {
+        PipelineConfig {
+            name: None,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// What a pipeline configuration's `fallback` entry must say: when the
+/// fallback answers. [`FallbackConfig`] is one (the triggers alone); a type
+/// of the program's may carry what the fallback answers as well.
+pub trait FallbackEntry {
+    /// The fallback's triggers.
+    fn triggers(&self) -> FallbackConfig;
+
+    /// Checks the entry (by default: its triggers).
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.triggers().validate()
+    }
+}
+
+impl FallbackEntry for FallbackConfig {
+    fn triggers(&self) -> FallbackConfig {
+        *self
+    }
 }
 
 impl PipelineConfig {
@@ -541,23 +602,32 @@ impl PipelineConfig {
 
 /// `PolicyConfig`, from the one list of policies ([`crate::kinds`]).
 macro_rules! policy_config {
-    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $slot:ident, $policy:ty, $builder:ty])*) => {
         /// One policy of a [`PipelineConfig`]: its kind and its configuration.
         ///
         /// A fallback's configuration places it and sets its triggers; its
         /// chain comes from code ([`PipelineBuilder::fallback_chain`]).
+        ///
+        /// `F` is what a fallback entry holds (see [`PipelineConfig`]).
         #[derive(Debug, Clone, PartialEq)]
         #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-        #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+        #[cfg_attr(
+            feature = "serde",
+            serde(
+                tag = "kind",
+                rename_all = "snake_case",
+                bound(deserialize = "F: serde::Deserialize<'de>")
+            )
+        )]
         #[non_exhaustive]
-        pub enum PolicyConfig {
+        pub enum PolicyConfig<F = FallbackConfig> {
             $(
                 #[doc = concat!("A ", $label, " (see [`", stringify!($config), "`]).")]
-                $kind($config),
+                $kind($slot),
             )*
         }
 
-        impl PolicyConfig {
+        impl<F: FallbackEntry> PolicyConfig<F> {
             /// Which policy this configures.
             pub fn kind(&self) -> PolicyKind {
                 match self {
@@ -565,7 +635,8 @@ macro_rules! policy_config {
                 }
             }
 
-            fn validate(&self) -> Result<(), ConfigError> {
+            /// Checks the configuration; the error names the first bad field.
+            pub fn validate(&self) -> Result<(), ConfigError> {
                 match self {
                     $(PolicyConfig::$kind(c) => c.validate(),)*
                 }
@@ -576,13 +647,15 @@ macro_rules! policy_config {
 
 crate::kinds::policy_list!(policy_config);
 
-impl PipelineConfig {
+impl<F: FallbackEntry> PipelineConfig<F> {
     /// Checks every policy's configuration; the error names the first bad
     /// field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.policies.iter().try_for_each(PolicyConfig::validate)
     }
+}
 
+impl PipelineConfig {
     /// A builder with these policies, in this order, each a fresh builder
     /// given its configuration (add clocks, listeners, a classifier and the
     /// fallback chain before building). Validates first.
@@ -618,18 +691,18 @@ mod de {
     /// The file's fields, from the one list of policies ([`crate::kinds`]):
     /// both forms are read together and then checked.
     macro_rules! repr {
-        ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+        ($([$kind:ident, $name:ident, $label:literal, $config:ident, $slot:ident, $policy:ty, $builder:ty])*) => {
             #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            pub(super) struct Repr {
+            #[serde(deny_unknown_fields, bound(deserialize = "F: Deserialize<'de>"))]
+            pub(super) struct Repr<F> {
                 name: Option<String>,
-                #[serde(default)]
-                policy: Vec<PolicyConfig>,
+                #[serde(default = "Vec::new")]
+                policy: Vec<PolicyConfig<F>>,
                 order: Option<Vec<KindName>>,
-                $($name: Option<$config>,)*
+                $($name: Option<$slot>,)*
             }
 
-            impl Repr {
+            impl<F: Default> Repr<F> {
                 /// The kinds whose table the file has (and that are not taken yet).
                 fn tables(&self) -> impl Iterator<Item = PolicyKind> {
                     [$((PolicyKind::$kind, self.$name.is_some())),*]
@@ -638,7 +711,7 @@ mod de {
                 }
 
                 /// Takes the table of `kind` (its defaults if the file has none).
-                fn take(&mut self, kind: PolicyKind) -> PolicyConfig {
+                fn take(&mut self, kind: PolicyKind) -> PolicyConfig<F> {
                     match kind {
                         $(PolicyKind::$kind => PolicyConfig::$kind(self.$name.take().unwrap_or_default()),)*
                     }
@@ -678,10 +751,10 @@ mod de {
         }
     }
 
-    impl TryFrom<Repr> for PipelineConfig {
+    impl<F: Default> TryFrom<Repr<F>> for PipelineConfig<F> {
         type Error = String;
 
-        fn try_from(mut r: Repr) -> Result<Self, String> {
+        fn try_from(mut r: Repr<F>) -> Result<Self, String> {
             let order: Vec<PolicyKind> = match r.order.take() {
                 Some(order) => {
                     if !r.policy.is_empty() {

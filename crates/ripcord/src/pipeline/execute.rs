@@ -38,6 +38,27 @@ use crate::retry::{RetryRun, RetryStep};
 use crate::timeout as deadline;
 use crate::{Error, Outcome, Permit};
 
+/// What a call returns, as the walk takes it: its own result (its error
+/// becomes [`Error::Inner`]), or — for [`Pipeline::execute_composed`] — a
+/// result whose errors are already ripcord's (policies the call ran itself).
+pub(super) trait CallResult<T, E> {
+    fn into_flow(self) -> Result<T, Error<E>>;
+}
+
+impl<T, E> CallResult<T, E> for Result<T, E> {
+    #[inline]
+    fn into_flow(self) -> Result<T, Error<E>> {
+        self.map_err(Error::Inner)
+    }
+}
+
+impl<T, E> CallResult<T, E> for Result<T, Error<E>> {
+    #[inline]
+    fn into_flow(self) -> Result<T, Error<E>> {
+        self
+    }
+}
+
 /// Why the walk stopped short of a value.
 pub(super) enum Stop<E> {
     /// A policy or the call returned this error.
@@ -220,7 +241,7 @@ macro_rules! walk {
                     // The call itself, inside the deadline (which it can read
                     // with `timeout::current_deadline`).
                     break match deadline {
-                        None => f().await.map_err(|e| Stop::Error(Error::Inner(e))),
+                        None => CallResult::into_flow(f().await).map_err(Stop::Error),
                         Some(d) => {
                             // As `race`, inline: a future of its own would be
                             // copied into the walk's.
@@ -229,7 +250,7 @@ macro_rules! walk {
                             poll_fn(|cx| {
                                 if let Poll::Ready(r) = call.as_mut().poll(cx) {
                                     return Poll::Ready(
-                                        r.map_err(|e| Stop::Error(Error::Inner(e))),
+                                        CallResult::into_flow(r).map_err(Stop::Error),
                                     );
                                 }
                                 if sleep.is_none() {
@@ -286,6 +307,15 @@ macro_rules! walk {
                         Ok(Err(limited)) => break Err(Stop::Error(Error::RateLimited(limited))),
                         Err(k) => break Err(Stop::Expired(k)),
                     },
+                    Policy::ExternalRateLimiter(r) => {
+                        match Box::pin(race(r.acquire(), deadline)).await {
+                            Ok(Ok(())) => frames.push(Frame::Plain),
+                            Ok(Err(limited)) => {
+                                break Err(Stop::Error(Error::RateLimited(limited)))
+                            }
+                            Err(k) => break Err(Stop::Expired(k)),
+                        }
+                    }
                     Policy::Fallback(_) => frames.push(Frame::Plain),
                     Policy::Hedge(h) => {
                         // Each attempt is a walk of the policies inside the
@@ -379,7 +409,8 @@ impl<T: 'static, E: 'static> Inner<T, E> {
     where
         M: Mode<T, E>,
         G: Fn() -> Fut + Copy,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future,
+        Fut::Output: CallResult<T, E>,
     {
         walk!(self, from, f, outer, M)
     }
@@ -422,6 +453,47 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, E>>,
+    {
+        walk!(&*self.inner, 0, &f, None, Caller)
+    }
+
+    /// Like [`execute`](Self::execute), for a call that returns a ripcord
+    /// [`Error`] itself — one that runs policies of its own, say a second
+    /// pipeline's [`admit`](Self::admit) for each attempt — whose errors
+    /// the policies here judge as their own kind: an inner
+    /// [`Error::Rejected`] is a breaker's refusal to a retry or a fallback
+    /// here, not a failed call.
+    ///
+    /// ```
+    /// use ripcord::{CircuitBreaker, Pipeline, PolicyKind, Retry};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ripcord::ConfigError> {
+    /// let attempt: Pipeline<u32, String> = Pipeline::builder()
+    ///     .circuit_breaker(CircuitBreaker::builder("api").consecutive_failures(1))
+    ///     .build()?;
+    /// let outer: Pipeline<u32, String> = Pipeline::builder()
+    ///     // No retry later than 1 s: the breaker's next probe is further off.
+    ///     .retry(Retry::builder("api").max_attempts(3).max_total_time(Duration::from_secs(1)))
+    ///     .build()?;
+    /// let r = outer
+    ///     .execute_composed(|| async {
+    ///         match attempt.admit() {
+    ///             Some(Ok(admitted)) => admitted.finish(Err("down".to_string())),
+    ///             Some(Err(refused)) => Err(refused),
+    ///             None => unreachable!("a breaker decides at once"),
+    ///         }
+    ///     })
+    ///     .await;
+    /// // The second attempt found the breaker open: the retry saw a rejection.
+    /// assert_eq!(r.unwrap_err().policy(), Some(PolicyKind::CircuitBreaker));
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_composed<F, Fut>(&self, f: F) -> Result<T, Error<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error<E>>>,
     {
         walk!(&*self.inner, 0, &f, None, Caller)
     }

@@ -108,11 +108,12 @@ mod execute;
 mod rules;
 
 pub use admit::Admitted;
-pub use config::{Part, PipelineBuilder, PipelineConfig, PolicyConfig};
+pub use config::{FallbackEntry, Part, PipelineBuilder, PipelineConfig, PolicyConfig};
 
 use std::fmt;
 use std::sync::Arc;
 
+use crate::rate_limiter::ExternalLimiter;
 use crate::registry::Member;
 use crate::{
     Bulkhead, CircuitBreaker, Classify, Fallback, Hedge, Name, PolicyKind, RateLimiter, Retry,
@@ -134,21 +135,28 @@ pub(crate) struct Inner<T, E> {
     classify: Option<Arc<dyn Classify<T, E> + Send + Sync>>,
     /// Whether every policy decides at once (see [`Pipeline::admit`]).
     direct: bool,
+    /// Whether every policy admits or refuses (see
+    /// [`Pipeline::admit_waiting`]).
+    admissible: bool,
 }
 
 /// The pipeline's policies and their accessors, from the one list of
 /// policies ([`crate::kinds`]).
 macro_rules! policies {
-    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $policy:ty, $builder:ty])*) => {
+    ($([$kind:ident, $name:ident, $label:literal, $config:ident, $slot:ident, $policy:ty, $builder:ty])*) => {
         /// One policy of a pipeline.
         pub(crate) enum Policy<T, E> {
             $($kind($policy),)*
+            /// A rate limiter decided outside the process: a
+            /// [`PolicyKind::RateLimiter`] that always waits for its answer.
+            ExternalRateLimiter(Arc<dyn ExternalLimiter>),
         }
 
         impl<T, E> Policy<T, E> {
             fn kind(&self) -> PolicyKind {
                 match self {
                     $(Policy::$kind(_) => PolicyKind::$kind,)*
+                    Policy::ExternalRateLimiter(_) => PolicyKind::RateLimiter,
                 }
             }
         }

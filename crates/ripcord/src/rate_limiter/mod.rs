@@ -43,9 +43,11 @@
 //! ```
 
 mod config;
+mod external;
 mod state;
 
 pub use config::{RateLimiterBuilder, RateLimiterConfig};
+pub use external::{AcquireFuture, ExternalLimiter};
 pub use state::{Decision, Gcra};
 
 use std::fmt;
