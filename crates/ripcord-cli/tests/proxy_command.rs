@@ -327,7 +327,8 @@ fn spawn_limited(
         .expect("prlimit (util-linux) runs the proxy");
     let out = BufReader::new(child.stdout.take().unwrap());
     let (mut listen, mut admin) = (None, None);
-    for line in out.lines().map_while(Result::ok) {
+    let mut lines = out.lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         let addr = || line.rsplit("http://").next().unwrap().trim().parse().ok();
         if line.contains("listening on http://") {
             listen = addr();
@@ -338,6 +339,9 @@ fn spawn_limited(
             break;
         }
     }
+    // Keep reading what it prints: a closed pipe would make its next line
+    // fail (and the proxy stop).
+    std::thread::spawn(move || for _ in lines {});
     (
         child,
         listen.expect("a listener"),

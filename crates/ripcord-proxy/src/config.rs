@@ -36,32 +36,54 @@
 //!
 //! # Pipelines
 //!
-//! A `pipeline` table (on an upstream, on a route, or both) holds the
-//! policies, each with the core's own configuration type and defaults:
-//! `timeout` (a duration), `retry` ([`RetryConfig`]), `circuit_breaker`
-//! ([`CircuitBreakerConfig`]), `bulkhead` ([`BulkheadConfig`]),
-//! `rate_limiter` ([`RateLimiterConfig`]) and `fallback` (a static
-//! response, [`StaticFallback`]). A request through a route runs, outermost
-//! first: fallback → rate limiters (route's, then upstream's) → retry →
-//! breakers (route's, then upstream's) → bulkheads (route's, then
-//! upstream's) → timeout → the upstream call. Where both pipelines set a
-//! `timeout`, `retry` or `fallback`, the route's wins; breakers, rate
-//! limiters and bulkheads of both apply.
+//! A `pipeline` table (on an upstream, on a route, or both) is a ripcord
+//! [`PipelineConfig`]: policies, each with the core's own configuration type
+//! and defaults — `timeout` ([`TimeoutConfig`](ripcord::TimeoutConfig), or
+//! just the duration), `retry` ([`RetryConfig`](ripcord::RetryConfig)),
+//! `circuit_breaker` ([`CircuitBreakerConfig`]), `bulkhead`
+//! ([`BulkheadConfig`](ripcord::BulkheadConfig)), `rate_limiter`
+//! ([`RateLimiterConfig`](ripcord::RateLimiterConfig)), `hedge`
+//! ([`HedgeConfig`](ripcord::HedgeConfig)) and `fallback`
+//! ([`StaticFallback`]: the core's triggers and the response the proxy
+//! makes) — in either of its forms: one key per policy, placed by
+//! `order = [...]` or else in the default order `fallback → rate_limiter →
+//! retry → hedge → circuit_breaker → bulkhead → timeout`; or
+//! `[[…pipeline.policy]]` tables, each with its `kind`, outermost first.
+//! A table holds at most one breaker, one bulkhead and one rate limiter
+//! (they are named after its route or upstream).
 //!
-//! - The **timeout** bounds each attempt until the response head arrives
-//!   (the body then streams without a deadline); a route with no timeout in
-//!   either pipeline gets `limits.default_timeout`.
-//! - **Retries** happen only for idempotent methods (GET, HEAD, OPTIONS,
-//!   TRACE, PUT, DELETE) whose request has no body, on what ripcord-tower's
-//!   HTTP rules call a failure (5xx, 429, connect errors, timeouts), waiting
-//!   at least what a `Retry-After` header asks; no retry starts later than
-//!   `timeout × max_attempts` after the request arrived, and a route's open
-//!   breaker or full bulkhead answers at once rather than being waited for.
+//! A request through a route runs, outermost first, the route's policies,
+//! then the upstream's, then the upstream call; where both pipelines have a
+//! timeout, a retry, a hedge or a fallback, only the route's applies, and a
+//! route with no timeout in either gets `limits.default_timeout`, innermost.
+//! With the default order: fallback → the route's rate limiter → retry →
+//! the route's breaker → its bulkhead → timeout → the upstream's rate
+//! limiter, breaker and bulkhead → the upstream call.
+//!
+//! - A **timeout** bounds what runs inside it until the response head
+//!   arrives (the body then streams without a deadline).
+//! - **Retries** and **hedged** attempts happen only for idempotent methods
+//!   (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose request has no body,
+//!   on what ripcord-tower's HTTP rules call a failure (5xx, 429, connect
+//!   errors, timeouts), waiting at least what a `Retry-After` header asks;
+//!   unless the retry sets `max_total_time`, no retry starts later than the
+//!   innermost timeout × `max_attempts` after the request arrived, and a
+//!   refusal by a breaker or a bulkhead inside the retry is answered at once
+//!   rather than waited for. Other requests make one attempt through the
+//!   same policies.
 //! - A **breaker** is named after what holds its pipeline: the route's name
 //!   for a route's pipeline, the upstream's name for an upstream's. Names
 //!   must therefore be unique across routes and upstreams that have
 //!   breakers. 5xx, 429, connect errors, timeouts and response bodies that
-//!   fail mid-stream count as failures; other 4xx are ignored.
+//!   fail mid-stream count as failures; other 4xx are ignored. A breaker
+//!   inside the route's retry, hedge and fallback (where the default order
+//!   puts it) judges a successful head when its body ends, and a body the
+//!   client abandons counts as a success; one placed outside them judges the
+//!   response head. A **bulkhead** inside them holds its slot until the
+//!   response body ends.
+//! - A **fallback** answers instead of the proxy's own error responses
+//!   (open breaker, rate limited, bulkhead full, timeout, upstream
+//!   unreachable), as its triggers say; upstream responses pass unchanged.
 //! - With `store`, every breaker is shared with the other proxies on the same
 //!   store and prefix, and so is every rate limiter (one Redis round trip
 //!   per request).
@@ -79,7 +101,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use ripcord::{BulkheadConfig, CircuitBreakerConfig, RateLimiterConfig, RetryConfig};
+use ripcord::pipeline::{FallbackEntry, PolicyConfig};
+use ripcord::{CircuitBreakerConfig, FallbackConfig, PipelineConfig, PolicyKind};
 use serde::Deserialize;
 
 /// The environment variable read for the admin token when neither `token`
@@ -304,7 +327,7 @@ pub struct UpstreamConfig {
     pub addresses: Vec<String>,
     /// The upstream's pipeline; its breaker is named after the upstream.
     #[serde(default)]
-    pub pipeline: Option<PipelineSection>,
+    pub pipeline: Option<PipelineTable>,
 }
 
 /// `[[routes]]`: which requests go to which upstream.
@@ -325,7 +348,7 @@ pub struct RouteConfig {
     pub upstream: String,
     /// The route's pipeline; its breaker is named after the route.
     #[serde(default)]
-    pub pipeline: Option<PipelineSection>,
+    pub pipeline: Option<PipelineTable>,
 }
 
 impl RouteConfig {
@@ -335,33 +358,19 @@ impl RouteConfig {
     }
 }
 
-/// A `pipeline` table: the policies of a route or an upstream.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineSection {
-    /// Bounds each attempt until the response head arrives.
-    #[serde(default, with = "ripcord::duration::option")]
-    pub timeout: Option<Duration>,
-    /// Retries of idempotent, bodiless requests.
-    #[serde(default)]
-    pub retry: Option<RetryConfig>,
-    /// A circuit breaker.
-    #[serde(default)]
-    pub circuit_breaker: Option<CircuitBreakerConfig>,
-    /// A bulkhead (held until the response body ends).
-    #[serde(default)]
-    pub bulkhead: Option<BulkheadConfig>,
-    /// A rate limiter.
-    #[serde(default)]
-    pub rate_limiter: Option<RateLimiterConfig>,
-    /// A static response in place of the proxy's own error responses.
-    #[serde(default)]
-    pub fallback: Option<StaticFallback>,
-}
+/// A `pipeline` table: the policies of a route or an upstream, as ripcord's
+/// [`PipelineConfig`], whose `fallback` entry also says what the proxy
+/// answers ([`StaticFallback`]). See the [module docs](self).
+pub type PipelineTable = PipelineConfig<StaticFallback>;
 
-/// `fallback = { status, body, content_type }`: what the proxy answers
-/// instead of its own error responses (open breaker, rate limited, bulkhead
-/// full, timeout, upstream unreachable). Upstream responses pass unchanged.
+/// One policy of a [`PipelineTable`].
+pub type PolicyTable = PolicyConfig<StaticFallback>;
+
+/// A pipeline's `fallback = { status, body, content_type }`: what the proxy
+/// answers instead of its own error responses (open breaker, rate limited,
+/// bulkhead full, timeout, upstream unreachable), and on which of them (the
+/// core's [`FallbackConfig`] triggers, all on by default). Upstream
+/// responses pass unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticFallback {
@@ -374,6 +383,43 @@ pub struct StaticFallback {
     /// The `Content-Type` (default `text/plain; charset=utf-8`).
     #[serde(default = "default_content_type")]
     pub content_type: String,
+    /// Answer when a circuit breaker refused the request (default true).
+    #[serde(default = "yes")]
+    pub on_rejected: bool,
+    /// Answer when a bulkhead or a rate limiter refused it (default true).
+    #[serde(default = "yes")]
+    pub on_refused: bool,
+    /// Answer when the upstream failed, timed out or could not be reached
+    /// (default true).
+    #[serde(default = "yes")]
+    pub on_failure: bool,
+}
+
+impl Default for StaticFallback {
+    fn default() -> Self {
+        StaticFallback {
+            status: default_fallback_status(),
+            body: String::new(),
+            content_type: default_content_type(),
+            on_rejected: true,
+            on_refused: true,
+            on_failure: true,
+        }
+    }
+}
+
+impl FallbackEntry for StaticFallback {
+    fn triggers(&self) -> FallbackConfig {
+        FallbackConfig {
+            on_rejected: self.on_rejected,
+            on_refused: self.on_refused,
+            on_failure: self.on_failure,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_fallback_status() -> u16 {
@@ -507,14 +553,17 @@ impl ProxyConfig {
             }
         };
         let mut problems = Vec::new();
-        config.validate(&mut |path: String, message: String| {
-            let position = keys.position_of(&path).map(|o| line_col(text, o));
-            problems.push(Problem {
-                path,
-                position,
-                message,
-            });
-        });
+        config.validate(
+            &|path| keys.contains(path),
+            &mut |path: String, message: String| {
+                let position = keys.position_of(&path).map(|o| line_col(text, o));
+                problems.push(Problem {
+                    path,
+                    position,
+                    message,
+                });
+            },
+        );
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -554,12 +603,12 @@ impl ProxyConfig {
     pub fn breakers(&self) -> Vec<(String, String, CircuitBreakerConfig)> {
         let mut out = Vec::new();
         for (name, u) in &self.upstreams {
-            if let Some(c) = u.pipeline.as_ref().and_then(|p| p.circuit_breaker.clone()) {
+            if let Some(c) = breaker_of(u.pipeline.as_ref()) {
                 out.push((format!("upstream:{name}"), name.clone(), c));
             }
         }
         for r in &self.routes {
-            if let Some(c) = r.pipeline.as_ref().and_then(|p| p.circuit_breaker.clone()) {
+            if let Some(c) = breaker_of(r.pipeline.as_ref()) {
                 out.push((format!("route:{}", r.name), r.name.clone(), c));
             }
         }
@@ -641,7 +690,9 @@ impl ProxyConfig {
         s
     }
 
-    fn validate(&self, report: &mut dyn FnMut(String, String)) {
+    /// Reports every problem; `written` says whether a key path is in the
+    /// file (to name a policy by its key or by its place in a list).
+    fn validate(&self, written: &dyn Fn(&str) -> bool, report: &mut dyn FnMut(String, String)) {
         if let Some(url) = &self.store {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 report(
@@ -809,7 +860,7 @@ impl ProxyConfig {
                 }
             }
             if let Some(p) = &u.pipeline {
-                check_pipeline(&format!("{base}.pipeline"), p, report);
+                check_pipeline(&format!("{base}.pipeline"), p, written, report);
             }
         }
         if self.routes.is_empty() {
@@ -878,69 +929,101 @@ impl ProxyConfig {
                 );
             }
             if let Some(p) = &r.pipeline {
-                check_pipeline(&format!("{base}.pipeline"), p, report);
+                check_pipeline(&format!("{base}.pipeline"), p, written, report);
             }
         }
         // Breakers and rate limiters are named after their route or
         // upstream; in a fleet the name is the shared key.
-        type Has = fn(&PipelineSection) -> bool;
-        let kinds: [(&str, &str, Has); 2] = [
-            ("circuit_breaker", "breaker", |p| {
-                p.circuit_breaker.is_some()
-            }),
-            ("rate_limiter", "rate limiter", |p| p.rate_limiter.is_some()),
-        ];
-        for (key, what, has) in kinds {
+        for (kind, what) in [
+            (PolicyKind::CircuitBreaker, "breaker"),
+            (PolicyKind::RateLimiter, "rate limiter"),
+        ] {
             let mut owners: HashMap<String, String> = HashMap::new();
             for (name, u) in &self.upstreams {
-                if u.pipeline.as_ref().is_some_and(has) {
+                if u.pipeline.as_ref().is_some_and(|p| has_kind(p, kind)) {
                     owners.insert(name.clone(), format!("upstreams.{name}"));
                 }
             }
             for (i, r) in self.routes.iter().enumerate() {
-                if r.pipeline.as_ref().is_some_and(has) {
-                    if let Some(other) = owners.insert(r.name.clone(), format!("routes[{i}]")) {
-                        report(
-                            format!("routes[{i}].pipeline.{key}"),
-                            format!(
-                                "the {what} would be named `{}`, like the one of {other}; {what}s are named after their route or upstream, so rename one of them",
-                                r.name
-                            ),
-                        );
-                    }
+                let Some(p) = r.pipeline.as_ref().filter(|p| has_kind(p, kind)) else {
+                    continue;
+                };
+                if let Some(other) = owners.insert(r.name.clone(), format!("routes[{i}]")) {
+                    let path = policy_paths(&format!("routes[{i}].pipeline"), p, written)
+                        .into_iter()
+                        .find(|(_, c)| c.kind() == kind)
+                        .map(|(path, _)| path)
+                        .unwrap_or_default();
+                    report(
+                        path,
+                        format!(
+                            "the {what} would be named `{}`, like the one of {other}; {what}s are named after their route or upstream, so rename one of them",
+                            r.name
+                        ),
+                    );
                 }
             }
         }
     }
 }
 
-fn policies_summary(p: Option<&PipelineSection>) -> String {
+/// The breaker configuration of a pipeline table, if it has one.
+fn breaker_of(p: Option<&PipelineTable>) -> Option<CircuitBreakerConfig> {
+    p?.policies.iter().find_map(|c| match c {
+        PolicyConfig::CircuitBreaker(c) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+/// Whether a pipeline table has a policy of `kind`.
+fn has_kind(p: &PipelineTable, kind: PolicyKind) -> bool {
+    p.policies.iter().any(|c| c.kind() == kind)
+}
+
+/// Each policy of the table at `base` with its key path: `base.KIND` in the
+/// one-key-per-policy form, `base.policy[i]` in the list form.
+fn policy_paths<'a>(
+    base: &str,
+    p: &'a PipelineTable,
+    written: &dyn Fn(&str) -> bool,
+) -> Vec<(String, &'a PolicyTable)> {
+    let listed = written(&format!("{base}.policy"));
+    p.policies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let path = if listed {
+                format!("{base}.policy[{i}]")
+            } else {
+                format!("{base}.{}", c.kind().as_str())
+            };
+            (path, c)
+        })
+        .collect()
+}
+
+fn policies_summary(p: Option<&PipelineTable>) -> String {
     let Some(p) = p else {
         return String::new();
     };
-    let mut parts = Vec::new();
-    if let Some(t) = p.timeout {
-        parts.push(format!("timeout {}", humantime::format_duration(t)));
-    }
-    if let Some(r) = &p.retry {
-        parts.push(format!("retry x{}", r.max_attempts));
-    }
-    if p.circuit_breaker.is_some() {
-        parts.push("circuit_breaker".to_string());
-    }
-    if let Some(b) = &p.bulkhead {
-        parts.push(format!("bulkhead {}", b.max_concurrent));
-    }
-    if let Some(r) = &p.rate_limiter {
-        parts.push(format!(
-            "rate_limiter {}/{}",
-            r.rate,
-            humantime::format_duration(r.period)
-        ));
-    }
-    if let Some(f) = &p.fallback {
-        parts.push(format!("fallback {}", f.status));
-    }
+    let parts: Vec<String> = p
+        .policies
+        .iter()
+        .map(|c| match c {
+            PolicyConfig::Timeout(t) => {
+                format!("timeout {}", humantime::format_duration(t.timeout))
+            }
+            PolicyConfig::Retry(r) => format!("retry x{}", r.max_attempts),
+            PolicyConfig::Bulkhead(b) => format!("bulkhead {}", b.max_concurrent),
+            PolicyConfig::RateLimiter(r) => format!(
+                "rate_limiter {}/{}",
+                r.rate,
+                humantime::format_duration(r.period)
+            ),
+            PolicyConfig::Fallback(f) => format!("fallback {}", f.status),
+            other => other.kind().as_str().to_string(),
+        })
+        .collect();
     if parts.is_empty() {
         String::new()
     } else {
@@ -1009,44 +1092,61 @@ fn check_upstream_address(a: &str) -> Result<(), String> {
     }
 }
 
-fn check_pipeline(base: &str, p: &PipelineSection, report: &mut dyn FnMut(String, String)) {
-    if let Some(t) = p.timeout {
-        check_duration(&format!("{base}.timeout"), t, report);
-    }
-    let mut core = |policy: &str, r: Result<(), ripcord::ConfigError>| {
-        if let Err(e) = r {
+fn check_pipeline(
+    base: &str,
+    p: &PipelineTable,
+    written: &dyn Fn(&str) -> bool,
+    report: &mut dyn FnMut(String, String),
+) {
+    let mut seen: Vec<PolicyKind> = Vec::new();
+    for (path, c) in policy_paths(base, p, written) {
+        let kind = c.kind();
+        // Breakers, bulkheads and rate limiters are named and kept by
+        // their route or upstream: one of each per table.
+        let keyed = matches!(
+            kind,
+            PolicyKind::CircuitBreaker | PolicyKind::Bulkhead | PolicyKind::RateLimiter
+        );
+        if keyed && seen.contains(&kind) {
             report(
-                format!("{base}.{policy}.{}", e.field()),
-                format!("{}: expected {}", e.value(), e.expected()),
-            );
-        }
-    };
-    if let Some(c) = &p.retry {
-        core("retry", c.validate());
-    }
-    if let Some(c) = &p.circuit_breaker {
-        core("circuit_breaker", c.validate());
-    }
-    if let Some(c) = &p.bulkhead {
-        core("bulkhead", c.validate());
-    }
-    if let Some(c) = &p.rate_limiter {
-        core("rate_limiter", c.validate());
-    }
-    if let Some(f) = &p.fallback {
-        if !(100..=599).contains(&f.status) {
-            report(
-                format!("{base}.fallback.status"),
-                format!("{}: expected an HTTP status code from 100 to 599", f.status),
-            );
-        }
-        if http::HeaderValue::from_str(&f.content_type).is_err() {
-            report(
-                format!("{base}.fallback.content_type"),
+                path,
                 format!(
-                    "{:?}: expected a header value such as `application/json`",
-                    f.content_type
+                    "a second `{kind}`: a proxy pipeline holds at most one breaker, one bulkhead and one rate limiter (they are named after the route or upstream)"
                 ),
+            );
+            continue;
+        }
+        seen.push(kind);
+        let result = match c {
+            // Bare or in a table, it is written at `path`.
+            PolicyConfig::Timeout(t) => {
+                check_duration(&path, t.timeout, report);
+                continue;
+            }
+            PolicyConfig::Fallback(f) => {
+                if !(100..=599).contains(&f.status) {
+                    report(
+                        format!("{path}.status"),
+                        format!("{}: expected an HTTP status code from 100 to 599", f.status),
+                    );
+                }
+                if http::HeaderValue::from_str(&f.content_type).is_err() {
+                    report(
+                        format!("{path}.content_type"),
+                        format!(
+                            "{:?}: expected a header value such as `application/json`",
+                            f.content_type
+                        ),
+                    );
+                }
+                f.triggers().validate()
+            }
+            other => other.validate(),
+        };
+        if let Err(e) = result {
+            report(
+                format!("{path}.{}", e.field()),
+                format!("{}: expected {}", e.value(), e.expected()),
             );
         }
     }
@@ -1158,6 +1258,11 @@ impl KeyIndex {
             }
         }
         best.map(|(p, _)| p.to_string()).unwrap_or_default()
+    }
+
+    /// Whether the key `path` is written in the document.
+    fn contains(&self, path: &str) -> bool {
+        self.entries.iter().any(|(p, _, _)| p == path)
     }
 
     /// Where the key `path` (or its nearest written ancestor) is written.

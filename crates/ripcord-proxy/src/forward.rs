@@ -19,18 +19,14 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use ripcord::retry::RetryStep;
-use ripcord::{
-    Bulkhead, CircuitBreaker, Error, Outcome, OwnedBulkheadPermit, OwnedPermit, PolicyKind,
-    RateLimited, RateLimiter, Retry, Timeout,
-};
-use ripcord_redis::RedisRateLimiter;
-use ripcord_tower::http::{classify_status, is_idempotent};
-use ripcord_tower::shed::POLICY_HEADER;
+use ripcord::pipeline::Admitted;
+use ripcord::{Error, Outcome};
+use ripcord_tower::body::{BodyEnd, RecordedBody};
+use ripcord_tower::http::{classify_status, is_idempotent, Refusal};
 use tower::BoxError;
 
-use super::config::StaticFallback;
 use super::h1::{H1Body, H1Conn};
+use super::policy::{RoutePolicies, Routed};
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
 /// connections to the upstreams' addresses, owned by one worker (its
@@ -563,84 +559,111 @@ impl Body for RequestBody {
     }
 }
 
-/// What a call holds while its response body streams: the permits of
-/// breakers that found the head successful (their verdict waits for the
-/// body) and the bulkhead slots.
-#[derive(Debug, Default)]
-pub struct CallGuard {
-    permits: [Option<OwnedPermit>; 2],
-    slots: [Option<OwnedBulkheadPermit>; 2],
-    /// The response head arrived and was a success: the verdict waits for
-    /// the body.
-    head_ok: bool,
+/// What an attempt's policies handed out (breaker permits, bulkhead
+/// slots), kept while its response body streams, and the verdict already
+/// given by the head if it was not a success.
+#[derive(Debug)]
+struct Verdict {
+    admitted: Admitted<Response<ProxyBody>, BoxError>,
+    /// The head's outcome when it was not a success: it stands whatever
+    /// the body does.
+    fixed: Option<Outcome>,
 }
 
-impl CallGuard {
-    fn record(&mut self, outcome: Outcome) {
-        for p in &mut self.permits {
-            if let Some(p) = p.take() {
-                p.record(outcome);
-            }
-        }
+impl Verdict {
+    fn record(self, body: Outcome) {
+        self.admitted.record_outcome(self.fixed.unwrap_or(body));
     }
 }
 
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        // A body dropped before its end (the client went away) is not the
-        // upstream's fault; a call dropped before its head (cancelled) says
-        // nothing about it.
-        self.record(if self.head_ok {
-            Outcome::Success
-        } else {
-            Outcome::Ignored
-        });
-    }
-}
-
-/// An upstream response body: a body error counts as a failure of every
-/// breaker of the call, its end as a success.
+/// An upstream response body. ripcord-tower's body-end recorder
+/// ([`RecordedBody`]) tells the attempt's policies how it ended: a body
+/// error is a failure of every breaker of the attempt, its end a success,
+/// and so is a body the client abandoned (the upstream answered and was
+/// sending); the bulkhead slots are released at any ending, and the
+/// connection goes back to its pool at the end.
 #[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Received,
-    /// On the heap: every request and response the proxy moves around
-    /// carries a body, so bodies stay small.
-    tail: Box<Tail>,
-}
+pub struct UpstreamBody(RecordedBody<Trailers, Box<Held>>);
 
+/// What an upstream response body holds until it ends (on the heap: every
+/// request and response the proxy moves around carries a body, so bodies
+/// stay small).
 #[derive(Debug)]
-struct Tail {
-    guard: CallGuard,
+struct Held {
+    verdict: Option<Verdict>,
     /// The connection, given back to the pool at the body's end.
     loan: Option<Loan>,
-    /// Whether the client asked for trailers (`TE: trailers`): else they
-    /// are dropped.
-    trailers: bool,
 }
 
-impl UpstreamBody {
-    fn new(inner: Received, guard: CallGuard, loan: Option<Loan>) -> Self {
-        UpstreamBody {
-            inner,
-            tail: Box::new(Tail {
-                guard,
-                loan,
-                trailers: false,
-            }),
+impl BodyEnd<Trailers> for Held {
+    fn end(self, body: Pin<&mut Trailers>, _trailers: Option<&HeaderMap>) {
+        if let Some(v) = self.verdict {
+            v.record(Outcome::Success);
+        }
+        if let Some(loan) = self.loan {
+            loan.give_back(&mut body.get_mut().inner);
         }
     }
 
-    fn ended(&mut self) {
-        let tail = &mut *self.tail;
-        tail.guard.record(Outcome::Success);
-        tail.guard.slots = Default::default();
-        if let Some(loan) = tail.loan.take() {
-            loan.give_back(&mut self.inner);
+    fn error(self) {
+        if let Some(v) = self.verdict {
+            v.record(Outcome::Failure);
+        }
+        // The connection is broken: it closes with its loan.
+    }
+
+    fn dropped(self) {
+        if let Some(v) = self.verdict {
+            v.record(Outcome::Success);
         }
     }
+}
+
+/// `inner`, whose ending `verdict` hears, given back to the pool by `loan`
+/// at its end; its trailers reach the client if it asked for them.
+fn upstream_body(
+    inner: Received,
+    verdict: Option<Verdict>,
+    loan: Option<Loan>,
+    trailers: bool,
+) -> UpstreamBody {
+    UpstreamBody(RecordedBody::new(
+        Trailers { inner, trailers },
+        Box::new(Held { verdict, loan }),
+    ))
 }
 
 impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// An upstream body with its trailers filtered ([`filter_trailers`]), or
+/// dropped when the client did not ask for them (`TE: trailers`): a
+/// trailers frame left empty is not sent, and the body ends there.
+#[derive(Debug)]
+struct Trailers {
+    inner: Received,
+    trailers: bool,
+}
+
+impl Body for Trailers {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -651,33 +674,20 @@ impl Body for UpstreamBody {
         let this = self.get_mut();
         loop {
             let mut frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-            match &mut frame {
-                Some(Err(_)) => {
-                    this.tail.guard.record(Outcome::Failure);
-                    // The connection is broken: it closes with the sender.
-                    this.tail.loan = None;
-                }
-                None => this.ended(),
-                Some(Ok(f)) => {
-                    if let Some(trailers) = f.trailers_mut() {
-                        if this.tail.trailers {
-                            filter_trailers(trailers);
-                        } else {
-                            trailers.clear();
-                        }
-                        if trailers.is_empty() {
-                            // Nothing left to send: the body ends here (or
-                            // goes on, for a body that is not at its end).
-                            if this.inner.is_end_stream() {
-                                this.ended();
-                                return Poll::Ready(None);
-                            }
-                            continue;
-                        }
+            if let Some(Ok(f)) = &mut frame {
+                if let Some(trailers) = f.trailers_mut() {
+                    if this.trailers {
+                        filter_trailers(trailers);
+                    } else {
+                        trailers.clear();
                     }
-                    // The last frame: a server may not ask for the end.
-                    if this.inner.is_end_stream() {
-                        this.ended();
+                    if trailers.is_empty() {
+                        // Nothing left to send: the body ends here (or goes
+                        // on, for a body that is not at its end).
+                        if this.inner.is_end_stream() {
+                            return Poll::Ready(None);
+                        }
+                        continue;
                     }
                 }
             }
@@ -796,22 +806,6 @@ fn normalize_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
     Ok(())
 }
 
-/// A rate limiter in memory or shared through the store.
-#[derive(Debug, Clone)]
-pub(crate) enum Limiter {
-    Local(RateLimiter),
-    Shared(RedisRateLimiter),
-}
-
-impl Limiter {
-    async fn acquire(&self) -> Result<(), RateLimited> {
-        match self {
-            Limiter::Local(l) => l.acquire().await,
-            Limiter::Shared(l) => l.acquire().await,
-        }
-    }
-}
-
 /// An upstream: its addresses, used in turn.
 #[derive(Debug)]
 pub(crate) struct Upstream {
@@ -832,52 +826,6 @@ impl Upstream {
     fn pick(&self) -> &http::uri::Authority {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.addresses[i % self.addresses.len()]
-    }
-}
-
-/// The policies of one pipeline table, built.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Parts {
-    pub(crate) breaker: Option<CircuitBreaker>,
-    pub(crate) bulkhead: Option<Bulkhead>,
-    pub(crate) limiter: Option<Limiter>,
-    pub(crate) retry: Option<Retry>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) fallback: Option<Arc<StaticFallback>>,
-}
-
-/// Everything a request through one route needs.
-#[derive(Debug)]
-pub(crate) struct RoutePolicies {
-    pub(crate) name: String,
-    pub(crate) upstream: Arc<Upstream>,
-    limiters: [Option<Limiter>; 2],
-    breakers: [Option<CircuitBreaker>; 2],
-    bulkheads: [Option<Bulkhead>; 2],
-    retry: Option<Retry>,
-    timeout: Duration,
-    fallback: Option<Arc<StaticFallback>>,
-}
-
-impl RoutePolicies {
-    /// Combines a route's parts with its upstream's (see the config docs).
-    pub(crate) fn new(
-        name: &str,
-        upstream: Arc<Upstream>,
-        route: Parts,
-        up: Parts,
-        default_timeout: Duration,
-    ) -> Self {
-        RoutePolicies {
-            name: name.to_string(),
-            upstream,
-            limiters: [route.limiter, up.limiter],
-            breakers: [route.breaker, up.breaker],
-            bulkheads: [route.bulkhead, up.bulkhead],
-            retry: route.retry.or(up.retry),
-            timeout: route.timeout.or(up.timeout).unwrap_or(default_timeout),
-            fallback: route.fallback.or(up.fallback),
-        }
     }
 }
 
@@ -1063,83 +1011,45 @@ pub(crate) async fn forward(
     peer: &Peer,
     body_read_timeout: Duration,
 ) -> Response<ProxyBody> {
-    if route.limiters.iter().any(Option::is_some) {
-        // On the heap, like every part a route may not have.
-        let limited = Box::pin(async {
-            for limiter in route.limiters.iter().flatten() {
-                limiter.acquire().await?;
-            }
-            Ok(())
-        });
-        if let Err(limited) = limited.await {
-            return refusal(route, &Error::<BoxError>::RateLimited(limited));
-        }
-    }
     let (mut parts, body) = req.into_parts();
     let trailers = accepts_trailers(&parts.headers);
     upstream_head(&mut parts, peer);
-    let replayable = route.retry.is_some() && is_idempotent(&parts.method) && body.is_end_stream();
-    let result = match (&route.retry, replayable) {
-        (Some(retry), true) => {
-            drop(body);
-            // On the heap: the future of a request without retries stays
-            // small (it is moved a few times on its way).
-            Box::pin(with_retries(client, route, retry, parts)).await
-        }
-        _ => {
-            let body = if body.is_end_stream() {
-                ProxyBody::empty()
-            } else {
-                ProxyBody::Incoming(RequestBody::new(body, body_read_timeout))
-            };
-            attempt(client, route, Request::from_parts(parts, body)).await
+    let bodiless = body.is_end_stream();
+    let replay = bodiless && is_idempotent(&parts.method);
+    let body = move || {
+        if bodiless {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::Incoming(RequestBody::new(body, body_read_timeout))
         }
     };
-    match result {
-        Ok(response) => {
-            let (mut parts, mut body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if normalize_content_length(&mut parts.headers).is_err() {
-                return refusal(
-                    route,
-                    &Error::Inner(
-                        "the upstream's response has differing `Content-Length` values".into(),
-                    ),
-                );
-            }
-            body.tail.trailers = trailers;
-            Response::from_parts(parts, ProxyBody::Upstream(body))
+    let result = match route.around(replay) {
+        None => attempt(client, route, Request::from_parts(parts, body()), trailers).await,
+        Some(pipeline) if replay => {
+            // On the heap, like every part a route may not have: the
+            // future of a request without them stays small.
+            Box::pin(pipeline.execute_composed(|| {
+                let req = Request::from_parts(clone_parts(&parts), ProxyBody::empty());
+                attempt(client, route, req, trailers)
+            }))
+            .await
         }
-        Err(e) => refusal(route, &e),
-    }
-}
-
-/// Attempts a bodiless request as the route's retry policy allows.
-async fn with_retries(
-    client: &UpstreamClient,
-    route: &RoutePolicies,
-    retry: &Retry,
-    parts: http::request::Parts,
-) -> Result<Response<UpstreamBody>, Error<BoxError>> {
-    let mut run = retry.start();
-    // No retry starts later than this, whatever a `Retry-After` asks.
-    let budget = route.timeout.saturating_mul(retry.max_attempts());
-    run.set_deadline(tokio::time::Instant::now() + budget);
-    loop {
-        run.begin_attempt();
-        let req = Request::from_parts(clone_parts(&parts), ProxyBody::empty());
-        let result = attempt(client, route, req).await;
-        // A refusal by the route's own breaker or bulkhead is answered at
-        // once: waiting for a probe slot would hold the client for the
-        // breaker's whole open time.
-        if let Err(Error::Rejected(_) | Error::BulkheadFull(_)) = &result {
-            return result;
+        Some(pipeline) => {
+            // Sent once: the body goes with the only attempt.
+            let req = Mutex::new(Some(Request::from_parts(parts, body())));
+            Box::pin(pipeline.execute_composed(|| {
+                let req = req.lock().unwrap_or_else(|e| e.into_inner()).take();
+                async move {
+                    match req {
+                        Some(req) => attempt(client, route, req, trailers).await,
+                        None => Err(Error::Inner("the request was sent already".into())),
+                    }
+                }
+            }))
+            .await
         }
-        match run.next_composed(result) {
-            RetryStep::Done(r) => return r,
-            RetryStep::Retry { after } => tokio::time::sleep(after).await,
-        }
-    }
+    };
+    result.unwrap_or_else(|e| refusal(route, &e))
 }
 
 fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
@@ -1151,36 +1061,29 @@ fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
     req.into_parts().0
 }
 
-/// One attempt: breakers, bulkheads, the call bounded by the timeout.
+/// One attempt: the policies of the attempt admit it (see
+/// [`policy`](super::policy)), the call runs within their deadline until
+/// the response head, and the response body keeps what they handed out
+/// until it ends.
 async fn attempt(
     client: &UpstreamClient,
     route: &RoutePolicies,
     mut req: Request<ProxyBody>,
-) -> Result<Response<UpstreamBody>, Error<BoxError>> {
-    let mut guard = CallGuard::default();
-    for i in 0..2 {
-        if let Some(b) = &route.breakers[i] {
-            match b.try_acquire_owned() {
-                Ok(p) => guard.permits[i] = Some(p),
-                Err(rejected) => {
-                    // Permits taken so far: the call never ran.
-                    guard.record(Outcome::Ignored);
-                    return Err(Error::Rejected(rejected));
-                }
+    trailers: bool,
+) -> Routed {
+    let admitted = match route.attempt.admit() {
+        Some(admitted) => admitted?,
+        // A policy that may wait (a bulkhead's queue, a rate limiter's
+        // wait, a limiter in the store): off the fast path.
+        None => match Box::pin(route.attempt.admit_waiting()).await {
+            Some(admitted) => admitted?,
+            None => {
+                return Err(Error::Inner(
+                    "the attempt's policies cannot admit it".into(),
+                ))
             }
-        }
-    }
-    for i in 0..2 {
-        if let Some(b) = &route.bulkheads[i] {
-            match b.acquire_owned().await {
-                Ok(s) => guard.slots[i] = Some(s),
-                Err(full) => {
-                    guard.record(Outcome::Ignored);
-                    return Err(Error::BulkheadFull(full));
-                }
-            }
-        }
-    }
+        },
+    };
     let addr = route.upstream.pick();
     let uri = std::mem::take(req.uri_mut());
     *req.uri_mut() = upstream_uri(uri);
@@ -1191,36 +1094,48 @@ async fn attempt(
         }
     }
     let call = client.send(addr, req);
-    match tokio::time::timeout(route.timeout, call).await {
-        Err(_) => {
-            guard.record(Outcome::Failure);
-            Err(Error::Timeout(Timeout::new(&route.name, route.timeout)))
-        }
-        Ok(Err(e)) if request_body_failed(&*e) => {
+    let sent = match admitted.deadline() {
+        Some(at) => match tokio::time::timeout_at(at, call).await {
+            Ok(sent) => sent,
+            Err(_) => return Err(admitted.timed_out()),
+        },
+        None => call.await,
+    };
+    match sent {
+        Err(e) if request_body_failed(&*e) => {
             // The client's upload broke off: not the upstream's fault.
-            guard.record(Outcome::Ignored);
+            admitted.record_outcome(Outcome::Ignored);
             Err(Error::Inner(Box::new(RequestBodyFailed(e))))
         }
-        Ok(Err(e)) => {
-            guard.record(Outcome::Failure);
+        Err(e) => {
+            admitted.record_outcome(Outcome::Failure);
             Err(Error::Inner(e))
         }
-        Ok(Ok((mut response, loan))) => {
-            let outcome = classify_status(response.status());
-            if outcome == Outcome::Success {
-                guard.head_ok = true;
-            } else {
-                guard.record(outcome);
+        Ok((response, loan)) => {
+            let (mut head, mut inner) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            if normalize_content_length(&mut head.headers).is_err() {
+                // The connection (its loan dropped) closes.
+                admitted.record_outcome(Outcome::Failure);
+                return Err(Error::Inner(
+                    "the upstream's response has differing `Content-Length` values".into(),
+                ));
             }
+            let outcome = classify_status(head.status);
+            let verdict = Verdict {
+                admitted,
+                fixed: (outcome != Outcome::Success).then_some(outcome),
+            };
             // A response without a body (HEAD, 204, 304, an empty one)
             // frees its connection now: the body may never be polled.
-            let loan = if response.body().is_end_stream() {
-                loan.give_back(response.body_mut());
+            let loan = if inner.is_end_stream() {
+                loan.give_back(&mut inner);
                 None
             } else {
                 Some(loan)
             };
-            Ok(response.map(|inner| UpstreamBody::new(inner, guard, loan)))
+            let body = upstream_body(inner, Some(verdict), loan, trailers);
+            Ok(Response::from_parts(head, ProxyBody::Upstream(body)))
         }
     }
 }
@@ -1228,7 +1143,7 @@ async fn attempt(
 /// The client's request body failed while it was forwarded.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body from the client broke off")]
-struct RequestBodyFailed(#[source] BoxError);
+pub(crate) struct RequestBodyFailed(#[source] BoxError);
 
 /// Whether a client error comes from the request body the proxy was
 /// sending (hyper reports a failing outgoing body as a user error).
@@ -1245,79 +1160,39 @@ fn request_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// What the proxy answers when a policy refused or the upstream failed: the
-/// route's fallback, or a status naming the policy.
+/// What the proxy answers when a policy refused or the upstream failed (and
+/// no fallback answered): a status naming the policy.
 fn refusal(route: &RoutePolicies, e: &Error<BoxError>) -> Response<ProxyBody> {
-    let policy = e.policy();
-    let policy_name = policy.map_or("upstream", PolicyKind::as_str);
-    if let Some(f) = &route.fallback {
-        let mut r = Response::new(ProxyBody::text(f.body.clone()));
-        *r.status_mut() = StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK);
-        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
+    // Status, `Retry-After` and policy header: ripcord-tower's one mapping.
+    let mut answer = Refusal::of(e);
+    let text = match e {
+        Error::Rejected(r) => format!(
+            "circuit breaker `{}` is {}: upstream `{}` is not called for now\n",
+            r.name(),
+            r.state(),
+            route.upstream.name
+        ),
+        Error::RateLimited(r) => format!("rate limiter `{}`: too many requests\n", r.name()),
+        Error::BulkheadFull(b) => format!(
+            "bulkhead `{}` is full ({} concurrent calls)\n",
+            b.name(),
+            b.max_concurrent()
+        ),
+        Error::Timeout(t) => format!(
+            "upstream `{}` did not answer within {:?}\n",
+            route.upstream.name,
+            t.elapsed()
+        ),
+        Error::Inner(e) if e.is::<RequestBodyFailed>() => {
+            // The client's fault, not the upstream's.
+            answer.status = StatusCode::BAD_REQUEST;
+            answer.retry_after = None;
+            "the request body broke off before its end\n".to_string()
         }
-        r.headers_mut()
-            .insert(POLICY_HEADER, HeaderValue::from_static("fallback"));
-        if let Ok(v) = HeaderValue::from_str(policy_name) {
-            r.headers_mut()
-                .insert(HeaderName::from_static("x-ripcord-fallback-for"), v);
-        }
-        return r;
-    }
-    let (status, retry_after, text) = match e {
-        Error::Rejected(r) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(r.retry_after()),
-            format!(
-                "circuit breaker `{}` is {}: upstream `{}` is not called for now\n",
-                r.name(),
-                r.state(),
-                route.upstream.name
-            ),
-        ),
-        Error::RateLimited(r) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(r.retry_after()),
-            format!("rate limiter `{}`: too many requests\n", r.name()),
-        ),
-        Error::BulkheadFull(b) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(Duration::from_secs(1)),
-            format!(
-                "bulkhead `{}` is full ({} concurrent calls)\n",
-                b.name(),
-                b.max_concurrent()
-            ),
-        ),
-        Error::Timeout(t) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            None,
-            format!(
-                "upstream `{}` did not answer within {:?}\n",
-                route.upstream.name,
-                t.elapsed()
-            ),
-        ),
-        Error::Inner(e) if e.is::<RequestBodyFailed>() => (
-            StatusCode::BAD_REQUEST,
-            None,
-            "the request body broke off before its end\n".to_string(),
-        ),
-        _ => (
-            StatusCode::BAD_GATEWAY,
-            None,
-            format!("upstream `{}` is unreachable\n", route.upstream.name),
-        ),
+        _ => format!("upstream `{}` is unreachable\n", route.upstream.name),
     };
-    let mut r = proxy_response(status, text);
-    if let Some(wait) = retry_after {
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let Ok(v) = HeaderValue::from_str(policy_name) {
-        r.headers_mut().insert(POLICY_HEADER, v);
-    }
+    let mut r = proxy_response(answer.status, text);
+    answer.write_headers(r.headers_mut());
     r
 }
 
@@ -1374,7 +1249,7 @@ mod tests {
             .await
             .expect("a response");
         assert_eq!(response.status(), StatusCode::OK);
-        let body = UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
+        let body = upstream_body(response.into_body(), None, Some(loan), false);
         body.collect().await.expect("the whole body").to_bytes()
     }
 
@@ -1427,8 +1302,7 @@ mod tests {
                 .send(&addr, request(with_body))
                 .await
                 .expect("a response");
-            let mut body =
-                UpstreamBody::new(response.into_body(), CallGuard::default(), Some(loan));
+            let mut body = upstream_body(response.into_body(), None, Some(loan), false);
             let first = body.frame().await.expect("a frame").expect("data");
             assert!(first.is_data());
             drop(body);

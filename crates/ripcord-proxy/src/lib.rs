@@ -155,6 +155,7 @@ pub mod fuzzing;
 pub(crate) mod h1;
 #[cfg(feature = "testkit")]
 pub mod loadgen;
+mod policy;
 pub mod request;
 mod route;
 pub mod server;

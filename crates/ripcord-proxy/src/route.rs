@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::forward::RoutePolicies;
+use super::policy::RoutePolicies;
 
 /// The routes, in matching order: routes naming a host before those that
 /// match any host, longer path prefixes first, then configuration order.

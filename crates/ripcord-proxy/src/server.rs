@@ -27,8 +27,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use ripcord::pipeline::PolicyConfig;
 use ripcord::store::Fleet;
-use ripcord::{Bulkhead, CircuitBreaker, RateLimiter, Retry};
+use ripcord::{
+    Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, RateLimiter, RateLimiterConfig,
+};
 use ripcord_metrics::Metrics;
 use ripcord_redis::RedisStore;
 use tokio::net::TcpListener;
@@ -36,11 +39,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::busy_poll::BusyPoll;
-use super::config::{redact_url, PipelineSection, ProxyConfig};
+use super::config::{redact_url, PipelineTable, ProxyConfig};
 use super::conn::{Activity, Admission, Deadlines, Permit, Tracked, Watched};
-use super::forward::{
-    self, Limiter, Parts, Peer, ProxyBody, RoutePolicies, Upstream, UpstreamBody,
-};
+use super::forward::{self, Peer, ProxyBody, Upstream};
+use super::policy::{table_policies, Limiter, Made, Owned, RoutePolicies};
 use super::route::RouteTable;
 use super::state::{AdminAccess, BreakerEntry, ProxyState};
 
@@ -136,23 +138,23 @@ pub struct Proxy;
 #[derive(Debug)]
 struct Table {
     routes: RouteTable,
-    /// Breakers by name, with the configuration they were built from (its
-    /// debug form, to tell an unchanged configuration on reload).
-    breakers: HashMap<String, (String, CircuitBreaker)>,
+    /// Breakers by name, with the configuration they were built from (to
+    /// tell an unchanged configuration on reload).
+    breakers: Kept<CircuitBreakerConfig, CircuitBreaker>,
     /// Bulkheads by scope (`route:NAME`, `upstream:NAME`), likewise.
-    bulkheads: HashMap<String, (String, Bulkhead)>,
+    bulkheads: Kept<BulkheadConfig, Bulkhead>,
     /// Rate limiters by scope, likewise.
-    limiters: HashMap<String, (String, Limiter)>,
+    limiters: Kept<RateLimiterConfig, Limiter>,
 }
 
-/// The policies a reload may keep, by key, with their configuration's
-/// fingerprint (its debug form).
-type Kept<T> = HashMap<String, (String, T)>;
+/// The policies a reload may keep, by key, with the configuration each was
+/// built from.
+type Kept<C, T> = HashMap<String, (C, T)>;
 
 /// The policy under `key` in `old` if its configuration is unchanged.
-fn keep<T: Clone>(old: Option<&Kept<T>>, key: &str, fingerprint: &str) -> Option<T> {
+fn keep<C: PartialEq, T: Clone>(old: Option<&Kept<C, T>>, key: &str, config: &C) -> Option<T> {
     old?.get(key)
-        .filter(|(f, _)| f == fingerprint)
+        .filter(|(c, _)| c == config)
         .map(|(_, p)| p.clone())
 }
 
@@ -252,9 +254,9 @@ struct Builder<'a> {
 /// The policies a table is being built with.
 #[derive(Default)]
 struct Built {
-    breakers: Kept<CircuitBreaker>,
-    bulkheads: Kept<Bulkhead>,
-    limiters: Kept<Limiter>,
+    breakers: Kept<CircuitBreakerConfig, CircuitBreaker>,
+    bulkheads: Kept<BulkheadConfig, Bulkhead>,
+    limiters: Kept<RateLimiterConfig, Limiter>,
 }
 
 fn build_err(path: String, e: impl std::error::Error + Send + Sync + 'static) -> BuildError {
@@ -265,95 +267,87 @@ fn build_err(path: String, e: impl std::error::Error + Send + Sync + 'static) ->
 }
 
 impl Builder<'_> {
-    fn parts(
+    /// The policies of one pipeline table, in its order: breakers,
+    /// bulkheads and rate limiters built (or kept from the running table),
+    /// the others as configured.
+    fn policies(
         &self,
         name: &str,
         scope: &str,
         path: &str,
-        section: Option<&PipelineSection>,
+        table: Option<&PipelineTable>,
         built: &mut Built,
-    ) -> Result<Parts, BuildError> {
-        let Some(p) = section else {
-            return Ok(Parts::default());
-        };
-        let mut parts = Parts {
-            timeout: p.timeout,
-            fallback: p.fallback.clone().map(Arc::new),
-            ..Parts::default()
-        };
-        if let Some(c) = &p.circuit_breaker {
-            let fingerprint = format!("{c:?}");
-            let reused = keep(self.old.map(|t| &t.breakers), name, &fingerprint);
-            let breaker = match reused {
-                Some(b) => b,
-                None => {
-                    let mut b = CircuitBreaker::builder(name).config(c.clone());
-                    if let Some(f) = self.fleet {
-                        b = b.fleet(f);
-                    }
-                    // Exported with its events; its gauges are read through
-                    // the live table (see `LiveTable`), so a breaker dropped
-                    // by a reload leaves the metrics too.
-                    self.metrics
-                        .instrument(b)
-                        .build()
-                        .map_err(|e| build_err(format!("{path}.circuit_breaker"), e))?
+    ) -> Result<Vec<Owned>, BuildError> {
+        table_policies(name, path, table, |c| {
+            Ok(Some(match c {
+                PolicyConfig::CircuitBreaker(c) => {
+                    let reused = keep(self.old.map(|t| &t.breakers), name, c);
+                    let breaker = match reused {
+                        Some(b) => b,
+                        None => {
+                            let mut b = CircuitBreaker::builder(name).config(c.clone());
+                            if let Some(f) = self.fleet {
+                                b = b.fleet(f);
+                            }
+                            // Exported with its events; its gauges are read
+                            // through the live table (see `LiveTable`), so a
+                            // breaker dropped by a reload leaves the metrics
+                            // too.
+                            self.metrics
+                                .instrument(b)
+                                .build()
+                                .map_err(|e| build_err(format!("{path}.circuit_breaker"), e))?
+                        }
+                    };
+                    built
+                        .breakers
+                        .insert(name.to_string(), (c.clone(), breaker.clone()));
+                    Made::Breaker(breaker)
                 }
-            };
-            built
-                .breakers
-                .insert(name.to_string(), (fingerprint, breaker.clone()));
-            parts.breaker = Some(breaker);
-        }
-        if let Some(c) = &p.bulkhead {
-            let fingerprint = format!("{c:?}");
-            let b = match keep(self.old.map(|t| &t.bulkheads), scope, &fingerprint) {
-                Some(b) => b,
-                None => self
-                    .metrics
-                    .instrument(Bulkhead::builder(name).config(c.clone()))
-                    .build()
-                    .map_err(|e| build_err(format!("{path}.bulkhead"), e))?,
-            };
-            built
-                .bulkheads
-                .insert(scope.to_string(), (fingerprint, b.clone()));
-            parts.bulkhead = Some(b);
-        }
-        if let Some(c) = &p.rate_limiter {
-            let fingerprint = format!("{c:?}");
-            let reused = keep(self.old.map(|t| &t.limiters), scope, &fingerprint);
-            let limiter = match (reused, self.store) {
-                (Some(l), _) => l,
-                (None, Some(store)) => Limiter::Shared(
-                    ripcord_redis::RedisRateLimiter::builder(store, name)
-                        .config(c.clone())
-                        .build()
-                        .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
-                ),
-                (None, None) => Limiter::Local(
-                    self.metrics
-                        .instrument(RateLimiter::builder(name).config(c.clone()))
-                        .build()
-                        .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
-                ),
-            };
-            built
-                .limiters
-                .insert(scope.to_string(), (fingerprint, limiter.clone()));
-            parts.limiter = Some(limiter);
-        }
-        if let Some(c) = &p.retry {
-            let r = self
-                .metrics
-                .instrument(ripcord_tower::http::retry_rules::<UpstreamBody>(
-                    Retry::builder(name).config(c.clone()),
-                ))
-                .build()
-                .map_err(|e| build_err(format!("{path}.retry"), e))?;
-            parts.retry = Some(r);
-        }
-        Ok(parts)
+                PolicyConfig::Bulkhead(c) => {
+                    let b = match keep(self.old.map(|t| &t.bulkheads), scope, c) {
+                        Some(b) => b,
+                        None => self
+                            .metrics
+                            .instrument(Bulkhead::builder(name).config(c.clone()))
+                            .build()
+                            .map_err(|e| build_err(format!("{path}.bulkhead"), e))?,
+                    };
+                    built
+                        .bulkheads
+                        .insert(scope.to_string(), (c.clone(), b.clone()));
+                    Made::Bulkhead(b)
+                }
+                PolicyConfig::RateLimiter(c) => {
+                    let reused = keep(self.old.map(|t| &t.limiters), scope, c);
+                    let limiter = match (reused, self.store) {
+                        (Some(l), _) => l,
+                        (None, Some(store)) => Limiter::Shared(
+                            ripcord_redis::RedisRateLimiter::builder(store, name)
+                                .config(c.clone())
+                                .build()
+                                .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
+                        ),
+                        (None, None) => Limiter::Local(
+                            self.metrics
+                                .instrument(RateLimiter::builder(name).config(c.clone()))
+                                .build()
+                                .map_err(|e| build_err(format!("{path}.rate_limiter"), e))?,
+                        ),
+                    };
+                    built
+                        .limiters
+                        .insert(scope.to_string(), (c.clone(), limiter.clone()));
+                    Made::Limiter(limiter)
+                }
+                other => {
+                    return Err(build_err(
+                        format!("{path}.{}", other.kind().as_str()),
+                        std::io::Error::other("a policy the proxy does not run"),
+                    ))
+                }
+            }))
+        })
     }
 
     /// Builds the routing table and the admin's breaker list.
@@ -378,53 +372,44 @@ impl Builder<'_> {
                     std::io::Error::other("no address"),
                 ));
             }
-            let parts = self.parts(
+            let policies = self.policies(
                 name,
                 &format!("upstream:{name}"),
                 &format!("{path}.pipeline"),
                 u.pipeline.as_ref(),
                 &mut built,
             )?;
-            if let Some(b) = &parts.breaker {
-                entries.push(BreakerEntry {
-                    scope: format!("upstream:{name}"),
-                    breaker: b.clone(),
-                });
-            }
+            entries.extend(breakers_of(&policies, &format!("upstream:{name}")));
             upstreams.insert(
                 name.clone(),
-                (Arc::new(Upstream::new(name, addresses)), parts),
+                (Arc::new(Upstream::new(name, addresses)), policies),
             );
         }
         let mut routes = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let path = format!("routes[{i}]");
-            let Some((upstream, up_parts)) = upstreams.get(&r.upstream) else {
+            let Some((upstream, up_policies)) = upstreams.get(&r.upstream) else {
                 return Err(build_err(
                     format!("{path}.upstream"),
                     std::io::Error::other(format!("no upstream named `{}`", r.upstream)),
                 ));
             };
-            let parts = self.parts(
+            let policies = self.policies(
                 &r.name,
                 &format!("route:{}", r.name),
                 &format!("{path}.pipeline"),
                 r.pipeline.as_ref(),
                 &mut built,
             )?;
-            if let Some(b) = &parts.breaker {
-                entries.push(BreakerEntry {
-                    scope: format!("route:{}", r.name),
-                    breaker: b.clone(),
-                });
-            }
+            entries.extend(breakers_of(&policies, &format!("route:{}", r.name)));
             let policies = RoutePolicies::new(
                 &r.name,
                 Arc::clone(upstream),
-                parts,
-                up_parts.clone(),
+                policies,
+                up_policies.clone(),
                 config.limits.default_timeout,
-            );
+            )
+            .map_err(|e| build_err(e.path.clone(), e))?;
             routes.push((r.host.clone(), r.prefix().to_string(), Arc::new(policies)));
         }
         Ok((
@@ -437,6 +422,20 @@ impl Builder<'_> {
             entries,
         ))
     }
+}
+
+/// The admin's entries for the breakers among `policies`.
+fn breakers_of<'a>(
+    policies: &'a [Owned],
+    scope: &'a str,
+) -> impl Iterator<Item = BreakerEntry> + 'a {
+    policies.iter().filter_map(move |p| match &p.made {
+        Made::Breaker(b) => Some(BreakerEntry {
+            scope: scope.to_string(),
+            breaker: b.clone(),
+        }),
+        _ => None,
+    })
 }
 
 /// The metrics' view of the breakers and bulkheads in force: read from
