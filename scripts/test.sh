@@ -81,6 +81,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 log "cargo clippy -D warnings, core crate without optional features"
 cargo clippy -p ripcord --no-default-features --lib -- -D warnings
 
+log "cargo clippy -D warnings, the proxy without its admin listener"
+cargo clippy -p ripcord-proxy --no-default-features --all-targets -- -D warnings
+
 log "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 

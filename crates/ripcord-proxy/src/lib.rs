@@ -9,7 +9,8 @@
 //!   shutdown.
 //! - [`forward`]: what happens to one request (policies, headers, the
 //!   responses the proxy makes itself).
-//! - [`admin`] and [`state`]: the admin listener and what it sees.
+//! - `admin` (feature `admin`) and [`state`]: the admin listener and what
+//!   it sees.
 //!
 //! # Example
 //!
@@ -48,6 +49,7 @@
 //!
 //! let proxy = Proxy::start(config).await?;
 //! let addr = proxy.listen_addrs()[0];
+//! #[cfg(feature = "admin")]
 //! println!("proxy on http://{addr}, admin on http://{}", proxy.admin_addr());
 //!
 //! // No route matches `/`: the proxy answers 404 itself.
@@ -65,6 +67,9 @@
 //!
 //! # Features
 //!
+//! - `admin` (default): the admin listener — `/metrics`, the admin API
+//!   (breaker states, manual control, reload) and the live dashboard. A
+//!   proxy built without it binds no admin listener and ignores `[admin]`.
 //! - `testkit`: `upstream`, a flaky HTTP upstream whose behaviour can be
 //!   switched while it runs, and `loadgen`, an HTTP load generator
 //!   (open-loop at a fixed rate or closed-loop), which the demo, the load
@@ -72,10 +77,7 @@
 //! - `fuzzing`: unstable, not for users: the bodies of the proxy's fuzz
 //!   targets (`fuzzing`), for the fuzzers under `fuzz/` and the
 //!   corpus-replay tests.
-//!
-//! The admin API, `/metrics` and the dashboard are part of every proxy
-//! (the server binds the admin listener whenever it starts), so they are
-//! not behind a feature.
+
 //!
 //! # Responses the proxy makes
 //!
@@ -144,6 +146,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "admin")]
 pub mod admin;
 mod busy_poll;
 pub mod config;
@@ -243,6 +246,7 @@ pub async fn run(args: RunOptions) -> ExitCode {
     for addr in proxy.listen_addrs() {
         println!("ripcord proxy: listening on http://{addr}");
     }
+    #[cfg(feature = "admin")]
     println!(
         "ripcord proxy: admin, /metrics and dashboard on http://{}",
         proxy.admin_addr()

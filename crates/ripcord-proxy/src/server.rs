@@ -192,7 +192,10 @@ type Accepted = (std::net::TcpStream, SocketAddr, Permit);
 
 /// Descriptors kept for everything but client and upstream connections
 /// (listeners, the admin listener's connections, the store, the runtime).
+#[cfg(feature = "admin")]
 const RESERVED_FDS: u64 = super::admin::MAX_CONNECTIONS as u64 + 64;
+#[cfg(not(feature = "admin"))]
+const RESERVED_FDS: u64 = 64;
 
 /// `max` client connections, or fewer when the process's file-descriptor
 /// limit has no room for them: each may need two descriptors (its own and
@@ -216,6 +219,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct RunningProxy {
     listen_addrs: Vec<SocketAddr>,
+    #[cfg(feature = "admin")]
     admin_addr: SocketAddr,
     state: Arc<ProxyState>,
     shared: Arc<Shared>,
@@ -512,6 +516,7 @@ impl Proxy {
                     })?;
             bound.push(listener);
         }
+        #[cfg(feature = "admin")]
         let admin_listener = TcpListener::bind(&config.admin.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -519,6 +524,7 @@ impl Proxy {
                 what: "admin".into(),
                 source,
             })?;
+        #[cfg(feature = "admin")]
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -618,16 +624,22 @@ impl Proxy {
                 stop.subscribe(),
             )));
         }
-        let mut admin_stop = stop.subscribe();
-        let admin = tokio::spawn(super::admin::serve(
-            admin_listener,
-            Arc::clone(&state),
-            async move {
-                let _ = admin_stop.wait_for(Option::is_some).await;
-            },
-        ));
+        #[cfg(feature = "admin")]
+        let admin = {
+            let mut admin_stop = stop.subscribe();
+            Some(tokio::spawn(super::admin::serve(
+                admin_listener,
+                Arc::clone(&state),
+                async move {
+                    let _ = admin_stop.wait_for(Option::is_some).await;
+                },
+            )))
+        };
+        #[cfg(not(feature = "admin"))]
+        let admin = None;
         Ok(RunningProxy {
             listen_addrs,
+            #[cfg(feature = "admin")]
             admin_addr,
             state,
             shared,
@@ -640,7 +652,7 @@ impl Proxy {
             max_connections,
             listeners,
             workers,
-            admin: Some(admin),
+            admin,
         })
     }
 }
@@ -826,7 +838,8 @@ impl RunningProxy {
         &self.listen_addrs
     }
 
-    /// The bound address of the admin listener.
+    /// The bound address of the admin listener (feature `admin`).
+    #[cfg(feature = "admin")]
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }

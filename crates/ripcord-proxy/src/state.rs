@@ -85,11 +85,15 @@ pub struct AdminAccess {
 
 impl Default for AdminAccess {
     /// No extra host names; no per-peer cap below the listener's own
-    /// ([`MAX_STREAMS`](super::admin::MAX_STREAMS)).
+    /// (`admin::MAX_STREAMS`; none without the admin listener).
     fn default() -> Self {
+        #[cfg(feature = "admin")]
+        let max_streams_per_peer = super::admin::MAX_STREAMS;
+        #[cfg(not(feature = "admin"))]
+        let max_streams_per_peer = 0;
         AdminAccess {
             allowed_hosts: Vec::new(),
-            max_streams_per_peer: super::admin::MAX_STREAMS,
+            max_streams_per_peer,
         }
     }
 }
