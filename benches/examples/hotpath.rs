@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use failsafe::CircuitBreaker as _;
 use ripcord::{
-    Bulkhead, CircuitBreaker, ManualClock, Outcome, Pipeline, RateLimiter, Registry, Window,
+    Backoff, Bulkhead, CircuitBreaker, ManualClock, Outcome, Pipeline, RateLimiter, Registry,
+    Retry, Window,
 };
 use tower::Service;
 
@@ -76,6 +77,38 @@ fn poll_once<F: Future>(fut: F) -> F::Output {
     match fut.as_mut().poll(&mut cx) {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("the bench's futures are ready at once"),
+    }
+}
+
+/// A runtime whose timer the timeouts register with (they never fire: every
+/// call is ready at once).
+fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// tower's retry policy of the pipeline case: up to 3 attempts, errors
+/// retried at once.
+#[derive(Clone)]
+struct ErrorsThrice(u32);
+
+impl<E> tower::retry::Policy<u64, u64, E> for ErrorsThrice {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 1 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
     }
 }
 
@@ -169,6 +202,39 @@ const CASES: &[Case] = &[
         }
         assert!(rc.call(ok).is_err());
         measure(n, || rc.call(ok));
+    }),
+    ("pipeline_execute_four", |n| {
+        // The pipeline bench's four-policy case, as `Pipeline::execute`.
+        let rt = timer_runtime();
+        let _in_runtime = rt.enter();
+        let p = Pipeline::<u64, ()>::builder()
+            .timeout(Duration::from_secs(2))
+            .retry(
+                Retry::builder("bench")
+                    .max_attempts(3)
+                    .backoff(Backoff::fixed(Duration::from_millis(10))),
+            )
+            .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
+            .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
+            .build()
+            .unwrap();
+        measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
+    }),
+    ("tower_retry_timeout_concurrency_limit", |n| {
+        // tower's equivalent stack (no breaker: tower has none).
+        let rt = timer_runtime();
+        let _in_runtime = rt.enter();
+        let mut svc = tower::ServiceBuilder::new()
+            .retry(ErrorsThrice(3))
+            .timeout(Duration::from_secs(2))
+            .concurrency_limit(100)
+            .service(tower::service_fn(|x: u64| {
+                std::future::ready(Ok::<u64, tower::BoxError>(x))
+            }));
+        measure(n, || {
+            poll_once(tower::ServiceExt::ready(&mut svc)).unwrap();
+            poll_once(svc.call(1))
+        });
     }),
     ("pipeline_admit_breaker", |n| {
         let p = Pipeline::<u64, ()>::builder()
