@@ -189,10 +189,11 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             return None;
         }
         let mut taking = Taking::new();
+        let mut refused = None;
         for (idx, policy) in self.inner.policies.iter().enumerate() {
-            match taking.at_once(policy, idx) {
+            match taking.at_once(policy, idx, &mut refused) {
                 Step::Next => {}
-                Step::Refused(refused) => return Some(Err(self.refuse(taking, refused))),
+                Step::Refused => return Some(Err(self.refuse(taking, refused))),
                 // `direct` says no policy waits.
                 Step::Wait => return None,
             }
@@ -233,10 +234,11 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             return None;
         }
         let mut taking = Taking::new();
+        let mut left = None;
         for (idx, policy) in self.inner.policies.iter().enumerate() {
-            let refused = match taking.at_once(policy, idx) {
+            let refused = match taking.at_once(policy, idx, &mut left) {
                 Step::Next => continue,
-                Step::Refused(refused) => refused,
+                Step::Refused => left.take(),
                 Step::Wait => {
                     let deadline = taking.deadline.map(|d| d.at);
                     let waited = match policy {
@@ -259,7 +261,7 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
                             }
                             continue;
                         }
-                        Some(Err(refused)) => refused,
+                        Some(Err(refused)) => Some(refused),
                         // The deadline passed during the wait.
                         None => return Some(Err(self.admitted(taking).timed_out())),
                     }
@@ -273,7 +275,10 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
     /// A refusal: the policies outside the refusing one give back what they
     /// handed out, innermost first, each judging the refusal.
     #[cold]
-    fn refuse(&self, taking: Taking, refused: Error<E>) -> Error<E> {
+    fn refuse(&self, taking: Taking, refused: Option<Error<E>>) -> Error<E> {
+        let Some(refused) = refused else {
+            unreachable!("a refusal leaves its error")
+        };
         let classify = self.inner.classify.as_deref();
         taking
             .holds
@@ -299,12 +304,13 @@ async fn within<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Op
     }
 }
 
-/// What one policy did when asked at once.
-enum Step<E> {
+/// What one policy did when asked at once (small, so that the loops asking
+/// it stay in registers; a refusal's error goes to a slot of the caller's).
+enum Step {
     /// It admitted the call (and what it handed out is held).
     Next,
-    /// It refused.
-    Refused(Error<E>),
+    /// It refused, with the error it left.
+    Refused,
     /// It may have to wait, or it is not a policy that admits.
     Wait,
 }
@@ -334,8 +340,17 @@ impl Taking {
     }
 
     /// Asks `policy` (at index `idx`) without waiting.
-    #[inline]
-    fn at_once<T, E>(&mut self, policy: &Policy<T, E>, idx: usize) -> Step<E> {
+    #[inline(always)]
+    fn at_once<T, E>(
+        &mut self,
+        policy: &Policy<T, E>,
+        idx: usize,
+        refused: &mut Option<Error<E>>,
+    ) -> Step {
+        let mut refuse = |e: Error<E>| {
+            *refused = Some(e);
+            Step::Refused
+        };
         match policy {
             Policy::Timeout(t) => {
                 if let Some(s) = rules::timeout_deadline(t, self.deadline.map(|d| d.at)) {
@@ -353,18 +368,18 @@ impl Taking {
                     self.hold(Held::Breaker(p));
                     Step::Next
                 }
-                Err(r) => Step::Refused(Error::Rejected(r)),
+                Err(r) => refuse(Error::Rejected(r)),
             },
             Policy::Bulkhead(b) if b.max_queued() == 0 => match b.try_acquire_owned() {
                 Ok(p) => {
                     self.hold(Held::Bulkhead(p));
                     Step::Next
                 }
-                Err(full) => Step::Refused(Error::BulkheadFull(full)),
+                Err(full) => refuse(Error::BulkheadFull(full)),
             },
             Policy::RateLimiter(r) if r.max_wait().is_zero() => match r.try_acquire() {
                 Ok(()) => Step::Next,
-                Err(limited) => Step::Refused(Error::RateLimited(limited)),
+                Err(limited) => refuse(Error::RateLimited(limited)),
             },
             Policy::Bulkhead(_)
             | Policy::RateLimiter(_)
