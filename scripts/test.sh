@@ -87,6 +87,15 @@ cargo clippy -p ripcord-proxy --no-default-features --all-targets -- -D warnings
 log "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 
+log "cargo package: every published crate packs, with its README and licenses (offline, not built)"
+cargo package --workspace --exclude ripcord-benches --no-verify --offline --allow-dirty --quiet
+for c in ripcord ripcord-tower ripcord-redis ripcord-metrics ripcord-proxy ripcord-cli; do
+    listing=$(tar -tzf "target/package/$c-$(cargo pkgid -p "$c" | sed 's/.*[#@]//').crate")
+    for f in Cargo.toml README.md LICENSE-MIT LICENSE-APACHE src/lib.rs; do
+        grep -qx "$c-[^/]*/$f" <<<"$listing" || { echo "error: the $c package has no $f" >&2; exit 1; }
+    done
+done
+
 log "Chromium for the dashboard test"
 bash scripts/ensure-chromium.sh
 

@@ -3,6 +3,8 @@
 //! from tests and other tools. The reverse proxy behind `ripcord proxy` is
 //! the `ripcord-proxy` crate.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -129,6 +129,8 @@
 //! - `opentelemetry`: `Metrics::export_to` an OpenTelemetry `Meter`; see the
 //!   `opentelemetry` module.
 //! - `tracing`: call spans and events; see the `tracing` module.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod error;

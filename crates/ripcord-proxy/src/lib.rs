@@ -78,6 +78,8 @@
 //!   targets (`fuzzing`), for the fuzzers under `fuzz/` and the
 //!   corpus-replay tests.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 //!
 //! # Responses the proxy makes
 //!

@@ -145,6 +145,8 @@
 //! `ACL SETUSER fleet on >secret ~ripcord:* &ripcord:* +@all` (tested), or
 //! more narrowly `+evalsha +script|load +scan +subscribe +ping +cluster|nodes`
 //! plus `+time +type +hgetall +hset +hdel +del +pexpire +publish`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod connection;

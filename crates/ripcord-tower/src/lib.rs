@@ -72,6 +72,7 @@
 //! - `reqwest`: the `reqwest` module: a `reqwest-middleware` adapter running
 //!   a pipeline per host.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "http")]

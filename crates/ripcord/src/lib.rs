@@ -80,6 +80,8 @@
 //!   the background recovery check; [`Retry`] and [`TimeoutPolicy`] (which wait
 //!   on tokio's timers), and the waiting `acquire`/`execute` of [`Bulkhead`]
 //!   and [`RateLimiter`].
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod backoff;
