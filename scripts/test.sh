@@ -72,6 +72,9 @@ fi
 # Tests that spawn their own servers need the binary on PATH.
 export REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 
+log "MSRV: every locked dependency of the published crates builds on the declared rust-version"
+python3 scripts/msrv.py
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
