@@ -129,6 +129,9 @@
 //! - `opentelemetry`: `Metrics::export_to` an OpenTelemetry `Meter`; see the
 //!   `opentelemetry` module.
 //! - `tracing`: call spans and events; see the `tracing` module.
+//! - `metrics`: emit the same series (names and labels) through the
+//!   [`metrics`](https://docs.rs/metrics) facade, to any installed recorder
+//!   (`metrics-exporter-prometheus`…); see the `facade` module.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
@@ -142,6 +145,8 @@ mod series;
 mod snapshot;
 mod stripes;
 
+#[cfg(feature = "metrics")]
+pub mod facade;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 #[cfg(feature = "prometheus")]
@@ -149,10 +154,10 @@ pub mod prometheus;
 #[cfg(feature = "tracing")]
 pub mod tracing;
 
+pub use self::metrics::{Metrics, MetricsBuilder, DEFAULT_BUCKETS, DEFAULT_MAX_NAMES, MAX_BUCKETS};
 pub use error::MetricsError;
 pub use instrument::{Instrument, Watch};
 pub use interner::OTHER;
 pub use metric::{Metric, MetricKind};
-pub use metrics::{Metrics, MetricsBuilder, DEFAULT_BUCKETS, DEFAULT_MAX_NAMES, MAX_BUCKETS};
 pub use series::HistogramSample;
 pub use snapshot::Sample;

@@ -70,6 +70,12 @@ pub(crate) struct Shared {
     pub(crate) tracing: bool,
     #[cfg(feature = "opentelemetry")]
     pub(crate) otel: OnceLock<crate::opentelemetry::Histograms>,
+    /// Whether events are also emitted through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    pub(crate) facade: bool,
+    /// The facade's families are described once, at the first registration.
+    #[cfg(feature = "metrics")]
+    pub(crate) facade_described: std::sync::Once,
 }
 
 /// Series of the shared state store (one per [`Metrics`]).
@@ -89,6 +95,8 @@ pub struct MetricsBuilder {
     buckets: Vec<f64>,
     #[cfg(feature = "tracing")]
     tracing: bool,
+    #[cfg(feature = "metrics")]
+    facade: bool,
 }
 
 impl Default for MetricsBuilder {
@@ -98,6 +106,8 @@ impl Default for MetricsBuilder {
             buckets: DEFAULT_BUCKETS.to_vec(),
             #[cfg(feature = "tracing")]
             tracing: true,
+            #[cfg(feature = "metrics")]
+            facade: true,
         }
     }
 }
@@ -124,6 +134,14 @@ impl MetricsBuilder {
     #[cfg(feature = "tracing")]
     pub fn tracing(mut self, on: bool) -> Self {
         self.tracing = on;
+        self
+    }
+
+    /// Whether instrumented policies also emit through the `metrics` facade
+    /// (feature `metrics`, default on): see [`crate::facade`].
+    #[cfg(feature = "metrics")]
+    pub fn facade(mut self, on: bool) -> Self {
+        self.facade = on;
         self
     }
 
@@ -171,6 +189,10 @@ impl MetricsBuilder {
                 tracing: self.tracing,
                 #[cfg(feature = "opentelemetry")]
                 otel: OnceLock::new(),
+                #[cfg(feature = "metrics")]
+                facade: self.facade,
+                #[cfg(feature = "metrics")]
+                facade_described: std::sync::Once::new(),
             }),
         })
     }
@@ -328,6 +350,8 @@ impl Metrics {
         if let Some(h) = self.shared.otel.get() {
             h.record_store_sync(n, ok);
         }
+        #[cfg(feature = "metrics")]
+        self.shared.facade_store_sync(latency, ok);
     }
 
     /// Reports whether the shared state store is degraded (unreachable or too
@@ -420,6 +444,8 @@ impl Shared {
         let s = &self.store;
         s.used.store(true, Ordering::Relaxed);
         let was = s.degraded.swap(degraded, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade_store_degraded(degraded);
         #[cfg(feature = "tracing")]
         if log && self.tracing && was != degraded {
             crate::tracing::store_degraded(degraded);
@@ -430,7 +456,14 @@ impl Shared {
 
     #[inline]
     pub(crate) fn apply(&self, series: &Series, event: &Event) {
-        match series.record(&event.kind, &self.bounds_nanos) {
+        #[cfg(feature = "metrics")]
+        let facade = self.facade_handles(series);
+        let recorded = series.record(&event.kind, &self.bounds_nanos);
+        #[cfg(feature = "metrics")]
+        if let Some(handles) = facade {
+            self.facade_push(handles, series, event, recorded);
+        }
+        match recorded {
             Recorded::Counted => {}
             #[cfg(feature = "opentelemetry")]
             Recorded::Call { outcome, nanos } => {

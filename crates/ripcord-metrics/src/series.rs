@@ -43,7 +43,7 @@ pub(crate) const OUTCOMES: [&str; 4] = ["success", "slow", "failure", "ignored"]
 pub(crate) const REJECTED: &str = "rejected";
 
 #[inline]
-fn outcome_index(outcome: Outcome, slow: bool) -> usize {
+pub(crate) fn outcome_index(outcome: Outcome, slow: bool) -> usize {
     match outcome {
         Outcome::Success if slow => 1,
         Outcome::Success => 0,
@@ -323,6 +323,10 @@ pub(crate) struct Series {
     /// built on first use.
     #[cfg(feature = "opentelemetry")]
     pub(crate) otel_attributes: std::sync::OnceLock<[Vec<opentelemetry::KeyValue>; 4]>,
+    /// The `metrics` facade handles of this series, registered at its first
+    /// event.
+    #[cfg(feature = "metrics")]
+    pub(crate) facade: std::sync::OnceLock<crate::facade::Handles>,
 }
 
 impl Series {
@@ -343,6 +347,8 @@ impl Series {
             body,
             #[cfg(feature = "opentelemetry")]
             otel_attributes: std::sync::OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            facade: std::sync::OnceLock::new(),
         }
     }
 

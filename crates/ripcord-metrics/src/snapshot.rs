@@ -101,6 +101,21 @@ impl<'a> Snapshot<'a> {
         }
     }
 
+    /// A snapshot that reads nothing up front: no series list, no watched
+    /// policy (so the gauges read from watched policies come from the series'
+    /// own atomics, or are left out). For exporters that visit one series at
+    /// a time on the event path; allocates nothing.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn events_only(shared: &'a Shared) -> Self {
+        Snapshot {
+            shared,
+            series: Vec::new(),
+            live: HashMap::new(),
+            other_states: None,
+            bulkheads: HashMap::new(),
+        }
+    }
+
     /// Calls `f` with the label values (in [`Metric::labels`] order) and value
     /// of each sample of `metric`.
     pub(crate) fn visit(&self, metric: Metric, f: &mut dyn FnMut(&[&str], Sample)) {
@@ -128,7 +143,13 @@ impl<'a> Snapshot<'a> {
         }
     }
 
-    fn visit_series(&self, s: &Series, metric: Metric, f: &mut dyn FnMut(&[&str], Sample)) {
+    /// [`visit`](Self::visit) for the samples of one series.
+    pub(crate) fn visit_series(
+        &self,
+        s: &Series,
+        metric: Metric,
+        f: &mut dyn FnMut(&[&str], Sample),
+    ) {
         let name = s.name.as_str();
         let policy = s.policy().as_str();
         match (&s.body, metric) {
@@ -260,7 +281,7 @@ impl<'a> Snapshot<'a> {
 }
 
 /// Whether `metric` reads watched policies.
-#[cfg(feature = "opentelemetry")]
+#[cfg(any(feature = "opentelemetry", feature = "metrics"))]
 pub(crate) fn needs_live(metric: Metric) -> bool {
     matches!(
         metric,
