@@ -35,11 +35,21 @@
 //!
 //! # Handles and recorders
 //!
-//! Each policy instance (`policy` + `name`) registers its handles with the
-//! recorder current at its **first event** and keeps them: install the global
-//! recorder before the first protected call (or run the calls inside
-//! `metrics::with_local_recorder`). The families are described (help text,
-//! unit `seconds` for the histograms) at the same moment.
+//! Each policy instance (`policy` + `name`) registers the handles of its
+//! fixed series with the recorder current at its **first event** and keeps
+//! them: install the global recorder (`metrics::set_global_recorder`, or your
+//! exporter's `install`) before the first protected call. The series whose
+//! label sets appear over time (`ripcord_breaker_transitions_total`), the
+//! store's series and those [`Metrics::publish_gauges`](crate::Metrics::publish_gauges)
+//! sets are registered with the recorder current where the event is handled,
+//! so a local recorder (`metrics::with_local_recorder`, as in the example)
+//! sees them only for events delivered on its thread. The families are
+//! described (help text, unit `seconds` for the histograms) at the first
+//! registration.
+//!
+//! Cost: on the call path, a breaker outcome adds one counter increment and
+//! one histogram record on cached handles (what they cost is the recorder's);
+//! nothing allocates after a series' first event, except at transitions.
 //!
 //! # When each series is updated
 //!
