@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
-use ripcord::{CircuitBreaker, Event, EventKind, Name, Outcome, State};
+use ripcord::{
+    Bulkhead, CircuitBreaker, Event, EventKind, ManualClock, Name, Outcome, RateLimiter, State,
+};
 use ripcord_metrics::{Metric, Metrics};
 use scenario::{breaker_scenario, parse, pipeline_scenario};
 
@@ -433,4 +435,60 @@ fn the_facade_can_be_turned_off() {
     assert!(metrics.render().contains(
         r#"ripcord_calls_total{policy="circuit_breaker",name="db",outcome="success"} 1"#
     ));
+}
+
+#[test]
+fn a_bulkhead_and_a_rate_limiter_match_the_exposition() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let metrics = Metrics::new();
+    let _held = metrics::with_local_recorder(&recorder, || {
+        let clock = ManualClock::new();
+        let limiter = metrics
+            .instrument(
+                RateLimiter::builder("api")
+                    .rate(10, Duration::from_secs(1))
+                    .burst(2)
+                    .clock(clock.clone()),
+            )
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            limiter.try_acquire().unwrap();
+        }
+        for _ in 0..3 {
+            assert!(limiter.try_acquire().is_err());
+        }
+
+        // Not watched: its gauges follow its events.
+        let pool = metrics
+            .instrument(Bulkhead::builder("pool").max_concurrent(2))
+            .build()
+            .unwrap();
+        let a = pool.try_acquire_owned().unwrap();
+        let b = pool.try_acquire_owned().unwrap();
+        assert!(pool.try_acquire().is_err());
+        drop(a);
+        b // held: 1 in use
+    });
+    let facade = facade(&snapshotter);
+    assert_same(&facade, &exposition(&metrics, &[]));
+    assert_eq!(
+        counter(
+            &facade,
+            r#"ripcord_calls_total{policy="rate_limiter",name="api",outcome="rejected"}"#
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &facade,
+            r#"ripcord_calls_total{policy="bulkhead",name="pool",outcome="rejected"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(&facade, r#"ripcord_bulkhead_in_use{name="pool"}"#),
+        1.0
+    );
 }
