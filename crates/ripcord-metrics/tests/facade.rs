@@ -492,3 +492,40 @@ fn a_bulkhead_and_a_rate_limiter_match_the_exposition() {
         1.0
     );
 }
+
+#[test]
+fn names_past_the_cap_share_other_as_in_the_exposition() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let metrics = Metrics::builder().max_names(1).build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        for name in ["a", "b", "c"] {
+            let b = metrics
+                .breaker(CircuitBreaker::builder(name).consecutive_failures(1))
+                .unwrap();
+            b.call_sync(|| Ok::<_, ()>(())).unwrap();
+            if name == "c" {
+                let _ = b.call_sync(|| Err::<(), _>(()));
+            }
+        }
+        metrics.publish_gauges();
+    });
+    let facade = facade(&snapshotter);
+    assert_same(&facade, &exposition(&metrics, &[]));
+    assert_eq!(
+        counter(
+            &facade,
+            r#"ripcord_calls_total{policy="circuit_breaker",name="other",outcome="success"}"#
+        ),
+        2
+    );
+    for (state, n) in [("closed", 1.0), ("open", 1.0)] {
+        assert_eq!(
+            gauge(
+                &facade,
+                &format!(r#"ripcord_breaker_state{{name="other",state="{state}"}}"#)
+            ),
+            n
+        );
+    }
+}
