@@ -20,6 +20,7 @@ use ripcord::{
     Bulkhead, CircuitBreaker, Error, Fallback, Hedge, Outcome, Pipeline, PipelineBuilder,
     PolicyKind, RateLimiter, Retry, RetryConfig, TimeoutPolicy,
 };
+use ripcord_metrics::Metrics;
 use ripcord_redis::RedisRateLimiter;
 use ripcord_tower::http::POLICY_HEADER;
 use ripcord_tower::http::{classify_status, HttpClassifier};
@@ -160,6 +161,7 @@ impl RoutePolicies {
         route: Vec<Owned>,
         up: Vec<Owned>,
         default_timeout: Duration,
+        metrics: &Metrics,
     ) -> Result<Self, ComposeError> {
         let mut list = route;
         let own: Vec<PolicyKind> = list.iter().map(|p| p.made.kind()).collect();
@@ -185,12 +187,12 @@ impl RoutePolicies {
             Made::Timeout(d) => Some(d),
             _ => None,
         });
-        let attempt = build(name, &inner, per_attempt, true)?;
+        let attempt = build(name, &inner, per_attempt, true, metrics)?;
         let (around, once) = if list.is_empty() {
             (None, None)
         } else {
-            let around = build(name, &list, per_attempt, true)?;
-            let once = build(name, &list, per_attempt, false)?;
+            let around = build(name, &list, per_attempt, true, metrics)?;
+            let once = build(name, &list, per_attempt, false, metrics)?;
             (Some(around), Some(once))
         };
         Ok(RoutePolicies {
@@ -214,12 +216,14 @@ impl RoutePolicies {
 }
 
 /// Builds one pipeline of `list` (with retries and hedging only if
-/// `again`).
+/// `again`); the policies built here are exported by `metrics`, as the
+/// server's breakers, bulkheads and limiters are.
 fn build(
     name: &str,
     list: &[Owned],
     per_attempt: Option<Duration>,
     again: bool,
+    metrics: &Metrics,
 ) -> Result<RoutePipeline, ComposeError> {
     let err = |p: &Owned, kind: PolicyKind| {
         let path = format!("{}.{}", p.path, kind.as_str());
@@ -236,23 +240,23 @@ fn build(
             Made::Limiter(Limiter::Local(x)) => b.rate_limiter(x.clone()),
             Made::Limiter(Limiter::Shared(x)) => b.external_rate_limiter(x.clone()),
             Made::Timeout(d) => b.timeout(
-                TimeoutPolicy::builder(owner)
-                    .timeout(*d)
+                metrics
+                    .instrument(TimeoutPolicy::builder(owner).timeout(*d))
                     .build()
                     .map_err(err(p, PolicyKind::Timeout))?,
             ),
             Made::Retry(c) if again => {
-                b.retry(retry(owner, c, per_attempt).map_err(err(p, PolicyKind::Retry))?)
+                b.retry(retry(owner, c, per_attempt, metrics).map_err(err(p, PolicyKind::Retry))?)
             }
             Made::Hedge(c) if again => b.hedge(
-                Hedge::builder(owner)
-                    .config(c.clone())
+                metrics
+                    .instrument(Hedge::builder(owner).config(c.clone()))
                     .build()
                     .map_err(err(p, PolicyKind::Hedge))?,
             ),
             Made::Retry(_) | Made::Hedge(_) => b,
             Made::Fallback(f) => {
-                b.fallback(fallback(owner, f).map_err(err(p, PolicyKind::Fallback))?)
+                b.fallback(fallback(owner, f, metrics).map_err(err(p, PolicyKind::Fallback))?)
             }
         };
     }
@@ -270,12 +274,15 @@ fn retry(
     name: &str,
     c: &RetryConfig,
     per_attempt: Option<Duration>,
+    metrics: &Metrics,
 ) -> Result<Retry, ripcord::ConfigError> {
     let mut c = c.clone();
     if c.max_total_time.is_none() {
         c.max_total_time = per_attempt.map(|d| d.saturating_mul(c.max_attempts));
     }
-    ripcord_tower::http::retry_rules::<ProxyBody>(Retry::builder(name).config(c))
+    let rules = ripcord_tower::http::retry_rules::<ProxyBody>(Retry::builder(name).config(c));
+    metrics
+        .instrument(rules)
         .retry_on(|r: &Routed| match r {
             Ok(response) => classify_status(response.status()) == Outcome::Failure,
             Err(Error::Rejected(_) | Error::BulkheadFull(_) | Error::RateLimited(_)) => false,
@@ -290,10 +297,12 @@ fn retry(
 fn fallback(
     name: &str,
     f: &Arc<StaticFallback>,
+    metrics: &Metrics,
 ) -> Result<Fallback<Response<ProxyBody>, BoxError>, ripcord::ConfigError> {
     use ripcord::pipeline::FallbackEntry as _;
     let answer = Arc::clone(f);
-    Fallback::builder(name)
+    metrics
+        .instrument(Fallback::builder(name))
         .config(f.triggers())
         .then_sync(move |e: &Error<BoxError>| Ok(static_response(&answer, e.policy())))
         .build()

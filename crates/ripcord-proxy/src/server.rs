@@ -412,6 +412,7 @@ impl Builder<'_> {
                 policies,
                 up_policies.clone(),
                 config.limits.default_timeout,
+                self.metrics,
             )
             .map_err(|e| build_err(e.path.clone(), e))?;
             routes.push((r.host.clone(), r.prefix().to_string(), Arc::new(policies)));
