@@ -32,7 +32,9 @@ pub struct FleetArgs {
 /// The actions of `ripcord fleet`.
 #[derive(Debug, clap::Subcommand)]
 pub enum FleetAction {
-    /// List every breaker of the fleet (or just NAME): state, epoch, live
+    /// List the fleet's breakers (or just NAME) and their states.
+    ///
+    /// Every breaker of the fleet (or just NAME): state, epoch, live
     /// instances, window calls and failures, open time left, override expiry.
     Status {
         /// Only this breaker (exit code 1 when the store does not know it).
@@ -44,11 +46,14 @@ pub enum FleetAction {
         #[arg(long)]
         json: bool,
     },
-    /// Force a breaker open on every instance: every call is rejected until a
-    /// reset (or until `--expires`).
+    /// Force a breaker open on every instance.
+    ///
+    /// Every call is rejected until a reset (or until `--expires`).
     Open(MutateArgs),
-    /// Disable a breaker on every instance: every call passes, nothing is
-    /// recorded, until a reset (or until `--expires`).
+    /// Disable a breaker on every instance.
+    ///
+    /// Every call passes and nothing is recorded, until a reset (or until
+    /// `--expires`).
     Disable(MutateArgs),
     /// Put a breaker back to closed, with an empty window, on every instance.
     Reset(ResetArgs),

@@ -2,6 +2,21 @@
 //! `ripcord simulate` and the fleet control behind `ripcord fleet`, usable
 //! from tests and other tools. The reverse proxy behind `ripcord proxy` is
 //! the `ripcord-proxy` crate.
+//!
+//! # The `ripcord` command
+//!
+//! `ripcord demo`, `ripcord simulate`, `ripcord fleet`, `ripcord proxy` and
+//! `ripcord check`; `ripcord --help` lists them and `ripcord SUBCOMMAND
+//! --help` gives each one's details and examples. `ripcord check --json`
+//! prints its verdict as one JSON object. Errors are printed on stderr as
+//! `error: …`, and every subcommand exits with one of these codes:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | a failure: the command could not start (a listener cannot be bound, the demo's store does not answer) or a run failed (an output file cannot be written, `fleet` names a breaker the store does not know) |
+//! | 2 | a usage or configuration error: a bad flag or value (clap's own errors), a configuration or trace file that cannot be read or is refused, a fleet store that cannot be used |
+//! | 130 | `ripcord demo` interrupted by ctrl-c |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

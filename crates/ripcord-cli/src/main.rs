@@ -5,6 +5,16 @@
 //! a traffic trace through breaker configurations; `ripcord proxy` and
 //! `ripcord check` run and validate the resilience proxy; `ripcord fleet`
 //! sees and steers a fleet's breakers through its Redis store.
+//!
+//! Every subcommand prints its errors on stderr as `error: …`, and exits
+//! with one of these codes (documented in `ripcord --help` too):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | a failure: the command could not start (a port is taken, the store is unreachable for the demo) or a run failed (a file could not be written, `fleet` names an unknown breaker) |
+//! | 2 | a usage or configuration error: a bad flag or value (clap's own errors), a configuration or trace file that cannot be read or is refused |
+//! | 130 | `ripcord demo` ended early by ctrl-c |
 
 use std::process::ExitCode;
 
@@ -13,9 +23,81 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod proxy;
 
-/// Resilience for the calls your service makes: circuit breakers you can watch.
+/// The top-level long help: what ripcord does, how errors look, the exit
+/// codes.
+const TOP_LONG_ABOUT: &str = "\
+Resilience for the calls your service makes: circuit breakers you can watch.
+
+Runs ripcord's resilience proxy in front of any HTTP upstream, validates its
+configuration, steers a fleet's breakers through their shared store, replays
+traffic traces through breaker configurations, and shows it all in a live
+demo. `ripcord help SUBCOMMAND` (or `ripcord SUBCOMMAND --help`) says more
+about each.
+
+Errors are printed on stderr as `error: …`.
+
+Exit codes:
+  0    success
+  1    failure: the command could not start (a listener cannot be bound, the
+       demo's store does not answer), or a run failed (an output file cannot
+       be written, `fleet` names a breaker the store does not know)
+  2    usage or configuration error: a bad flag or value, a configuration or
+       trace file that cannot be read or is refused, a fleet store that
+       cannot be used
+  130  `ripcord demo` interrupted by ctrl-c";
+
+/// The top-level help's examples.
+const TOP_EXAMPLES: &str = "\
+Examples:
+  ripcord demo                               # watch a breaker trip and recover
+  ripcord check --config ripcord.toml        # validate a proxy configuration
+  ripcord proxy --config ripcord.toml        # run the proxy (SIGHUP reloads)";
+
+/// `ripcord demo --help`'s examples.
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  ripcord demo
+  ripcord demo --duration 1m --callers 64 --seed 7
+  ripcord demo --store redis://127.0.0.1:6379      # two proxies share the breaker";
+
+/// `ripcord simulate --help`'s examples.
+const SIMULATE_EXAMPLES: &str = "\
+Examples:
+  ripcord simulate traffic.csv --config eager.toml --config patient.toml
+  ripcord simulate --scenario \"ok 60s, fail 30s @ 80%, ok 60s\" --json
+  ripcord simulate calls.jsonl --plot chart.svg";
+
+/// `ripcord fleet --help`'s examples.
+const FLEET_EXAMPLES: &str = "\
+Examples:
+  ripcord fleet status --store redis://127.0.0.1:6379
+  ripcord fleet open payments --config ripcord.toml --expires 10m
+  ripcord fleet reset payments --config ripcord.toml";
+
+/// `ripcord proxy --help`'s examples.
+const PROXY_EXAMPLES: &str = "\
+Examples:
+  ripcord proxy                                     # reads ./ripcord.toml
+  ripcord proxy --config /etc/ripcord/proxy.toml --drain-deadline 30s
+  kill -HUP $(pidof ripcord)                        # reload the file";
+
+/// `ripcord check --help`'s examples.
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  ripcord check                                     # checks ./ripcord.toml
+  ripcord check --config proxy.toml
+  ripcord check --config proxy.toml --json | jq .routes";
+
+/// `ripcord`'s command line.
 #[derive(Debug, Parser)]
-#[command(name = "ripcord", version, about, propagate_version = true)]
+#[command(
+    name = "ripcord",
+    version,
+    propagate_version = true,
+    about = "Resilience for the calls your service makes: circuit breakers you can watch",
+    long_about = TOP_LONG_ABOUT,
+    after_long_help = TOP_EXAMPLES
+)]
 struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -25,23 +107,48 @@ struct Cli {
 /// The subcommands of `ripcord`.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Watch the proxy's circuit breaker shield callers from a flaky upstream that
-    /// fails, slows down and recovers, live in the terminal and on the dashboard
-    /// (all in-process on loopback; `--store` shares it between two proxies).
+    /// Watch a circuit breaker shield callers from a flaky upstream, live.
+    ///
+    /// The proxy's circuit breaker shields a crowd of callers from a flaky
+    /// upstream that fails, slows down and recovers, live in the terminal and
+    /// on the dashboard (all in-process on loopback; `--store` shares the
+    /// breaker between two proxies through Redis). Exit 0 at the end, 1 when
+    /// it cannot start, 130 when interrupted.
+    #[command(after_long_help = DEMO_EXAMPLES)]
     Demo(demo::DemoArgs),
-    /// Replay a traffic trace (CSV, JSON Lines or a synthetic scenario) through
-    /// one or more breaker configurations: when each trips and recovers, what
-    /// it lets through and what it rejects, as a table, JSON or a chart.
+    /// Replay a traffic trace through breaker configurations.
+    ///
+    /// Replays a traffic trace (CSV, JSON Lines or a synthetic scenario)
+    /// through one or more breaker configurations: when each trips and
+    /// recovers, what it lets through and what it rejects, as a table, JSON
+    /// or a chart. Exit 2 for a bad argument, trace or configuration file, 1
+    /// when the chart or trace cannot be written.
+    #[command(after_long_help = SIMULATE_EXAMPLES)]
     Simulate(ripcord_cli::simulate::SimulateArgs),
-    /// See and steer the breakers of a whole fleet through its Redis store:
-    /// `status`, `open`, `disable`, `reset`.
+    /// See and steer a fleet's breakers through its Redis store.
+    ///
+    /// Reads and changes the breakers of a whole fleet through its Redis
+    /// store: `status`, `open`, `disable`, `reset`. Exit 2 when the store
+    /// cannot be used or the configuration file is refused, 1 for an unknown
+    /// breaker.
+    #[command(after_long_help = FLEET_EXAMPLES)]
     Fleet(ripcord_cli::fleet::FleetArgs),
-    /// Run the reverse proxy: routes, upstreams and a pipeline (timeout, retry,
-    /// breaker, bulkhead, rate limit, fallback) per route or upstream, from a
-    /// TOML file; SIGHUP reloads it, SIGTERM drains and stops.
+    /// Run the reverse proxy from a TOML configuration file.
+    ///
+    /// Runs the reverse proxy: routes, upstreams and a pipeline (timeout,
+    /// retry, breaker, bulkhead, rate limit, fallback) per route or upstream,
+    /// from a TOML file; SIGHUP reloads it, SIGTERM drains and stops. Exit 0
+    /// after a stop, 2 when the file is refused, 1 when it cannot start (a
+    /// listener cannot be bound, say).
+    #[command(after_long_help = PROXY_EXAMPLES)]
     Proxy(proxy::ProxyArgs),
-    /// Validate a proxy configuration file without starting anything: a
-    /// summary (exit 0) or every problem with its key path (exit 2).
+    /// Validate a proxy configuration file without starting anything.
+    ///
+    /// Reads and validates a proxy configuration file, binding nothing: a
+    /// summary on stdout (exit 0), or every problem with its line, column
+    /// and key path on stderr (exit 2). `--json` prints either as one JSON
+    /// object on stdout instead, with the same exit codes.
+    #[command(after_long_help = CHECK_EXAMPLES)]
     Check(proxy::CheckArgs),
 }
 
@@ -57,49 +164,73 @@ fn raise_fd_limit() {
     }
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+/// A multi-threaded runtime, or the error message when there is none.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let runtime = match runtime(true) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
             match runtime.block_on(demo::run(args)) {
-                Ok(code) => Ok(code),
+                Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    Ok(ExitCode::FAILURE)
+                    ExitCode::FAILURE
                 }
             }
         }
-        Command::Simulate(args) => {
-            let text = ripcord_cli::simulate::run(&args)?;
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Simulate(args) => match ripcord_cli::simulate::run(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let code = e.exit_code();
+                eprintln!("error: {:#}", anyhow::Error::new(e));
+                ExitCode::from(code)
+            }
+        },
         Command::Proxy(args) => {
             raise_fd_limit();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            Ok(runtime.block_on(ripcord_proxy::run(args.into_options())))
+            match runtime(true) {
+                Ok(runtime) => runtime.block_on(ripcord_proxy::run(args.into_options())),
+                Err(code) => code,
+            }
         }
-        Command::Check(args) => Ok(ripcord_proxy::check(
-            &args.config,
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
-        )),
+        Command::Check(args) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            if args.json {
+                proxy::check_json(&args.config, &mut out)
+            } else {
+                ripcord_proxy::check(&args.config, &mut out, &mut err)
+            }
+        }
         Command::Fleet(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = match runtime(false) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
             let mut out = std::io::stdout().lock();
             match runtime.block_on(ripcord_cli::fleet::run(&args, &mut out)) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let code = e.exit_code();
                     eprintln!("error: {:#}", anyhow::Error::new(e));
-                    Ok(ExitCode::from(code))
+                    ExitCode::from(code)
                 }
             }
         }

@@ -101,9 +101,19 @@ pub enum SimulateError {
         /// What is wrong.
         message: String,
     },
-    /// A file could not be opened or written.
-    #[error("cannot read or write {path}")]
+    /// A trace or configuration file could not be read.
+    #[error("cannot read {path}")]
     Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The chart (`--plot`) or the trace (`--write-trace`) could not be
+    /// written.
+    #[error("cannot write {path}")]
+    Write {
         /// The file.
         path: PathBuf,
         /// Why.
@@ -116,6 +126,23 @@ pub enum SimulateError {
     /// `--rps` is not a positive number.
     #[error("--rps must be a positive number of calls per second")]
     Rate,
+}
+
+impl SimulateError {
+    /// The process exit code for this error: 1 when the run failed (an
+    /// output file could not be written, the trace could not be read to its
+    /// end), 2 for a bad argument, trace line or configuration file.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SimulateError::Write { .. }
+            | SimulateError::Replay(ReplayError::Trace(TraceError::Io { .. })) => 1,
+            SimulateError::Replay(_)
+            | SimulateError::Config { .. }
+            | SimulateError::Io { .. }
+            | SimulateError::PlotFormat(_)
+            | SimulateError::Rate => 2,
+        }
+    }
 }
 
 /// Reads a breaker configuration from TOML text: either a bare
@@ -240,7 +267,7 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
         replay(TraceReader::new(input, format), &configs, &options)?
     };
     if let Some(plot) = &args.plot {
-        std::fs::write(plot, chart::render(&report)).map_err(|source| SimulateError::Io {
+        std::fs::write(plot, chart::render(&report)).map_err(|source| SimulateError::Write {
             path: plot.clone(),
             source,
         })?;
@@ -257,7 +284,7 @@ pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
 
 /// Writes calls as a CSV trace.
 fn write_trace(path: &Path, calls: impl Iterator<Item = Call>) -> Result<(), SimulateError> {
-    let io = |source| SimulateError::Io {
+    let io = |source| SimulateError::Write {
         path: path.to_owned(),
         source,
     };

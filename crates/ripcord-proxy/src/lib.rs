@@ -186,7 +186,8 @@ pub struct RunOptions {
 }
 
 /// Validates the file at `config`: the summary on `out` on success (exit 0),
-/// every problem on `err` on failure (exit 2). Binds nothing.
+/// every problem on `err` on failure (exit 2), one `error: …` line each.
+/// Binds nothing.
 pub fn check(
     config: &Path,
     out: &mut dyn std::io::Write,
@@ -199,10 +200,18 @@ pub fn check(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let _ = writeln!(err, "{}", error_chain(&e));
+            let _ = write!(err, "{}", error_lines(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// A configuration error as `error: …` lines, one per problem.
+fn error_lines(e: &config::ConfigError) -> String {
+    error_chain(e)
+        .lines()
+        .map(|line| format!("error: {line}\n"))
+        .collect()
 }
 
 /// An error and its causes, one line.
@@ -217,12 +226,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Runs the proxy until SIGTERM or ctrl-c; reloads the file on SIGHUP.
-/// Exit 2 on a bad configuration, 1 when it cannot start.
+/// Exit 2 on a bad configuration, 1 when it cannot start; either error is
+/// printed on stderr as `error: …`.
 pub async fn run(args: RunOptions) -> ExitCode {
     let config = match ProxyConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", error_chain(&e));
+            eprint!("{}", error_lines(&e));
             return ExitCode::from(2);
         }
     };
@@ -230,7 +240,7 @@ pub async fn run(args: RunOptions) -> ExitCode {
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("ripcord proxy: {}", error_chain(&e));
+            eprintln!("error: ripcord proxy cannot start: {}", error_chain(&e));
             return ExitCode::from(1);
         }
     };
