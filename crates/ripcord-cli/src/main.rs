@@ -164,7 +164,20 @@ fn raise_fd_limit() {
     }
 }
 
-/// A multi-threaded runtime, or the error message when there is none.
+/// Prints an error on stderr, each of its lines (a refused configuration
+/// has one per problem) as `error: …`.
+fn print_error(message: &str) {
+    let mut text = String::new();
+    for line in message.lines() {
+        text.push_str("error: ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    eprint!("{text}");
+}
+
+/// A tokio runtime (multi-threaded or current-thread); when none can be
+/// built, the error is printed and the exit code returned.
 fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut builder = if multi_thread {
         tokio::runtime::Builder::new_multi_thread()
@@ -188,7 +201,7 @@ fn main() -> ExitCode {
             match runtime.block_on(demo::run(args)) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    print_error(&format!("{e:#}"));
                     ExitCode::FAILURE
                 }
             }
@@ -200,7 +213,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 let code = e.exit_code();
-                eprintln!("error: {:#}", anyhow::Error::new(e));
+                print_error(&format!("{:#}", anyhow::Error::new(e)));
                 ExitCode::from(code)
             }
         },
@@ -229,7 +242,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let code = e.exit_code();
-                    eprintln!("error: {:#}", anyhow::Error::new(e));
+                    print_error(&format!("{:#}", anyhow::Error::new(e)));
                     ExitCode::from(code)
                 }
             }

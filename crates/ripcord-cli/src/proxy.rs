@@ -46,8 +46,10 @@ pub(crate) struct CheckArgs {
 
 /// `ripcord check --json`: validates the file at `config` and prints one
 /// JSON object on `out`: on success (exit 0)
-/// `{"ok": true, "file", "listeners", "admin", "upstreams", "routes",
-/// "breakers", "warnings"}`, on a refused or unreadable file (exit 2)
+/// `{"ok": true, "file", "listeners", "admin": {"listen", "token_set"},
+/// "upstreams": [{"name", "addresses", "policies"}], "routes": [{"name",
+/// "host", "prefix", "upstream", "policies"}], "breakers": [{"name",
+/// "scope"}], "warnings"}` (policies by kind, in order), on a refused or unreadable file (exit 2)
 /// `{"ok": false, "file", "problems": [{"path", "line", "column",
 /// "message"}]}` (`line` and `column` are null where unknown; a file that
 /// cannot be read has one problem with an empty path).
@@ -110,7 +112,7 @@ fn accepted(file: &str, c: &ProxyConfig) -> Value {
         "listeners": listeners,
         "admin": {
             "listen": c.admin.listen,
-            "token": c.admin_token().is_some(),
+            "token_set": c.admin_token().is_some(),
         },
         "upstreams": upstreams,
         "routes": routes,

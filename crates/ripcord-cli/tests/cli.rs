@@ -271,7 +271,7 @@ fn check_json_reports_warnings() {
         "{json}"
     );
     assert_eq!(json["admin"]["listen"], "0.0.0.0:9901");
-    assert_eq!(json["admin"]["token"], false);
+    assert_eq!(json["admin"]["token_set"], false);
 }
 
 #[test]
@@ -458,27 +458,30 @@ fn configuration_and_usage_errors_exit_2() {
         "{}",
         text(&out.stderr)
     );
-    // A refused file, for `proxy` and `check` alike: every problem an
-    // `error:` line.
+    // A refused file, for `proxy`, `check` and `fleet` alike: every
+    // problem on an `error:` line of its own.
     let bad = dir.file(
         "bad.toml",
-        &GOOD.replace("open_for = \"5s\"", "open_for = \"soon\""),
+        &GOOD
+            .replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"")
+            .replace(
+                "upstream = \"api\"\npipeline",
+                "upstream = \"apx\"\npipeline",
+            ),
     );
-    for command in ["proxy", "check"] {
+    for command in [&["proxy"][..], &["check"], &["fleet", "status"]] {
         let mut cmd = ripcord();
-        cmd.args([command, "--config"]).arg(&bad);
+        cmd.args(command).arg("--config").arg(&bad);
         let out = run(cmd);
-        assert_error(&out, 2, "bad.toml:7:");
+        assert_error(&out, 2, "bad.toml:3:");
         let stderr = text(&out.stderr);
+        assert!(stderr.lines().count() >= 2, "{command:?}: {stderr}");
         assert!(
             stderr.lines().all(|l| l.starts_with("error: ")),
-            "{command}: {stderr}"
+            "{command:?}: {stderr}"
         );
+        assert!(stderr.contains("apx"), "{command:?}: {stderr}");
     }
-    // A fleet command with a refused file.
-    let mut cmd = ripcord();
-    cmd.args(["fleet", "status", "--config"]).arg(&bad);
-    assert_error(&run(cmd), 2, "bad.toml:7:");
 }
 
 #[test]
