@@ -303,7 +303,7 @@ impl Service<()> for Slow {
     type Future = std::future::Ready<Result<(), Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.polls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

@@ -595,7 +595,7 @@ pub(crate) async fn many_breakers_share_one_sync(target: &Target) {
     assert_eq!(views.len(), names.len(), "list finds every breaker");
     for v in &views {
         let i: usize = v.name.trim_start_matches("dep-").parse().unwrap();
-        assert_eq!(v.state == State::Open, i % 3 == 0, "{}", v.name);
+        assert_eq!(v.state == State::Open, i.is_multiple_of(3), "{}", v.name);
         assert_eq!(
             v.instances, 2,
             "both instances report in the current epoch: {v:?}"
