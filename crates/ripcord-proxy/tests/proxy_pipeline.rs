@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use proxy_support::{base, client, get, one_route, send, start, Upstream};
+use proxy_support::{base, client, eventually, get, one_route, send, start, Upstream};
 use ripcord_proxy::config::ProxyConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +49,7 @@ async fn a_fallback_answers_only_on_its_triggers() {
         &up,
         "",
         "app",
-        r#"pipeline = { fallback = { status = 200, body = "cached", on_rejected = false }, circuit_breaker = { consecutive_failures = 1, open_for = "60s" }, timeout = "50ms" }"#,
+        r#"pipeline = { fallback = { status = 200, body = "cached", on_rejected = false }, circuit_breaker = { consecutive_failures = 1, open_for = "60s" } }"#,
     ))
     .await;
     let c = client();
@@ -95,24 +95,20 @@ async fn a_queued_bulkhead_holds_a_request_until_a_slot_frees() {
         .unwrap();
     let streaming = c.request(req).await.unwrap();
     assert_eq!(streaming.status(), 200);
-    // The second waits in the queue; a third finds the queue full.
+    // The second waits in the queue (seen in the bulkhead's gauge); a third
+    // then finds the queue full.
     let (c2, url) = (c.clone(), format!("{}/queued", base(&proxy)));
     let queued = tokio::spawn(async move { get(&c2, &url).await });
-    let mut third = None;
-    for _ in 0..200 {
-        let r = get(&c, &format!("{}/third", base(&proxy))).await;
-        if r.status == 503 {
-            third = Some(r);
-            break;
-        }
-        // The queued request had not reached the queue yet: it was
-        // served (or this one was); try again.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if queued.is_finished() {
-            break;
-        }
-    }
-    let third = third.expect("a request found the queue full");
+    let metrics = proxy.state().metrics().clone();
+    let in_queue = eventually(Duration::from_secs(10), || {
+        metrics
+            .render()
+            .contains("ripcord_bulkhead_queued{name=\"app\"} 1")
+    })
+    .await;
+    assert!(in_queue, "the second request waits in the queue");
+    let third = get(&c, &format!("{}/third", base(&proxy))).await;
+    assert_eq!(third.status, 503);
     assert_eq!(third.header("x-ripcord-policy"), Some("bulkhead"));
     assert!(
         !queued.is_finished(),
