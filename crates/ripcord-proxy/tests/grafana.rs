@@ -63,7 +63,7 @@ addresses = ["{addr}"]
 [[routes]]
 name = "api"
 upstream = "app"
-pipeline = {{ retry = {{ max_attempts = 2, backoff = "5ms" }}, circuit_breaker = {{ consecutive_failures = 4, open_for = "60s" }}, bulkhead = {{ max_concurrent = 8 }}, timeout = "50ms" }}
+pipeline = {{ retry = {{ max_attempts = 2, backoff = "5ms" }}, circuit_breaker = {{ consecutive_failures = 4, open_for = "60s" }}, bulkhead = {{ max_concurrent = 8 }}, timeout = "250ms" }}
 
 [[routes]]
 name = "quota"
@@ -78,7 +78,7 @@ pipeline = {{ rate_limiter = {{ rate = 1, period = "60s", burst = 1 }} }}
     let base = format!("http://{}", proxy.listen_addrs()[0]);
     assert_eq!(get(&c, &format!("{base}/ok")).await.status, 200);
     // A timeout, retried once: two failures.
-    assert_eq!(get(&c, &format!("{base}/slow/300")).await.status, 504);
+    assert_eq!(get(&c, &format!("{base}/slow/3000")).await.status, 504);
     // Two more failures trip the breaker; the next call is rejected.
     assert_eq!(get(&c, &format!("{base}/status/500")).await.status, 500);
     assert_eq!(get(&c, &format!("{base}/x")).await.status, 503);
