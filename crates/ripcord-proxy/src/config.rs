@@ -511,7 +511,7 @@ impl ProxyConfig {
             file: file_label.to_string(),
             problems,
         };
-        let doc = match toml_edit::ImDocument::parse(text) {
+        let doc = match toml_edit::Document::parse(text) {
             Ok(doc) => doc,
             Err(e) => {
                 let position = e.span().map(|s| line_col(text, s.start));
@@ -1190,7 +1190,7 @@ struct KeyIndex {
 type KeyEntry = (String, Option<Range<usize>>, Option<Range<usize>>);
 
 impl KeyIndex {
-    fn new(doc: &toml_edit::ImDocument<&str>) -> Self {
+    fn new(doc: &toml_edit::Document<&str>) -> Self {
         let mut index = KeyIndex {
             entries: Vec::new(),
         };

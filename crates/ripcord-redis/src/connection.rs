@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) max_backoff: Duration,
 }
 
+// One per store, built once: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Mode {
     Single(redis::Client),
@@ -68,7 +70,7 @@ impl std::fmt::Debug for Connection {
 }
 
 fn unavailable(msg: String) -> RedisError {
-    RedisError::from((ErrorKind::IoError, "Redis unavailable", msg))
+    RedisError::from((ErrorKind::Io, "Redis unavailable", msg))
 }
 
 fn timed_out(what: &str, d: Duration) -> RedisError {
@@ -112,8 +114,8 @@ impl Connection {
             match &self.mode {
                 Mode::Single(client) => {
                     let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(d)
-                        .set_response_timeout(self.settings.response_timeout);
+                        .set_connection_timeout(Some(d))
+                        .set_response_timeout(Some(self.settings.response_timeout));
                     client
                         .get_multiplexed_async_connection_with_config(&config)
                         .await
@@ -224,7 +226,7 @@ impl Connection {
         let first = self.attempt_many(cmds).await;
         let reload = match &first {
             Ok(values) => values.iter().any(is_noscript),
-            Err(e) => e.kind() == ErrorKind::NoScriptError,
+            Err(e) => e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript),
         };
         if !reload {
             return first;
@@ -237,7 +239,7 @@ impl Connection {
     pub(crate) async fn query(&self, slot: u16, cmd: Cmd) -> RedisResult<Value> {
         let mut v = self.query_many(&[(slot, cmd)]).await?;
         v.pop()
-            .ok_or_else(|| RedisError::from((ErrorKind::ParseError, "no reply")))
+            .ok_or_else(|| RedisError::from((ErrorKind::Parse, "no reply")))
     }
 
     async fn attempt_many(&self, cmds: &[(u16, Cmd)]) -> RedisResult<Vec<Value>> {
@@ -285,13 +287,13 @@ impl Connection {
                     let nodes = tokio::time::timeout(
                         d,
                         c.route_command(
-                            &redis::cmd("CLUSTER").arg("NODES").clone(),
+                            redis::cmd("CLUSTER").arg("NODES").clone(),
                             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
                         ),
                     )
                     .await
                     .unwrap_or_else(|_| Err(timed_out("CLUSTER NODES", d)))?;
-                    let text: String = redis::from_redis_value(&nodes)?;
+                    let text: String = redis::from_redis_value(nodes)?;
                     let mut keys = Vec::new();
                     for (host, port) in masters(&text) {
                         let c = c.clone();
@@ -300,7 +302,7 @@ impl Connection {
                             let host = host.clone();
                             async move {
                                 c.route_command(
-                                    &cmd,
+                                    cmd,
                                     RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                                         host,
                                         port,
@@ -343,7 +345,7 @@ where
         let v = tokio::time::timeout(d, send(cmd))
             .await
             .unwrap_or_else(|_| Err(timed_out("SCAN", d)))?;
-        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(&v)?;
+        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(v)?;
         keys.extend(batch);
         if next == 0 {
             return Ok(keys);
@@ -400,7 +402,7 @@ async fn cluster_many(c: ClusterConnection, cmds: &[(u16, Cmd)]) -> RedisResult<
         }
     }
     out.into_iter()
-        .map(|v| v.ok_or_else(|| RedisError::from((ErrorKind::ParseError, "missing reply"))))
+        .map(|v| v.ok_or_else(|| RedisError::from((ErrorKind::Parse, "missing reply"))))
         .collect()
 }
 

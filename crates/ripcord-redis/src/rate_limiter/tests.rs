@@ -90,7 +90,7 @@ fn lua_gcra_agrees_with_rust() {
         let replies = rt
             .block_on(c.req_packed_commands(&pipe, 0, steps.len()))
             .expect("EVAL");
-        for (i, (reply, (d, next))) in replies.iter().zip(&expected).enumerate() {
+        for (i, (reply, (d, next))) in replies.into_iter().zip(&expected).enumerate() {
             let (a, amount, lua_tat): (i64, i64, String) =
                 redis::from_redis_value(reply).expect("reply");
             prop_assert_eq!(lua_decision(a, amount), *d, "step {} of {:?}", i, steps);
