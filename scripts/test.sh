@@ -6,6 +6,9 @@
 # starts `redis-server` on a free port (installing Debian's package first when
 # it is missing and this runs as root). Tests that kill or restart Redis spawn
 # their own servers; this one is never stopped or flushed by the tests.
+# Chromium (the dashboard test) and Prometheus (the scrape test) come from
+# Debian's packages when missing and this runs as root
+# (scripts/ensure-chromium.sh, scripts/ensure-prometheus.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,8 +102,9 @@ for c in ripcord ripcord-tower ripcord-redis ripcord-metrics ripcord-proxy ripco
     done
 done
 
-log "Chromium for the dashboard test"
+log "Chromium for the dashboard test, Prometheus for the scrape test"
 bash scripts/ensure-chromium.sh
+bash scripts/ensure-prometheus.sh
 
 log "cargo test"
 cargo test --workspace --all-features

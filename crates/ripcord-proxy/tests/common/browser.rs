@@ -18,48 +18,28 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+#[path = "tool.rs"]
+mod tool;
+
+/// The names Chromium goes by on `PATH`.
+const CHROMIUM: &[&str] = &[
+    "chromium",
+    "chromium-browser",
+    "google-chrome-stable",
+    "google-chrome",
+];
+
 /// Where to find Chromium: `$RIPCORD_CHROMIUM`, then the usual names on
-/// `PATH`, then Debian's path.
+/// `PATH`.
 pub(crate) fn find_chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RIPCORD_CHROMIUM") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in [
-        "chromium",
-        "chromium-browser",
-        "google-chrome-stable",
-        "google-chrome",
-    ] {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    let debian = PathBuf::from("/usr/bin/chromium");
-    debian.is_file().then_some(debian)
+    tool::find("RIPCORD_CHROMIUM", CHROMIUM)
 }
 
 /// Finds Chromium, running `scripts/ensure-chromium.sh` (which installs
 /// Debian's package when it can) if there is none yet. `None` when there is
 /// still none: the caller fails, it does not skip.
 pub(crate) fn find_or_install_chromium() -> Option<PathBuf> {
-    if let Some(p) = find_chromium() {
-        return Some(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ensure-chromium.sh");
-    eprintln!("no Chromium found; running {}", script.display());
-    match Command::new("bash").arg(&script).status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("{} exited with {s}", script.display()),
-        Err(e) => eprintln!("could not run {}: {e}", script.display()),
-    }
-    find_chromium()
+    tool::find_or_install("RIPCORD_CHROMIUM", CHROMIUM, "ensure-chromium.sh")
 }
 
 /// A running headless Chromium with its own profile directory.
