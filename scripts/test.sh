@@ -93,8 +93,11 @@ cargo clippy -p ripcord-proxy --no-default-features --all-targets -- -D warnings
 log "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 
-log "cargo package: every published crate packs, with its README and licenses (offline, not built)"
-cargo package --workspace --exclude ripcord-benches --no-verify --offline --allow-dirty --quiet
+log "cargo package: every published crate packs with its README and licenses, and builds from its .crate alone (offline)"
+# Verification unpacks each .crate and builds it against the others through a
+# local registry, in dependency order: a file missing from a package (an
+# include_str!, a test-only path) fails here, not after publishing.
+cargo package --workspace --exclude ripcord-benches --offline --allow-dirty --quiet
 for c in ripcord ripcord-tower ripcord-redis ripcord-metrics ripcord-proxy ripcord-cli; do
     listing=$(tar -tzf "target/package/$c-$(cargo pkgid -p "$c" | sed 's/.*[#@]//').crate")
     for f in Cargo.toml README.md LICENSE-MIT LICENSE-APACHE src/lib.rs; do
