@@ -438,7 +438,7 @@ impl UpstreamClient {
 /// A body the proxy sends or receives: streamed from a peer, or made whole by
 /// the proxy.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// A request body streaming from the client to the upstream.
     Incoming(RequestBody),
     /// A response body streaming from the upstream, holding its call's
@@ -450,12 +450,12 @@ pub enum ProxyBody {
 
 impl ProxyBody {
     /// An empty body.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         ProxyBody::Full(None)
     }
 
     /// A body of `text`.
-    pub fn text(text: impl Into<Bytes>) -> Self {
+    pub(crate) fn text(text: impl Into<Bytes>) -> Self {
         ProxyBody::Full(Some(text.into()))
     }
 }
@@ -498,7 +498,7 @@ impl Body for ProxyBody {
 /// the upstream takes to read is not counted: the deadline runs only while
 /// the body is being waited for.
 #[derive(Debug)]
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     timeout: Duration,
     /// Made at the first wait; reset at the start of each wait.
@@ -583,7 +583,7 @@ impl Verdict {
 /// sending); the bulkhead slots are released at any ending, and the
 /// connection goes back to its pool at the end.
 #[derive(Debug)]
-pub struct UpstreamBody(RecordedBody<Trailers, Box<Held>>);
+pub(crate) struct UpstreamBody(RecordedBody<Trailers, Box<Held>>);
 
 /// What an upstream response body holds until it ends (on the heap: every
 /// request and response the proxy moves around carries a body, so bodies
@@ -882,7 +882,7 @@ fn hop_by_hop_index(name: &str) -> Option<usize> {
 
 /// Removes the hop-by-hop headers: those `Connection` names, the fixed
 /// list, and every `Proxy-*` header.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the headers (most heads carry none of them, or only
     // `Connection: keep-alive`), no lookups.
     let (mut hop, mut proxy) = ([false; HOP_BY_HOP.len()], false);

@@ -7,10 +7,12 @@
 //!   (`ripcord check`).
 //! - [`server`]: [`Proxy::start`](server::Proxy::start), reload and graceful
 //!   shutdown.
-//! - [`forward`]: what happens to one request (policies, headers, the
-//!   responses the proxy makes itself).
 //! - `admin` (feature `admin`) and [`state`]: the admin listener and what
 //!   it sees.
+//!
+//! What happens to one request (its head checked, its route found, its
+//! policies run, its headers rewritten, the answers the proxy makes itself)
+//! is internal: the configuration is the interface.
 //!
 //! # Example
 //!
@@ -153,7 +155,7 @@ pub mod admin;
 mod busy_poll;
 pub mod config;
 mod conn;
-pub mod forward;
+mod forward;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -161,7 +163,7 @@ pub(crate) mod h1;
 #[cfg(feature = "testkit")]
 pub mod loadgen;
 mod policy;
-pub mod request;
+mod request;
 mod route;
 pub mod server;
 pub mod state;

@@ -41,7 +41,7 @@ use http::{uri, Uri, Version};
 
 /// Why a request head was refused (the proxy answers 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     /// More than one `Host` field.
     DuplicateHost,
     /// A `Host` field or target authority that is not `host[:port]`.
@@ -82,7 +82,7 @@ impl std::error::Error for HeadError {}
 /// the winning host (see the module docs) and the URI's path is normalized.
 /// Returns the host to route by (lower-case, without port), `None` for an
 /// HTTP/1.0 request without one.
-pub fn prepare(parts: &mut http::request::Parts) -> Result<Option<String>, HeadError> {
+pub(crate) fn prepare(parts: &mut http::request::Parts) -> Result<Option<String>, HeadError> {
     if connection_names_host(&parts.headers) {
         return Err(HeadError::ConnectionNamesHost);
     }
@@ -122,7 +122,7 @@ fn connection_names_host(headers: &http::HeaderMap) -> bool {
 
 /// The host of `host[:port]`, lower-case, without the port; `None` when
 /// it is not one.
-pub fn host_of(authority: &[u8]) -> Option<String> {
+pub(crate) fn host_of(authority: &[u8]) -> Option<String> {
     let (host, port) = if authority.first() == Some(&b'[') {
         let end = authority.iter().position(|b| *b == b']')?;
         let literal = &authority[1..end];
@@ -169,7 +169,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The normalized form of `path` (see the module docs), `None` when it is
 /// already normalized (the usual case: no allocation).
-pub fn normalize_path(path: &str) -> Result<Option<String>, HeadError> {
+pub(crate) fn normalize_path(path: &str) -> Result<Option<String>, HeadError> {
     let b = path.as_bytes();
     if !b.starts_with(b"/") {
         // The asterisk form (`OPTIONS *`), or an empty path.
