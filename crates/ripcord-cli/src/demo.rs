@@ -323,13 +323,13 @@ async fn check_store(url: &str, prefix: &str) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "cannot reach the store at {}",
-                ripcord_cli::fleet::redact_url(url)
+                crate::cmd::fleet::redact_url(url)
             )
         })?;
     store.ping().await.with_context(|| {
         format!(
             "the store at {} does not answer",
-            ripcord_cli::fleet::redact_url(url)
+            crate::cmd::fleet::redact_url(url)
         )
     })?;
     Ok(())
@@ -424,7 +424,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         store: plan
             .store
             .as_ref()
-            .map(|url| (ripcord_cli::fleet::redact_url(url), prefix.clone())),
+            .map(|url| (crate::cmd::fleet::redact_url(url), prefix.clone())),
     };
     view::print_intro(&mut out, &plan, &addresses, &style)?;
 

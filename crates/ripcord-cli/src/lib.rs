@@ -1,6 +1,8 @@
 //! The library side of the `ripcord` binary: the replay engine behind
-//! `ripcord simulate` and the fleet control behind `ripcord fleet`, usable
-//! from tests and other tools. The reverse proxy behind `ripcord proxy` is
+//! `ripcord simulate` (traces, scenarios, the replay, its table and chart),
+//! usable from tests and other tools. The command line itself (its options
+//! and `ripcord fleet`, which drives `ripcord-redis`'s fleet API) belongs to
+//! the binary. The reverse proxy behind `ripcord proxy` is
 //! the `ripcord-proxy` crate.
 //!
 //! # The `ripcord` command
@@ -20,7 +22,6 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd;
 mod demo;
 mod proxy;
 
@@ -124,7 +125,7 @@ enum Command {
     /// or a chart. Exit 2 for a bad argument, trace or configuration file, 1
     /// when the chart or trace cannot be written.
     #[command(after_long_help = SIMULATE_EXAMPLES)]
-    Simulate(ripcord_cli::simulate::SimulateArgs),
+    Simulate(cmd::simulate::SimulateArgs),
     /// See and steer a fleet's breakers through its Redis store.
     ///
     /// Reads and changes the breakers of a whole fleet through its Redis
@@ -132,7 +133,7 @@ enum Command {
     /// cannot be used or the configuration file is refused, 1 for an unknown
     /// breaker.
     #[command(after_long_help = FLEET_EXAMPLES)]
-    Fleet(ripcord_cli::fleet::FleetArgs),
+    Fleet(cmd::fleet::FleetArgs),
     /// Run the reverse proxy from a TOML configuration file.
     ///
     /// Runs the reverse proxy: routes, upstreams and a pipeline (timeout,
@@ -206,7 +207,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Simulate(args) => match ripcord_cli::simulate::run(&args) {
+        Command::Simulate(args) => match cmd::simulate::run(&args) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -238,7 +239,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let mut out = std::io::stdout().lock();
-            match runtime.block_on(ripcord_cli::fleet::run(&args, &mut out)) {
+            match runtime.block_on(cmd::fleet::run(&args, &mut out)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let code = e.exit_code();

@@ -80,12 +80,27 @@ pub enum TraceError {
 }
 
 /// Which format a trace is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceFormat {
     /// Comma-separated values with a header line.
     Csv,
     /// One JSON object per line.
     Jsonl,
+}
+
+impl std::str::FromStr for TraceFormat {
+    type Err = String;
+
+    /// `csv` or `jsonl` (ASCII case ignored).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("csv") {
+            Ok(TraceFormat::Csv)
+        } else if s.eq_ignore_ascii_case("jsonl") {
+            Ok(TraceFormat::Jsonl)
+        } else {
+            Err(format!("unknown trace format `{s}`: use csv or jsonl"))
+        }
+    }
 }
 
 /// How bare numbers in a column are read.

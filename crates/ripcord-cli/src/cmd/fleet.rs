@@ -23,15 +23,15 @@ use ripcord_proxy::state::Control;
 
 /// Options of `ripcord fleet`.
 #[derive(Debug, clap::Args)]
-pub struct FleetArgs {
+pub(crate) struct FleetArgs {
     /// What to do.
     #[command(subcommand)]
-    pub action: FleetAction,
+    pub(crate) action: FleetAction,
 }
 
 /// The actions of `ripcord fleet`.
 #[derive(Debug, clap::Subcommand)]
-pub enum FleetAction {
+pub(crate) enum FleetAction {
     /// List the fleet's breakers (or just NAME) and their states.
     ///
     /// Every breaker of the fleet (or just NAME): state, epoch, live
@@ -61,21 +61,21 @@ pub enum FleetAction {
 
 /// Where the fleet's state lives.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// The fleet's Redis store (`redis://[user[:password]@]host[:port][/db]`).
     #[arg(long, value_name = "URL", required_unless_present = "config")]
-    pub store: Option<String>,
+    pub(crate) store: Option<String>,
     /// Take the store and its prefix from a `ripcord proxy` configuration file
     /// (its `store` and `store_prefix`); `--store` and `--prefix` override them.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    pub(crate) config: Option<std::path::PathBuf>,
     /// The key prefix the fleet's breakers use (the `key_prefix` of its store;
     /// default `ripcord`).
     #[arg(long, value_name = "P")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// How long to wait for the store to connect and to answer.
     #[arg(long, default_value = "2s", value_parser = parse_timeout, value_name = "DURATION")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl StoreArgs {
@@ -108,52 +108,52 @@ impl StoreArgs {
 
 /// Options of `open` and `disable`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MutateArgs {
+pub(crate) struct MutateArgs {
     /// The breaker.
-    pub name: String,
+    pub(crate) name: String,
     /// Where the fleet keeps its state.
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub(crate) store: StoreArgs,
     /// Lapse back to closed by itself after this long (e.g. `10m`; 1s to 30
     /// days); without it, the override holds until a reset.
     #[arg(long, value_parser = parse_expires, value_name = "DURATION")]
-    pub expires: Option<Duration>,
+    pub(crate) expires: Option<Duration>,
     /// Who is acting, for the audit event every instance reports (default:
     /// `$USER via ripcord fleet`).
     #[arg(long, value_name = "NAME")]
-    pub actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Apply even if the store does not know the breaker yet (instances that
     /// start later begin in this state).
     #[arg(long)]
-    pub create: bool,
+    pub(crate) create: bool,
     /// How long the breaker's keys live without any report; use the fleet's
     /// own `ttl` (1s to 30 days).
     #[arg(long, default_value = "10m", value_parser = parse_expires, value_name = "DURATION")]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Print the breaker's new view as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `reset`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ResetArgs {
+pub(crate) struct ResetArgs {
     /// The breaker.
-    pub name: String,
+    pub(crate) name: String,
     /// Where the fleet keeps its state.
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub(crate) store: StoreArgs,
     /// Who is acting, for the audit event every instance reports (default:
     /// `$USER via ripcord fleet`).
     #[arg(long, value_name = "NAME")]
-    pub actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// How long the breaker's keys live without any report; use the fleet's
     /// own `ttl` (1s to 30 days).
     #[arg(long, default_value = "10m", value_parser = parse_expires, value_name = "DURATION")]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Print the breaker's new view as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Longest `--expires` and `--ttl`.
@@ -177,7 +177,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// Why `ripcord fleet` failed.
 #[derive(Debug, thiserror::Error)]
-pub enum FleetError {
+pub(crate) enum FleetError {
     /// The store could not be reached (connection refused, timed out, scripts
     /// not loadable).
     #[error("cannot reach the state store at {url}")]
@@ -236,7 +236,7 @@ pub enum FleetError {
 impl FleetError {
     /// The process exit code for this error: 2 when the store cannot be used
     /// at all, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             FleetError::Unreachable { .. }
             | FleetError::InvalidStore { .. }
@@ -249,7 +249,7 @@ impl FleetError {
 }
 
 /// `url` with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -370,7 +370,7 @@ fn default_actor() -> String {
 }
 
 /// Runs `ripcord fleet` and writes its output to `out`.
-pub async fn run(args: &FleetArgs, out: &mut impl Write) -> Result<(), FleetError> {
+pub(crate) async fn run(args: &FleetArgs, out: &mut impl Write) -> Result<(), FleetError> {
     match &args.action {
         FleetAction::Status { name, store, json } => {
             let store = Store::connect(store).await?;
