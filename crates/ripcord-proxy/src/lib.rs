@@ -158,6 +158,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod h1;
+pub(crate) mod h2;
 #[cfg(feature = "testkit")]
 pub mod loadgen;
 mod policy;
