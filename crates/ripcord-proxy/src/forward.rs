@@ -1691,6 +1691,44 @@ mod tests {
     }
 
     #[test]
+    fn auto_takes_h2_only_for_grpc_over_h2_and_grpc_timeout_only_for_grpc() {
+        let head = |version: Version, content_type: &str| {
+            let req = Request::post("/pkg.Svc/Call")
+                .version(version)
+                .header(header::CONTENT_TYPE, content_type)
+                .header("grpc-timeout", "250m")
+                .body(())
+                .expect("a request");
+            req.into_parts().0
+        };
+        let upstream = |protocol| {
+            Upstream::new(
+                "u",
+                vec!["127.0.0.1:1".parse().expect("an authority")],
+                protocol,
+                FailureCodes::DEFAULT,
+            )
+        };
+        let (auto, h1, h2c) = (
+            upstream(UpstreamProtocol::Auto),
+            upstream(UpstreamProtocol::Http1),
+            upstream(UpstreamProtocol::H2c),
+        );
+        let grpc_h2 = head(Version::HTTP_2, "application/grpc+proto");
+        let call = Call::of(&grpc_h2, &auto);
+        assert!(call.h2 && call.trailers && call.grpc.is_some());
+        assert_eq!(
+            call.deadline.map(|(_, budget)| budget),
+            Some(Duration::from_millis(250))
+        );
+        assert!(!Call::of(&grpc_h2, &h1).h2);
+        assert!(!Call::of(&head(Version::HTTP_11, "application/grpc"), &auto).h2);
+        let json = Call::of(&head(Version::HTTP_2, "application/json"), &auto);
+        assert!(!json.h2 && json.grpc.is_none() && json.deadline.is_none());
+        assert!(Call::of(&head(Version::HTTP_11, "text/plain"), &h2c).h2);
+    }
+
+    #[test]
     fn an_h2_head_carries_the_authority_in_the_uri() {
         let addr: http::uri::Authority = "10.0.0.1:50051".parse().expect("an authority");
         let mut req = Request::post("/pkg.Svc/Call?x=1")
