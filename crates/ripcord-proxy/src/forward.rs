@@ -242,7 +242,12 @@ impl UpstreamClient {
             pool: Arc::new(Pool {
                 idle: Mutex::new(IdleMap::default()),
                 h1: Mutex::new(IdleMap::default()),
-                h2: H2Pool::new(idle_timeout),
+                // No idle connection kept: let go at the next reap.
+                h2: H2Pool::new(if max_idle == 0 {
+                    Duration::ZERO
+                } else {
+                    idle_timeout
+                }),
                 connect_timeout,
                 idle_timeout,
                 max_idle,

@@ -36,6 +36,11 @@ fn status_for(what: &str) -> Result<(), Status> {
         "unavailable" => Err(Status::unavailable("down")),
         "internal" => Err(Status::internal("bug")),
         "not_found" => Err(Status::not_found("no")),
+        "detailed" => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("x-detail", "why".parse().unwrap());
+            Err(Status::with_metadata(Code::Aborted, "gave up", metadata))
+        }
         _ => Ok(()),
     }
 }
@@ -221,7 +226,14 @@ async fn unary_and_server_streaming_calls_pass_over_h2c() {
     let (n, end) = watch(&mut c, "stream-ok").await;
     assert_eq!(n, 3);
     end.expect("the stream ends with OK");
-    assert_eq!(switch.runs.load(Ordering::SeqCst), 3);
+    // The trailers after the messages pass whole: status, message and
+    // the service's own metadata.
+    let (n, end) = watch(&mut c, "stream-detailed").await;
+    assert_eq!(n, 3);
+    let e = end.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Aborted, "gave up"));
+    assert_eq!(e.metadata().get("x-detail").unwrap(), "why");
+    assert_eq!(switch.runs.load(Ordering::SeqCst), 4);
     // NOT_FOUND is ignored, OK a success: the breaker stays closed.
     assert_eq!(proxy.breaker("grpc").unwrap().state(), State::Closed);
     proxy.shutdown(Duration::from_secs(1)).await;
@@ -391,5 +403,63 @@ async fn a_rate_limit_is_resource_exhausted() {
     );
     assert!(e.metadata().get("grpc-retry-pushback-ms").is_some());
     assert_eq!(switch.runs.load(Ordering::SeqCst), 1);
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+/// An h2c upstream that reads the request body to its end and answers with
+/// the value of its `x-trailer` trailer (or `none`) as a header.
+async fn trailer_echo() -> SocketAddr {
+    use http_body_util::BodyExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let collected = req.into_body().collect().await?;
+                        let got = collected
+                            .trailers()
+                            .and_then(|t| t.get("x-trailer"))
+                            .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+                        let mut r =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        r.headers_mut()
+                            .insert("x-got-trailer", got.parse().unwrap());
+                        Ok::<_, hyper::Error>(r)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_reach_an_h2c_upstream() {
+    use http_body_util::StreamBody;
+
+    let addr = trailer_echo().await;
+    let proxy = proxy(addr, "protocol = \"h2c\"", "").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-trailer", "sent".parse().unwrap());
+    let frames = vec![
+        Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(b"body"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let req = http::Request::post(format!("http://{}/up", proxy.listen_addrs()[0]))
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let r = bounded(client.request(req)).await.expect("a response");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-got-trailer"], "sent");
     proxy.shutdown(Duration::from_secs(1)).await;
 }
