@@ -1687,6 +1687,15 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         client.reap();
         assert_eq!(client.pool.h2.len(), 0);
+        // Its last handle gone, the connection closes.
+        let closed = async {
+            while upstream.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the idle connection closed");
         let (response, _loan) = client
             .send_h2(&addr, h2_request(&addr))
             .await
