@@ -64,6 +64,9 @@ use ripcord_proxy::upstream::Upstream;
 use ripcord_proxy::RunOptions;
 use tokio::runtime::Runtime;
 
+#[path = "proxy/grpc.rs"]
+mod grpc;
+
 /// Rounds of the table's closed-loop runs at [`CONCURRENCY`].
 const SATURATED_ROUNDS: usize = 15;
 /// Turns of the table's one-at-a-time runs.
@@ -104,8 +107,27 @@ fn runtime(threads: usize, name: &str) -> Runtime {
 }
 
 /// The proxy's configuration file: one route to the upstream with a breaker
-/// and a timeout, one route without a pipeline, and `limits` lines as given.
-fn proxy_config(upstream: SocketAddr, limits: &str) -> String {
+/// and a timeout, one route without a pipeline, and `limits` lines as given;
+/// with a gRPC upstream, an `h2c` upstream for it and a route with the same
+/// breaker and timeout for its health service ([`grpc::ROUTE`]).
+fn proxy_config(upstream: SocketAddr, grpc_upstream: Option<SocketAddr>, limits: &str) -> String {
+    let grpc = match grpc_upstream {
+        Some(addr) => format!(
+            r#"
+[upstreams.grpc]
+addresses = ["{addr}"]
+protocol = "h2c"
+
+[[routes]]
+name = "grpc"
+path_prefix = "{prefix}"
+upstream = "grpc"
+pipeline = {{ timeout = "2s", circuit_breaker = {{ failure_rate = 0.5, minimum_calls = 20, open_for = "10s" }} }}
+"#,
+            prefix = grpc::ROUTE
+        ),
+        None => String::new(),
+    };
     let text = format!(
         r#"
 [admin]
@@ -131,11 +153,15 @@ pipeline = {{ timeout = "2s", circuit_breaker = {{ failure_rate = 0.5, minimum_c
 name = "plain"
 path_prefix = "/plain"
 upstream = "bench"
-"#
+{grpc}"#
     );
     ProxyConfig::parse(&text, "proxy bench config").expect("a valid proxy configuration");
     text
 }
+
+/// The variable that picks one comparison: `http` (the HTTP/1.1 one) or
+/// `grpc`; both run when it is unset.
+const ONLY: &str = "RIPCORD_BENCH_PROXY_ONLY";
 
 /// The variable that makes this bench binary run `ripcord proxy` on the
 /// configuration file it names, instead of benchmarking.
@@ -475,58 +501,96 @@ fn bench(c: &mut Criterion) {
     // to another service does.
     let upstream_rt = runtime(2, "bench-upstream");
     let upstream = upstream_rt.block_on(async { Upstream::bind(1).await.expect("the upstream") });
-    let proxy = ChildProxy::start("ripcord", &proxy_config(upstream.addr(), ""));
+    let grpc_upstream = grpc::upstream(&upstream_rt);
+    let proxy = ChildProxy::start(
+        "ripcord",
+        &proxy_config(upstream.addr(), Some(grpc_upstream), ""),
+    );
     let busy = ChildProxy::start(
         "ripcord-busy-poll",
-        &proxy_config(upstream.addr(), BUSY_POLL),
+        &proxy_config(upstream.addr(), Some(grpc_upstream), BUSY_POLL),
     );
     let baseline = std::env::var_os(BASELINE).map(|binary| {
         ChildProxy::start_of(
             Path::new(&binary),
             "ripcord-baseline",
-            &proxy_config(upstream.addr(), ""),
+            &proxy_config(upstream.addr(), None, ""),
         )
     });
-    let nginx = Nginx::start(upstream.addr());
+    let only = std::env::var(ONLY).ok();
+    if only.as_deref() != Some("grpc") {
+        http_comparison(
+            c,
+            &client_rt,
+            upstream.addr(),
+            &proxy,
+            &busy,
+            baseline.as_ref(),
+        );
+    }
+    if only.as_deref() != Some("http") {
+        grpc::comparison(
+            c,
+            &client_rt,
+            grpc_upstream,
+            [(&proxy, "ripcord"), (&busy, "ripcord_busy_poll")],
+        );
+    }
+    drop(proxy);
+    drop(busy);
+    drop(baseline);
+    drop(upstream);
+}
+
+/// The HTTP/1.1 comparison: criterion's `proxy/…` group, then the table.
+fn http_comparison(
+    c: &mut Criterion,
+    client_rt: &Runtime,
+    upstream: SocketAddr,
+    proxy: &ChildProxy,
+    busy: &ChildProxy,
+    baseline: Option<&ChildProxy>,
+) {
+    let nginx = Nginx::start(upstream);
 
     let mut targets = vec![
-        target("direct", upstream.addr(), "/bench", None, &client_rt),
+        target("direct", upstream, "/bench", None, client_rt),
         target(
             "ripcord",
             proxy.addr,
             "/bench",
             Some(proxy.child.id()),
-            &client_rt,
+            client_rt,
         ),
         target(
             "ripcord_plain",
             proxy.addr,
             "/plain",
             Some(proxy.child.id()),
-            &client_rt,
+            client_rt,
         ),
         target(
             "ripcord_busy_poll",
             busy.addr,
             "/bench",
             Some(busy.child.id()),
-            &client_rt,
+            client_rt,
         ),
     ];
-    if let Some(b) = &baseline {
+    if let Some(b) = baseline {
         targets.push(target(
             "ripcord_baseline",
             b.addr,
             "/bench",
             Some(b.child.id()),
-            &client_rt,
+            client_rt,
         ));
         targets.push(target(
             "ripcord_plain_baseline",
             b.addr,
             "/plain",
             Some(b.child.id()),
-            &client_rt,
+            client_rt,
         ));
     }
     if let Some(n) = &nginx {
@@ -535,7 +599,7 @@ fn bench(c: &mut Criterion) {
             n.addr,
             "/bench",
             Some(n.child.id()),
-            &client_rt,
+            client_rt,
         ));
     }
     // Warm every pool, and check every target answers with the upstream's 200.
@@ -700,10 +764,6 @@ fn bench(c: &mut Criterion) {
 
     drop(nginx);
     drop(targets);
-    drop(proxy);
-    drop(busy);
-    drop(baseline);
-    drop(upstream);
 }
 
 fn main() -> ExitCode {

@@ -241,6 +241,17 @@ fn check_json_describes_a_good_file_and_exits_0() {
         upstreams[0]["policies"],
         serde_json::json!(["circuit_breaker"])
     );
+    assert_eq!(upstreams[0]["protocol"], "http1");
+    assert_eq!(
+        upstreams[0]["grpc_failure_codes"],
+        serde_json::json!([
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
+            "RESOURCE_EXHAUSTED",
+            "INTERNAL",
+            "UNKNOWN"
+        ])
+    );
     let breakers: Vec<&str> = json["breakers"]
         .as_array()
         .expect("breakers")

@@ -296,6 +296,46 @@ fn ripcord_check_prints_a_summary_or_the_errors() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn ripcord_check_names_the_line_of_a_bad_grpc_key() {
+    let dir = std::env::temp_dir().join(format!("ripcord-check-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("grpc.toml");
+    let text = GOOD.replace(
+        "addresses = [",
+        "protocol = \"h2\"\ngrpc.failure_codes = [\"UNAVAILABLE\", \"TIMEOUT\"]\naddresses = [",
+    );
+    let line = |key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    std::fs::write(&bad, &text).unwrap();
+    let out = ripcord()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // A value the reader refuses is reported first, alone.
+    let at = format!("grpc.toml:{}:", line("protocol"));
+    assert!(stderr.contains(&at), "{at}: {stderr}");
+    assert!(stderr.contains("`http1`, `h2c`, `auto`"), "{stderr}");
+
+    std::fs::write(&bad, text.replace("\"h2\"", "\"h2c\"")).unwrap();
+    let out = ripcord()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let at = format!("grpc.toml:{}:", line("grpc.failure_codes"));
+    assert!(stderr.contains(&at), "{at}: {stderr}");
+    assert!(
+        stderr.contains("`upstreams.api.grpc.failure_codes[1]`: \"TIMEOUT\""),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What an upstream answers: `ok`.
 async fn ok_upstream() -> Scripted {
     Scripted::start(|_| Answer::bytes(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..])).await

@@ -27,6 +27,12 @@
 //! addresses = ["127.0.0.1:3000", "127.0.0.1:3001"]   # round robin
 //! pipeline.circuit_breaker = { failure_rate = 0.5, minimum_calls = 20, open_for = "10s" }
 //!
+//! [upstreams.greeter]
+//! addresses = ["127.0.0.1:50051"]
+//! protocol = "h2c"                     # "http1" (default), "h2c", or "auto"
+//! grpc.failure_codes = ["UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN"]
+//! pipeline.circuit_breaker = { consecutive_failures = 5, open_for = "10s" }
+//!
 //! [[routes]]
 //! name = "api"
 //! path_prefix = "/api"
@@ -87,6 +93,38 @@
 //! - With `store`, every breaker is shared with the other proxies on the same
 //!   store and prefix, and so is every rate limiter (one Redis round trip
 //!   per request).
+//!
+//! # gRPC and HTTP/2 upstreams
+//!
+//! An upstream's `protocol` says how the proxy talks to it: `http1` (the
+//! default), `h2c` (HTTP/2 over cleartext TCP with prior knowledge, for
+//! every request), or `auto` (HTTP/2 for a gRPC call that came over HTTP/2,
+//! HTTP/1.1 for the rest). HTTP/2 connections are multiplexed: one per
+//! address and worker carries every concurrent call, and one with no call in
+//! flight for `limits.pool_idle_timeout` is closed. Trailers pass both ways.
+//!
+//! A request whose `content-type` is `application/grpc` (or
+//! `application/grpc+…`) is a gRPC call, whatever the protocol:
+//!
+//! - its outcome is its `grpc-status`, read from the response head (a
+//!   trailers-only response) or from the trailers when the stream ends, so a
+//!   streaming call is judged when it ends: `OK` is a success, the codes of
+//!   the upstream's `grpc.failure_codes` are failures (by default
+//!   `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL`,
+//!   `UNKNOWN`), any other code is ignored; a stream that ends without a
+//!   status, a body error and a non-200 HTTP status are failures, and a
+//!   stream the client cancels is ignored;
+//! - its `grpc-timeout` bounds the call until the response head (with the
+//!   pipeline's timeout: the earlier wins), and the upstream gets what is
+//!   left of it as its own `grpc-timeout`;
+//! - the answers the proxy makes itself are gRPC statuses (HTTP 200,
+//!   `grpc-status` in the head): `UNAVAILABLE` with
+//!   `grpc-retry-pushback-ms` (the time to the next probe) for an open
+//!   breaker, `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms` for a rate
+//!   limit, `DEADLINE_EXCEEDED` for a timeout or the caller's deadline,
+//!   `UNAVAILABLE` for a full bulkhead or an unreachable upstream.
+//!
+//! A gRPC call has a body, so it is never retried or hedged.
 //!
 //! # Errors
 //!
@@ -325,9 +363,83 @@ pub struct ListenerConfig {
 pub struct UpstreamConfig {
     /// `host:port` addresses, used in turn (round robin).
     pub addresses: Vec<String>,
+    /// The protocol the proxy speaks to the upstream (default `http1`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// How gRPC calls to this upstream are judged.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
     /// The upstream's pipeline; its breaker is named after the upstream.
     #[serde(default)]
     pub pipeline: Option<PipelineTable>,
+}
+
+/// An upstream's `protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 for every request (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge, for every request:
+    /// one multiplexed connection per address and worker.
+    H2c,
+    /// HTTP/2 (as `h2c`) for a gRPC call that came over HTTP/2 (a
+    /// `content-type` of `application/grpc`, `application/grpc+…`), HTTP/1.1
+    /// for every other request.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The name written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// An upstream's `grpc` table: how the policies judge gRPC calls (requests
+/// whose `content-type` is `application/grpc…`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// The status codes that count as failures, by name (default
+    /// `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL`,
+    /// `UNKNOWN`); `OK` is a success and any other code is ignored.
+    #[serde(default = "default_failure_codes")]
+    pub failure_codes: Vec<String>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            failure_codes: default_failure_codes(),
+        }
+    }
+}
+
+fn default_failure_codes() -> Vec<String> {
+    [
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "INTERNAL",
+        "UNKNOWN",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl GrpcConfig {
+    /// The failure codes as a set; `None` when a name is not a failure
+    /// code (validation reports it).
+    pub fn codes(&self) -> Option<ripcord_tower::grpc::FailureCodes> {
+        ripcord_tower::grpc::FailureCodes::from_names(self.failure_codes.iter().map(String::as_str))
+            .ok()
+    }
 }
 
 /// `[[routes]]`: which requests go to which upstream.
@@ -662,8 +774,9 @@ impl ProxyConfig {
         s.push_str(&format!("upstreams: {}\n", self.upstreams.len()));
         for (name, u) in &self.upstreams {
             s.push_str(&format!(
-                "  {name}: {}{}\n",
+                "  {name}: {} ({}){}\n",
                 u.addresses.join(", "),
+                u.protocol.as_str(),
                 policies_summary(u.pipeline.as_ref())
             ));
         }
@@ -857,6 +970,18 @@ impl ProxyConfig {
             for (i, a) in u.addresses.iter().enumerate() {
                 if let Err(why) = check_upstream_address(a) {
                     report(format!("{base}.addresses[{i}]"), why);
+                }
+            }
+            for (i, code) in u.grpc.failure_codes.iter().enumerate() {
+                if ripcord_tower::grpc::FailureCodes::from_names([code.as_str()]).is_err() {
+                    let names = &ripcord_tower::grpc::CODE_NAMES[1..];
+                    report(
+                        format!("{base}.grpc.failure_codes[{i}]"),
+                        format!(
+                            "{code:?} is not a gRPC status code that can be a failure; expected one of {} (OK is always a success)",
+                            names.join(", ")
+                        ),
+                    );
                 }
             }
             if let Some(p) = &u.pipeline {

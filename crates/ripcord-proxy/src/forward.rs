@@ -22,15 +22,20 @@ use hyper_util::rt::TokioIo;
 use ripcord::pipeline::Admitted;
 use ripcord::{Error, Outcome};
 use ripcord_tower::body::{BodyEnd, RecordedBody};
+use ripcord_tower::grpc::{self, FailureCodes};
 use ripcord_tower::http::{classify_status, is_idempotent, Refusal};
+use tokio::time::Instant;
 use tower::BoxError;
 
+use super::config::UpstreamProtocol;
 use super::h1::{H1Body, H1Conn};
+use super::h2::{H2Pool, Stream as H2Stream};
 use super::policy::{RoutePolicies, Routed};
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
-/// connections to the upstreams' addresses, owned by one worker (its
-/// connections run on the worker's runtime).
+/// connections to the upstreams' addresses, and one of multiplexed HTTP/2
+/// connections ([`H2Pool`]), owned by one worker (its connections run on
+/// the worker's runtime).
 ///
 /// A request without a body goes over the proxy's own connection type
 /// ([`H1Conn`]: written and answered in the request's task); one with a
@@ -53,6 +58,7 @@ pub(crate) struct UpstreamClient {
 struct Pool {
     idle: Mutex<IdleMap<SendRequest<ProxyBody>>>,
     h1: Mutex<IdleMap<H1Conn>>,
+    h2: H2Pool,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -93,13 +99,15 @@ struct Idle<C> {
 }
 
 /// A pooled connection on loan: given back when its response body ends
-/// (hyper's sender is held here; the proxy's own connection is held by the
-/// body it reads).
+/// (hyper's HTTP/1.1 sender is held here; the proxy's own connection is
+/// held by the body it reads; an HTTP/2 call holds its stream's lease).
 #[derive(Debug)]
 struct Loan {
     pool: Arc<Pool>,
     addr: http::uri::Authority,
     sender: Option<SendRequest<ProxyBody>>,
+    /// The lease on an HTTP/2 connection, released with the loan.
+    stream: Option<H2Stream>,
 }
 
 impl Loan {
@@ -234,6 +242,12 @@ impl UpstreamClient {
             pool: Arc::new(Pool {
                 idle: Mutex::new(IdleMap::default()),
                 h1: Mutex::new(IdleMap::default()),
+                // No idle connection kept: let go at the next reap.
+                h2: H2Pool::new(if max_idle == 0 {
+                    Duration::ZERO
+                } else {
+                    idle_timeout
+                }),
                 connect_timeout,
                 idle_timeout,
                 max_idle,
@@ -259,6 +273,7 @@ impl UpstreamClient {
             list.retain_mut(|i| !i.conn.is_stale() && fresh(i.since));
             !list.is_empty()
         });
+        self.pool.h2.reap();
     }
 
     /// A ready pooled connection to `addr`, if there is one.
@@ -426,11 +441,30 @@ impl UpstreamClient {
         Ok((response, sender))
     }
 
+    /// Sends `req` (absolute URI, HTTP/2) to `addr` on its HTTP/2
+    /// connection, made if there is none.
+    async fn send_h2(
+        &self,
+        addr: &http::uri::Authority,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Received>, Loan), BoxError> {
+        let connect = || async {
+            self.connect_tcp(addr)
+                .await
+                .map_err(|e| -> BoxError { Box::new(e) })
+        };
+        let (response, stream) = self.pool.h2.send(addr.as_str(), req, connect).await?;
+        let mut loan = self.loan(addr, None);
+        loan.stream = Some(stream);
+        Ok((response.map(Either::Left), loan))
+    }
+
     fn loan(&self, addr: &http::uri::Authority, sender: Option<SendRequest<ProxyBody>>) -> Loan {
         Loan {
             pool: Arc::clone(&self.pool),
             addr: addr.clone(),
             sender,
+            stream: None,
         }
     }
 }
@@ -565,14 +599,34 @@ impl Body for RequestBody {
 #[derive(Debug)]
 struct Verdict {
     admitted: Admitted<Response<ProxyBody>, BoxError>,
-    /// The head's outcome when it was not a success: it stands whatever
-    /// the body does.
+    /// The head's outcome when it was not a success (or, for a gRPC call,
+    /// when the head carried the status): it stands whatever the body does.
     fixed: Option<Outcome>,
+    /// For a gRPC call, its failure codes: the stream's end is judged by
+    /// its `grpc-status` trailer, and a stream dropped before its end is
+    /// ignored (ripcord-tower's gRPC rules).
+    grpc: Option<FailureCodes>,
 }
 
 impl Verdict {
     fn record(self, body: Outcome) {
         self.admitted.record_outcome(self.fixed.unwrap_or(body));
+    }
+
+    fn end(self, trailers: Option<&HeaderMap>) {
+        let outcome = match self.grpc {
+            Some(codes) => grpc::trailers_outcome(trailers, |c| codes.outcome(c)),
+            None => Outcome::Success,
+        };
+        self.record(outcome);
+    }
+
+    fn dropped(self) {
+        let outcome = match self.grpc {
+            Some(_) => Outcome::Ignored,
+            None => Outcome::Success,
+        };
+        self.record(outcome);
     }
 }
 
@@ -596,9 +650,9 @@ struct Held {
 }
 
 impl BodyEnd<Trailers> for Held {
-    fn end(self, body: Pin<&mut Trailers>, _trailers: Option<&HeaderMap>) {
+    fn end(self, body: Pin<&mut Trailers>, trailers: Option<&HeaderMap>) {
         if let Some(v) = self.verdict {
-            v.record(Outcome::Success);
+            v.end(trailers);
         }
         if let Some(loan) = self.loan {
             loan.give_back(&mut body.get_mut().inner);
@@ -614,7 +668,7 @@ impl BodyEnd<Trailers> for Held {
 
     fn dropped(self) {
         if let Some(v) = self.verdict {
-            v.record(Outcome::Success);
+            v.dropped();
         }
     }
 }
@@ -806,20 +860,30 @@ fn normalize_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
     Ok(())
 }
 
-/// An upstream: its addresses, used in turn.
+/// An upstream: its addresses, used in turn, the protocol spoken to it,
+/// and how its gRPC calls are judged.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
     addresses: Vec<http::uri::Authority>,
     next: AtomicUsize,
+    protocol: UpstreamProtocol,
+    grpc_failures: FailureCodes,
 }
 
 impl Upstream {
-    pub(crate) fn new(name: &str, addresses: Vec<http::uri::Authority>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        addresses: Vec<http::uri::Authority>,
+        protocol: UpstreamProtocol,
+        grpc_failures: FailureCodes,
+    ) -> Self {
         Upstream {
             name: name.to_string(),
             addresses,
             next: AtomicUsize::new(0),
+            protocol,
+            grpc_failures,
         }
     }
 
@@ -1003,6 +1067,49 @@ fn upstream_uri(original: Uri) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// What one request asks of its attempts besides its head and body.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    /// The client accepts trailers (`TE: trailers`, or a gRPC call).
+    trailers: bool,
+    /// For a gRPC call, the upstream's failure codes.
+    grpc: Option<FailureCodes>,
+    /// The caller's deadline (its `grpc-timeout`), and the budget it set.
+    deadline: Option<(Instant, Duration)>,
+    /// Over HTTP/2 to the upstream.
+    h2: bool,
+}
+
+impl Call {
+    /// What `parts` (the client's head, before [`upstream_head`]) asks
+    /// for, to `upstream`.
+    fn of(parts: &http::request::Parts, upstream: &Upstream) -> Call {
+        let is_grpc = grpc::is_grpc_request(&parts.headers);
+        let h2 = match upstream.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => is_grpc && parts.version == Version::HTTP_2,
+        };
+        let deadline = if is_grpc {
+            parts
+                .headers
+                .get(&GRPC_TIMEOUT)
+                .and_then(grpc::parse_grpc_timeout)
+                .map(|budget| (Instant::now() + budget, budget))
+        } else {
+            None
+        };
+        Call {
+            trailers: is_grpc || accepts_trailers(&parts.headers),
+            grpc: is_grpc.then_some(upstream.grpc_failures),
+            deadline,
+            h2,
+        }
+    }
+}
+
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// Forwards one request through the route's policies.
 pub(crate) async fn forward(
     client: &UpstreamClient,
@@ -1012,7 +1119,7 @@ pub(crate) async fn forward(
     body_read_timeout: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
-    let trailers = accepts_trailers(&parts.headers);
+    let call = Call::of(&parts, &route.upstream);
     upstream_head(&mut parts, peer);
     let bodiless = body.is_end_stream();
     let replay = bodiless && is_idempotent(&parts.method);
@@ -1024,13 +1131,13 @@ pub(crate) async fn forward(
         }
     };
     let result = match route.around(replay) {
-        None => attempt(client, route, Request::from_parts(parts, body()), trailers).await,
+        None => attempt(client, route, Request::from_parts(parts, body()), call).await,
         Some(pipeline) if replay => {
             // On the heap, like every part a route may not have: the
             // future of a request without them stays small.
             Box::pin(pipeline.execute_composed(|| {
                 let req = Request::from_parts(clone_parts(&parts), ProxyBody::empty());
-                attempt(client, route, req, trailers)
+                attempt(client, route, req, call)
             }))
             .await
         }
@@ -1041,7 +1148,7 @@ pub(crate) async fn forward(
                 let req = req.lock().unwrap_or_else(|e| e.into_inner()).take();
                 async move {
                     match req {
-                        Some(req) => attempt(client, route, req, trailers).await,
+                        Some(req) => attempt(client, route, req, call).await,
                         None => Err(Error::Inner("the request was sent already".into())),
                     }
                 }
@@ -1049,7 +1156,7 @@ pub(crate) async fn forward(
             .await
         }
     };
-    result.unwrap_or_else(|e| refusal(route, &e))
+    result.unwrap_or_else(|e| refusal(route, &e, call.grpc.is_some()))
 }
 
 fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
@@ -1062,14 +1169,14 @@ fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
 }
 
 /// One attempt: the policies of the attempt admit it (see
-/// [`policy`](super::policy)), the call runs within their deadline until
-/// the response head, and the response body keeps what they handed out
-/// until it ends.
+/// [`policy`](super::policy)), the call runs within their deadline (and the
+/// caller's `grpc-timeout`) until the response head, and the response body
+/// keeps what they handed out until it ends.
 async fn attempt(
     client: &UpstreamClient,
     route: &RoutePolicies,
     mut req: Request<ProxyBody>,
-    trailers: bool,
+    call: Call,
 ) -> Routed {
     let admitted = match route.attempt.admit() {
         Some(admitted) => admitted?,
@@ -1085,21 +1192,55 @@ async fn attempt(
         },
     };
     let addr = route.upstream.pick();
+    // The caller's deadline when it comes before the policies': what is
+    // left of it goes to the upstream as its `grpc-timeout`.
+    let caller = match (call.deadline, admitted.deadline()) {
+        (Some((at, budget)), Some(policies)) if at < policies => Some((at, budget)),
+        (Some(d), None) => Some(d),
+        _ => None,
+    };
+    if let Some((at, budget)) = call.deadline {
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            admitted.record_outcome(Outcome::Failure);
+            return Err(Error::Timeout(ripcord::Timeout::new(
+                "grpc-timeout",
+                budget,
+            )));
+        }
+        req.headers_mut()
+            .insert(&GRPC_TIMEOUT, grpc::format_grpc_timeout(left));
+    }
     let uri = std::mem::take(req.uri_mut());
-    *req.uri_mut() = upstream_uri(uri);
-    // A request without `Host` (HTTP/1.0) names the upstream.
-    if !req.headers().contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(addr.as_str()) {
-            req.headers_mut().insert(header::HOST, v);
+    if call.h2 {
+        h2_head(&mut req, uri, addr, call.trailers);
+    } else {
+        *req.uri_mut() = upstream_uri(uri);
+        // A request without `Host` (HTTP/1.0) names the upstream.
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(addr.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
         }
     }
-    let call = client.send(addr, req);
-    let sent = match admitted.deadline() {
-        Some(at) => match tokio::time::timeout_at(at, call).await {
-            Ok(sent) => sent,
-            Err(_) => return Err(admitted.timed_out()),
-        },
-        None => call.await,
+    let sent = if call.h2 {
+        // On the heap: HTTP/1.1 requests keep a small future.
+        let send = Box::pin(client.send_h2(addr, req));
+        within(&admitted, caller, send).await
+    } else {
+        within(&admitted, caller, client.send(addr, req)).await
+    };
+    let sent = match sent {
+        Some(sent) => sent,
+        None => {
+            return Err(match caller {
+                Some((_, budget)) => {
+                    admitted.record_outcome(Outcome::Failure);
+                    Error::Timeout(ripcord::Timeout::new("grpc-timeout", budget))
+                }
+                None => admitted.timed_out(),
+            })
+        }
     };
     match sent {
         Err(e) if request_body_failed(&*e) => {
@@ -1121,10 +1262,18 @@ async fn attempt(
                     "the upstream's response has differing `Content-Length` values".into(),
                 ));
             }
-            let outcome = classify_status(head.status);
+            let fixed = match call.grpc {
+                // The status in the head (trailers-only), or at the end.
+                Some(codes) => grpc::head_outcome(head.status, &head.headers, |c| codes.outcome(c)),
+                None => {
+                    let outcome = classify_status(head.status);
+                    (outcome != Outcome::Success).then_some(outcome)
+                }
+            };
             let verdict = Verdict {
                 admitted,
-                fixed: (outcome != Outcome::Success).then_some(outcome),
+                fixed,
+                grpc: call.grpc,
             };
             // A response without a body (HEAD, 204, 304, an empty one)
             // frees its connection now: the body may never be polled.
@@ -1134,9 +1283,46 @@ async fn attempt(
             } else {
                 Some(loan)
             };
-            let body = upstream_body(inner, Some(verdict), loan, trailers);
+            let body = upstream_body(inner, Some(verdict), loan, call.trailers);
             Ok(Response::from_parts(head, ProxyBody::Upstream(body)))
         }
+    }
+}
+
+/// `send` within the policies' deadline, or the caller's when it is given
+/// (it comes first); `None` when the deadline passed.
+async fn within<F: Future>(
+    admitted: &Admitted<Response<ProxyBody>, BoxError>,
+    caller: Option<(Instant, Duration)>,
+    send: F,
+) -> Option<F::Output> {
+    match caller.map(|(at, _)| at).or(admitted.deadline()) {
+        Some(at) => tokio::time::timeout_at(at, send).await.ok(),
+        None => Some(send.await),
+    }
+}
+
+/// Makes `req` an HTTP/2 request: the absolute URI (`http`, the routed
+/// `Host` or else the upstream's address as its authority, `uri`'s path and
+/// query), no `Host` header (HTTP/2 carries it as `:authority`), and
+/// `TE: trailers` when the client accepts them (gRPC servers ask for it).
+fn h2_head(req: &mut Request<ProxyBody>, uri: Uri, addr: &http::uri::Authority, trailers: bool) {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| addr.clone());
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_2;
+    if trailers {
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -1161,10 +1347,16 @@ fn request_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// What the proxy answers when a policy refused or the upstream failed (and
-/// no fallback answered): a status naming the policy.
-fn refusal(route: &RoutePolicies, e: &Error<BoxError>) -> Response<ProxyBody> {
+/// no fallback answered): a status naming the policy, or for a gRPC call
+/// (`grpc`) the gRPC status ([`Refusal::grpc_response`]: `UNAVAILABLE`
+/// with `grpc-retry-pushback-ms` for an open breaker, `RESOURCE_EXHAUSTED`
+/// for a rate limit, `DEADLINE_EXCEEDED` for a timeout).
+fn refusal(route: &RoutePolicies, e: &Error<BoxError>, grpc: bool) -> Response<ProxyBody> {
     // Status, `Retry-After` and policy header: ripcord-tower's one mapping.
     let mut answer = Refusal::of(e);
+    if grpc {
+        return answer.grpc_response(ProxyBody::empty());
+    }
     let text = match e {
         Error::Rejected(r) => format!(
             "circuit breaker `{}` is {}: upstream `{}` is not called for now\n",
@@ -1453,6 +1645,124 @@ mod tests {
         assert_eq!(idle(&client, &addr), 0);
         call(&client, &addr, false).await;
         assert_eq!(upstream.connections(), 3);
+    }
+
+    fn h2_request(addr: &http::uri::Authority) -> Request<ProxyBody> {
+        let mut req = Request::get("/")
+            .header(header::HOST, "upstream")
+            .body(ProxyBody::empty())
+            .expect("a request");
+        let uri = std::mem::take(req.uri_mut());
+        h2_head(&mut req, uri, addr, true);
+        req
+    }
+
+    #[tokio::test]
+    async fn h2_calls_share_one_connection_and_an_idle_one_is_let_go() {
+        let upstream = TestUpstream::bind(5).await.expect("an upstream");
+        let client = UpstreamClient::new(Duration::from_secs(2), Duration::from_millis(50), 8);
+        let addr = authority(upstream.addr());
+        let (first, first_loan) = client
+            .send_h2(&addr, h2_request(&addr))
+            .await
+            .expect("a response");
+        // Concurrent calls while the first one's body is still unread.
+        let calls = (0..4).map(|_| client.send_h2(&addr, h2_request(&addr)));
+        let responses = futures_util::future::join_all(calls).await;
+        for r in responses {
+            let (response, loan) = r.expect("a response");
+            assert_eq!(response.version(), Version::HTTP_2);
+            let body = upstream_body(response.into_body(), None, Some(loan), true);
+            let bytes = body.collect().await.expect("the body").to_bytes();
+            assert_eq!(bytes, Bytes::from_static(b"ok\n"));
+        }
+        assert_eq!(upstream.connections(), 1, "one multiplexed connection");
+        // A call in flight keeps the connection, however long it lasts.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        client.reap();
+        assert_eq!(client.pool.h2.len(), 1);
+        let body = upstream_body(first.into_body(), None, Some(first_loan), true);
+        body.collect().await.expect("the body");
+        // Idle past the timeout: let go, and the next call connects anew.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        client.reap();
+        assert_eq!(client.pool.h2.len(), 0);
+        // Its last handle gone, the connection closes.
+        let closed = async {
+            while upstream.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the idle connection closed");
+        let (response, _loan) = client
+            .send_h2(&addr, h2_request(&addr))
+            .await
+            .expect("a response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(upstream.connections(), 2);
+    }
+
+    #[test]
+    fn auto_takes_h2_only_for_grpc_over_h2_and_grpc_timeout_only_for_grpc() {
+        let head = |version: Version, content_type: &str| {
+            let req = Request::post("/pkg.Svc/Call")
+                .version(version)
+                .header(header::CONTENT_TYPE, content_type)
+                .header("grpc-timeout", "250m")
+                .body(())
+                .expect("a request");
+            req.into_parts().0
+        };
+        let upstream = |protocol| {
+            Upstream::new(
+                "u",
+                vec!["127.0.0.1:1".parse().expect("an authority")],
+                protocol,
+                FailureCodes::DEFAULT,
+            )
+        };
+        let (auto, h1, h2c) = (
+            upstream(UpstreamProtocol::Auto),
+            upstream(UpstreamProtocol::Http1),
+            upstream(UpstreamProtocol::H2c),
+        );
+        let grpc_h2 = head(Version::HTTP_2, "application/grpc+proto");
+        let call = Call::of(&grpc_h2, &auto);
+        assert!(call.h2 && call.trailers && call.grpc.is_some());
+        assert_eq!(
+            call.deadline.map(|(_, budget)| budget),
+            Some(Duration::from_millis(250))
+        );
+        assert!(!Call::of(&grpc_h2, &h1).h2);
+        assert!(!Call::of(&head(Version::HTTP_11, "application/grpc"), &auto).h2);
+        let json = Call::of(&head(Version::HTTP_2, "application/json"), &auto);
+        assert!(!json.h2 && json.grpc.is_none() && json.deadline.is_none());
+        assert!(Call::of(&head(Version::HTTP_11, "text/plain"), &h2c).h2);
+    }
+
+    #[test]
+    fn an_h2_head_carries_the_authority_in_the_uri() {
+        let addr: http::uri::Authority = "10.0.0.1:50051".parse().expect("an authority");
+        let mut req = Request::post("/pkg.Svc/Call?x=1")
+            .header(header::HOST, "api.example.com")
+            .body(ProxyBody::empty())
+            .expect("a request");
+        let uri = std::mem::take(req.uri_mut());
+        h2_head(&mut req, uri, &addr, true);
+        assert_eq!(req.uri(), "http://api.example.com/pkg.Svc/Call?x=1");
+        assert!(!req.headers().contains_key(header::HOST));
+        assert_eq!(req.headers()[header::TE], "trailers");
+        assert_eq!(req.version(), Version::HTTP_2);
+        // Without `Host`, the upstream's address.
+        let mut req = Request::post("/a")
+            .body(ProxyBody::empty())
+            .expect("a request");
+        let uri = std::mem::take(req.uri_mut());
+        h2_head(&mut req, uri, &addr, false);
+        assert_eq!(req.uri(), "http://10.0.0.1:50051/a");
+        assert!(!req.headers().contains_key(header::TE));
     }
 
     #[test]

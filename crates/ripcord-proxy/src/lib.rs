@@ -132,6 +132,33 @@
 //!   and request controls, content metadata).
 //!   A malformed or oversized (256 KiB) response head is a 502.
 //!
+//! An upstream with `protocol = "h2c"` (or `"auto"`, for gRPC calls that came
+//! over HTTP/2) is reached over HTTP/2 with prior knowledge: each worker
+//! keeps one multiplexed connection per address, which every concurrent call
+//! shares; a call holds its connection until its response body ends, and a
+//! connection with no call for `limits.pool_idle_timeout` is closed (at
+//! once, with `limits.pool_max_idle_per_host = 0`). The connection pings
+//! its upstream every 30 s while calls are in flight and closes when a ping
+//! goes unanswered for 20 s. A request a pooled connection could not send
+//! (the upstream had closed it) goes once more on a new one. Trailers pass
+//! both ways, and a gRPC call gets `TE: trailers` whatever the client sent.
+//!
+//! # gRPC
+//!
+//! A request whose `content-type` is `application/grpc…` is judged the
+//! gRPC way (see the [config docs](config#grpc-and-http2-upstreams)): by
+//! its `grpc-status`, at the head or when the stream ends, its
+//! `grpc-timeout` bounding the call and forwarded less the time spent, and
+//! the proxy's own answers given as gRPC statuses (HTTP 200, `grpc-status`
+//! in the head) rather than the table above:
+//!
+//! | what happened | `grpc-status` | `x-ripcord-policy` | `grpc-retry-pushback-ms` |
+//! |---|---|---|---|
+//! | the breaker is open | `UNAVAILABLE` (14) | `circuit_breaker` | time to the next probe |
+//! | a rate limiter refuses | `RESOURCE_EXHAUSTED` (8) | `rate_limiter` | time to the next permit |
+//! | a bulkhead is full, the upstream cannot be reached | `UNAVAILABLE` (14) | `bulkhead`, `upstream` | — |
+//! | a timeout, or the caller's `grpc-timeout`, passed before the head | `DEADLINE_EXCEEDED` (4) | `timeout` | — |
+//!
 //! # Latency and `limits.busy_poll`
 //!
 //! Each worker thread serves its connections on a single-threaded runtime
@@ -160,6 +187,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod h1;
+pub(crate) mod h2;
 #[cfg(feature = "testkit")]
 pub mod loadgen;
 mod policy;

@@ -386,7 +386,15 @@ impl Builder<'_> {
             entries.extend(breakers_of(&policies, &format!("upstream:{name}")));
             upstreams.insert(
                 name.clone(),
-                (Arc::new(Upstream::new(name, addresses)), policies),
+                (
+                    Arc::new(Upstream::new(
+                        name,
+                        addresses,
+                        u.protocol,
+                        u.grpc.codes().unwrap_or_default(),
+                    )),
+                    policies,
+                ),
             );
         }
         let mut routes = Vec::new();

@@ -266,3 +266,77 @@ fn an_exposed_admin_listener_without_a_token_is_warned_about() {
         .warnings()
         .is_empty());
 }
+
+const GRPC: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:8080"
+
+[upstreams.greeter]
+addresses = ["127.0.0.1:50051"]
+protocol = "h2c"
+grpc.failure_codes = ["UNAVAILABLE", "ABORTED"]
+pipeline.circuit_breaker = { consecutive_failures = 5 }
+
+[[routes]]
+name = "grpc"
+upstream = "greeter"
+"#;
+
+#[test]
+fn grpc_upstreams_take_a_protocol_and_failure_codes() {
+    use ripcord::Outcome;
+    use ripcord_proxy::config::UpstreamProtocol;
+
+    let c = ProxyConfig::parse(GRPC, "grpc.toml").unwrap();
+    let u = &c.upstreams["greeter"];
+    assert_eq!(u.protocol, UpstreamProtocol::H2c);
+    let codes = u.grpc.codes().expect("valid codes");
+    assert_eq!(codes.outcome(10), Outcome::Failure, "ABORTED");
+    assert_eq!(
+        codes.outcome(13),
+        Outcome::Ignored,
+        "INTERNAL is not listed"
+    );
+    assert!(
+        c.summary().contains("greeter: 127.0.0.1:50051 (h2c)"),
+        "{}",
+        c.summary()
+    );
+    // The defaults: HTTP/1.1, and gRPC's usual failure codes.
+    let c = ProxyConfig::parse(GOOD, "good.toml").unwrap();
+    let u = &c.upstreams["api"];
+    assert_eq!(u.protocol, UpstreamProtocol::Http1);
+    assert_eq!(
+        u.grpc.codes(),
+        Some(ripcord_tower::grpc::FailureCodes::DEFAULT)
+    );
+    let auto = GRPC.replace("\"h2c\"", "\"auto\"");
+    let c = ProxyConfig::parse(&auto, "grpc.toml").unwrap();
+    assert_eq!(c.upstreams["greeter"].protocol, UpstreamProtocol::Auto);
+}
+
+#[test]
+fn a_bad_protocol_or_code_names_its_line_and_what_is_allowed() {
+    let e = error_of(&GRPC.replace("\"h2c\"", "\"h3\""));
+    assert!(e.starts_with("bad.toml:7:"), "{e}");
+    assert!(e.contains("`upstreams.greeter.protocol`"), "{e}");
+    assert!(e.contains("`http1`, `h2c`, `auto`"), "{e}");
+
+    let e = error_of(&GRPC.replace("\"ABORTED\"", "\"ABORTD\""));
+    assert!(e.starts_with("bad.toml:8:"), "{e}");
+    assert!(
+        e.contains("`upstreams.greeter.grpc.failure_codes[1]`"),
+        "{e}"
+    );
+    assert!(e.contains("\"ABORTD\" is not a gRPC status code"), "{e}");
+    assert!(e.contains("UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED"), "{e}");
+
+    let e = error_of(&GRPC.replace("\"ABORTED\"", "\"OK\""));
+    assert!(e.contains("failure_codes[1]"), "{e}");
+    assert!(e.contains("OK is always a success"), "{e}");
+
+    let e = error_of(&GRPC.replace("grpc.failure_codes", "grpc.failures"));
+    assert!(e.starts_with("bad.toml:8:"), "{e}");
+    assert!(e.contains("upstreams.greeter.grpc.failures"), "{e}");
+    assert!(e.contains("failure_codes"), "{e}");
+}

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use http::HeaderMap;
 use ripcord::{Outcome, OwnedPermit};
 
-use super::grpc_status;
+use super::trailers_outcome;
 use crate::body::{BodyEnd, RecordedBody};
 
 /// A gRPC response body that records the call on its breaker when the
@@ -39,10 +39,8 @@ impl GrpcEnd {
 impl<B: ?Sized> BodyEnd<B> for GrpcEnd {
     #[inline]
     fn end(self, _body: Pin<&mut B>, trailers: Option<&HeaderMap>) {
-        let outcome = trailers
-            .and_then(grpc_status)
-            .map_or(Outcome::Failure, self.classify);
-        self.permit.record(outcome);
+        self.permit
+            .record(trailers_outcome(trailers, self.classify));
     }
 
     #[inline]

@@ -40,6 +40,39 @@ pub fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// Writes a `grpc-timeout` value for `budget`: the finest unit whose
+/// count fits the 8 digits the header allows, rounded down (a budget to pass
+/// on never grows), at least `1n`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ripcord_tower::grpc::{format_grpc_timeout, parse_grpc_timeout};
+///
+/// assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
+/// assert_eq!(format_grpc_timeout(Duration::from_secs(2)), "2000000u");
+/// assert_eq!(format_grpc_timeout(Duration::from_secs(86_400)), "86400000m");
+/// let v = format_grpc_timeout(Duration::from_micros(1_234_567));
+/// assert_eq!(parse_grpc_timeout(&v), Some(Duration::from_micros(1_234_567)));
+/// ```
+pub fn format_grpc_timeout(budget: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let nanos = budget.as_nanos().max(1);
+    let (n, unit) = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ]
+    .into_iter()
+    .map(|(per, unit)| (nanos / per, unit))
+    .find(|(n, _)| *n <= MAX)
+    .unwrap_or((MAX, 'H'));
+    let text = format!("{}{unit}", n.max(1));
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+}
+
 /// Makes [`DeadlineService`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeadlineLayer {

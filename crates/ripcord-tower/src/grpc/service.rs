@@ -1,7 +1,7 @@
-use http::{Response, StatusCode};
+use http::Response;
 use ripcord::{CircuitBreaker, Outcome, OwnedPermit, Registry};
 
-use super::{classify_code, grpc_status, GrpcBody, GrpcEnd};
+use super::{classify_code, head_outcome, GrpcBody, GrpcEnd};
 use crate::judge::{self, Judge, JudgedBreakerLayer, JudgedBreakerService, Keyed, Verdict};
 
 /// The gRPC [`Judge`]: a trailers-only response (the status in the
@@ -39,10 +39,10 @@ impl<B> Judge<B> for GrpcJudge {
 
     #[inline]
     fn head(&self, response: &Response<B>) -> Verdict {
-        match (response.status(), grpc_status(response.headers())) {
-            (StatusCode::OK, None) => Verdict::AtEnd, // the status comes in the trailers
-            (StatusCode::OK, Some(code)) => Verdict::Now((self.classify)(code)),
-            _ => Verdict::Now(Outcome::Failure),
+        // Without a status in the head, it comes in the trailers.
+        match head_outcome(response.status(), response.headers(), self.classify) {
+            Some(outcome) => Verdict::Now(outcome),
+            None => Verdict::AtEnd,
         }
     }
 

@@ -69,7 +69,7 @@ pub use breaker::{
     KeyedHttpCircuitBreakerLayer, RecordedBody,
 };
 pub use key::{HeaderKey, HostKey, RouteKey};
-pub use refusal::{Refusal, POLICY_HEADER};
+pub use refusal::{Refusal, GRPC_PUSHBACK_HEADER, POLICY_HEADER};
 pub use retry_after::{response_retry_after, retry_after, retry_after_at};
 
 use http::{Method, Request, Response, StatusCode};

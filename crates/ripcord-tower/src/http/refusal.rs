@@ -49,7 +49,15 @@ pub struct Refusal {
     /// The policy that refused the call; `None` for the call's own error
     /// (named `upstream` in [`POLICY_HEADER`]).
     pub policy: Option<PolicyKind>,
+    /// The exact wait behind `retry_after` for an open breaker or a rate
+    /// limiter (the gRPC answer's `grpc-retry-pushback-ms`); `None` for
+    /// the other errors.
+    pub pushback: Option<Duration>,
 }
+
+/// The gRPC metadata telling a client how long to wait before it retries
+/// (gRPC's retry design, A6): `grpc-retry-pushback-ms`.
+pub const GRPC_PUSHBACK_HEADER: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// A `Retry-After` in whole seconds: rounded up, at least 1.
 fn whole_seconds(wait: Duration) -> u64 {
@@ -75,10 +83,15 @@ impl Refusal {
             // A policy refusal this crate does not know yet.
             _ => (StatusCode::SERVICE_UNAVAILABLE, error.retry_after()),
         };
+        let pushback = match error {
+            Error::Rejected(_) | Error::RateLimited(_) => retry_after,
+            _ => None,
+        };
         Refusal {
             status,
             retry_after: retry_after.map(whole_seconds),
             policy: error.policy(),
+            pushback,
         }
     }
 
@@ -108,8 +121,9 @@ impl Refusal {
     /// The gRPC answer (feature `grpc`): a trailers-only response, HTTP
     /// 200 with `grpc-status` `RESOURCE_EXHAUSTED` for `429`,
     /// `DEADLINE_EXCEEDED` for `504` and `UNAVAILABLE` otherwise, a short
-    /// `grpc-message`, and the same `Retry-After` and [`POLICY_HEADER`]
-    /// (as metadata).
+    /// `grpc-message`, the same `Retry-After` and [`POLICY_HEADER`] (as
+    /// metadata), and, for an open breaker or a rate limiter,
+    /// [`GRPC_PUSHBACK_HEADER`] with the wait in milliseconds (rounded up).
     #[cfg(feature = "grpc")]
     pub fn grpc_response<B>(&self, body: B) -> Response<B> {
         use crate::grpc::code;
@@ -133,6 +147,13 @@ impl Refusal {
         );
         headers.insert("grpc-status", HeaderValue::from(code));
         headers.insert("grpc-message", HeaderValue::from_static(message));
+        if let Some(wait) = self.pushback {
+            let ms = wait.as_micros().div_ceil(1000);
+            headers.insert(
+                GRPC_PUSHBACK_HEADER,
+                HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)),
+            );
+        }
         self.write_headers(headers);
         response
     }
@@ -206,6 +227,49 @@ mod tests {
                     .get(RETRY_AFTER)
                     .map(|v| v.to_str().unwrap().to_owned()),
                 retry_after.map(|s| s.to_string()),
+            );
+        }
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn grpc_answers_carry_the_code_and_the_exact_pushback() {
+        let breaker = ripcord::CircuitBreaker::builder("b").build().unwrap();
+        breaker.force_open();
+        let rejected = breaker.try_acquire_owned().unwrap_err();
+        let wait = rejected.retry_after();
+        let cases: Vec<(E, &str, Option<u128>)> = vec![
+            (
+                Error::Rejected(rejected),
+                "14",
+                Some(wait.as_micros().div_ceil(1000)),
+            ),
+            (
+                Error::RateLimited(RateLimited::new("r", Duration::from_micros(1500))),
+                "8",
+                Some(2),
+            ),
+            (
+                Error::BulkheadFull(BulkheadFull::new("k", 4, Duration::ZERO)),
+                "14",
+                None,
+            ),
+            (
+                Error::Timeout(Timeout::new("t", Duration::from_secs(2))),
+                "4",
+                None,
+            ),
+        ];
+        for (error, code, pushback) in cases {
+            let response = Refusal::of(&error).grpc_response(());
+            assert_eq!(response.status(), StatusCode::OK);
+            let h = response.headers();
+            assert_eq!(h["grpc-status"], code, "{error:?}");
+            assert_eq!(
+                h.get(GRPC_PUSHBACK_HEADER)
+                    .map(|v| v.to_str().unwrap().parse::<u128>().unwrap()),
+                pushback,
+                "{error:?}"
             );
         }
     }
