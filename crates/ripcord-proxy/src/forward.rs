@@ -26,6 +26,7 @@ use ripcord_tower::http::{classify_status, is_idempotent, Refusal};
 use tower::BoxError;
 
 use super::h1::{H1Body, H1Conn};
+use super::stream::UpstreamStream;
 use super::policy::{RoutePolicies, Routed};
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
@@ -98,7 +99,7 @@ struct Idle<C> {
 #[derive(Debug)]
 struct Loan {
     pool: Arc<Pool>,
-    addr: http::uri::Authority,
+    addr: Arc<Target>,
     sender: Option<SendRequest<ProxyBody>>,
 }
 
@@ -139,11 +140,11 @@ fn lock<C>(map: &Mutex<IdleMap<C>>) -> std::sync::MutexGuard<'_, IdleMap<C>> {
 }
 
 /// Adds an idle connection to `addr`'s list unless the list is full.
-fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &http::uri::Authority, conn: C) {
+fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &Target, conn: C) {
     let mut idle = lock(map);
-    let list = match idle.get_mut(addr.as_str()) {
+    let list = match idle.get_mut(addr.key()) {
         Some(list) => list,
-        None => idle.entry(addr.as_str().into()).or_default(),
+        None => idle.entry(addr.key().into()).or_default(),
     };
     if list.len() < max_idle {
         list.push(Idle {
@@ -158,13 +159,13 @@ impl Pool {
         lock(&self.idle)
     }
 
-    fn put(&self, addr: http::uri::Authority, sender: SendRequest<ProxyBody>) {
+    fn put(&self, addr: Arc<Target>, sender: SendRequest<ProxyBody>) {
         if self.max_idle > 0 && !sender.is_closed() {
             push_idle(&self.idle, self.max_idle, &addr, sender);
         }
     }
 
-    fn put_h1(&self, addr: http::uri::Authority, conn: H1Conn) {
+    fn put_h1(&self, addr: Arc<Target>, conn: H1Conn) {
         if self.max_idle > 0 {
             push_idle(&self.h1, self.max_idle, &addr, conn);
         }
@@ -173,9 +174,9 @@ impl Pool {
     /// The most recently used idle connection of the proxy's own kind to
     /// `addr` that the upstream has not closed and that has settled (see
     /// [`H1Conn::settled`]; one that has not stays pooled).
-    fn take_h1(&self, addr: &http::uri::Authority) -> Option<H1Conn> {
+    fn take_h1(&self, addr: &Arc<Target>) -> Option<H1Conn> {
         let mut idle = lock(&self.h1);
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         let mut i = list.len();
         while i > 0 {
             i -= 1;
@@ -197,9 +198,9 @@ impl Pool {
 
     /// The most recently used idle connection to `addr` if it is ready to
     /// send (else it stays pooled for [`take`](Self::take)).
-    fn take_ready(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    fn take_ready(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         while let Some(i) = list.pop() {
             if i.conn.is_closed() {
                 continue;
@@ -214,9 +215,9 @@ impl Pool {
     }
 
     /// The most recently used live idle connection to `addr`.
-    fn take(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    fn take(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         while let Some(i) = list.pop() {
             // Staleness is left to `reap`: no clock read per request.
             if !i.conn.is_closed() {
@@ -262,7 +263,7 @@ impl UpstreamClient {
     }
 
     /// A ready pooled connection to `addr`, if there is one.
-    async fn pooled(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    async fn pooled(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         while let Some(mut sender) = self.pool.take(addr) {
             if sender.is_ready() {
                 return Some(sender);
@@ -277,44 +278,43 @@ impl UpstreamClient {
         None
     }
 
-    /// A new TCP connection to `addr`, within the connect timeout.
-    async fn connect_tcp(
-        &self,
-        addr: &http::uri::Authority,
-    ) -> Result<tokio::net::TcpStream, ConnectError> {
+    /// A new connection to `addr`, its TLS handshake done if it has TLS,
+    /// within the connect timeout.
+    async fn connect_tcp(&self, addr: &Arc<Target>) -> Result<UpstreamStream, ConnectError> {
         let fail = |source: BoxError| ConnectError {
-            addr: addr.clone(),
+            addr: addr.addr.clone(),
             source,
         };
-        let stream = match tokio::time::timeout(
-            self.pool.connect_timeout,
-            tokio::net::TcpStream::connect(addr.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(fail(Box::new(e))),
-            Err(_) => {
-                return Err(fail(
-                    format!("no connection within {:?}", self.pool.connect_timeout).into(),
-                ))
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(addr.addr.as_str()).await?;
+            let _ = stream.set_nodelay(true);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &addr.tls {
+                let stream = tls.connect(stream).await?;
+                return Ok(UpstreamStream::Tls(Box::new(stream)));
             }
+            Ok::<_, std::io::Error>(UpstreamStream::Plain(stream))
         };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        match tokio::time::timeout(self.pool.connect_timeout, connect).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(fail(Box::new(e))),
+            Err(_) => Err(fail(
+                format!("no connection within {:?}", self.pool.connect_timeout).into(),
+            )),
+        }
     }
 
     /// A new connection to `addr` through hyper's client, its connection
     /// task running on this worker.
     async fn connect(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
     ) -> Result<SendRequest<ProxyBody>, ConnectError> {
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError {
-                addr: addr.clone(),
+                addr: addr.addr.clone(),
                 source: Box::new(e),
             })?;
         tokio::spawn(async move {
@@ -327,7 +327,7 @@ impl UpstreamClient {
     /// connection.
     async fn send(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Received>, Loan), BoxError> {
         if req.body().is_end_stream() {
@@ -345,7 +345,7 @@ impl UpstreamClient {
     /// (the usual case, whose future stays small) or a new one.
     async fn send_h1(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         head: &http::request::Parts,
     ) -> Result<Response<H1Body>, BoxError> {
         if let Some(conn) = self.pool.take_h1(addr) {
@@ -372,7 +372,7 @@ impl UpstreamClient {
     /// the others run on the heap.
     async fn send_hyper(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pool.take_ready(addr) else {
@@ -396,7 +396,7 @@ impl UpstreamClient {
     /// now.
     async fn send_slow(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pooled(addr).await else {
@@ -418,7 +418,7 @@ impl UpstreamClient {
     /// Sends `req` on a new connection to `addr`.
     async fn send_fresh(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let mut sender = self.connect(addr).await?;
@@ -426,7 +426,7 @@ impl UpstreamClient {
         Ok((response, sender))
     }
 
-    fn loan(&self, addr: &http::uri::Authority, sender: Option<SendRequest<ProxyBody>>) -> Loan {
+    fn loan(&self, addr: &Arc<Target>, sender: Option<SendRequest<ProxyBody>>) -> Loan {
         Loan {
             pool: Arc::clone(&self.pool),
             addr: addr.clone(),
@@ -810,12 +810,56 @@ fn normalize_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
-    addresses: Vec<http::uri::Authority>,
+    addresses: Vec<Arc<Target>>,
     next: AtomicUsize,
 }
 
+/// One address of an upstream, and how to connect to it.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `host:port` as configured.
+    addr: http::uri::Authority,
+    /// Its connections' key in the pools: the address, and for TLS the
+    /// upstream's name too (its TLS settings are the upstream's).
+    key: Box<str>,
+    /// TLS to it, when the upstream has `tls`.
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::Connector>,
+}
+
+impl Target {
+    /// Plain TCP to `addr`.
+    pub(crate) fn plain(addr: http::uri::Authority) -> Arc<Self> {
+        Arc::new(Target {
+            key: addr.as_str().into(),
+            addr,
+            #[cfg(feature = "tls")]
+            tls: None,
+        })
+    }
+
+    /// TLS to `addr`, for the upstream `upstream`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(
+        addr: http::uri::Authority,
+        upstream: &str,
+        tls: super::tls::Connector,
+    ) -> Arc<Self> {
+        Arc::new(Target {
+            key: format!("{addr} tls {upstream}").into(),
+            addr,
+            tls: Some(tls),
+        })
+    }
+
+    /// The pools' key.
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl Upstream {
-    pub(crate) fn new(name: &str, addresses: Vec<http::uri::Authority>) -> Self {
+    pub(crate) fn new(name: &str, addresses: Vec<Arc<Target>>) -> Self {
         Upstream {
             name: name.to_string(),
             addresses,
@@ -823,7 +867,7 @@ impl Upstream {
         }
     }
 
-    fn pick(&self) -> &http::uri::Authority {
+    fn pick(&self) -> &Arc<Target> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.addresses[i % self.addresses.len()]
     }
@@ -835,14 +879,17 @@ impl Upstream {
 pub(crate) struct Peer {
     /// The client's IP address, as a header value.
     ip: HeaderValue,
+    /// `X-Forwarded-Proto`: `https` on a TLS listener, else `http`.
+    proto: HeaderValue,
 }
 
 impl Peer {
-    /// The peer at `remote`.
-    pub(crate) fn new(remote: SocketAddr) -> Self {
+    /// The peer at `remote`, on a TLS listener if `tls`.
+    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { ip }
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        Peer { ip, proto }
     }
 }
 
@@ -948,8 +995,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 ///
 /// The head has been through [`prepare`](super::request::prepare): its
 /// `Host` is the one it was routed by. `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` are the proxy's own (`http`, that host), whatever the
-/// client sent; `X-Forwarded-For` gets the client's address appended.
+/// `X-Forwarded-Host` are the proxy's own (`http`, or `https` on a TLS
+/// listener; that host), whatever the client sent; `X-Forwarded-For` gets
+/// the client's address appended.
 fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
     let host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -979,7 +1027,7 @@ fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
     }
     parts
         .headers
-        .insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        .insert(&X_FORWARDED_PROTO, peer.proto.clone());
     match host {
         Some(h) => {
             parts.headers.insert(&X_FORWARDED_HOST, h);
@@ -1003,19 +1051,30 @@ fn upstream_uri(original: Uri) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-/// Forwards one request through the route's policies.
+/// Forwards one request through the route's policies. With `upgrade` (the
+/// protocol a bodiless HTTP/1.1 request asks to switch to), the request
+/// keeps `Connection: upgrade` and that `Upgrade`, and makes one attempt.
 pub(crate) async fn forward(
     client: &UpstreamClient,
     route: &RoutePolicies,
     req: Request<Incoming>,
     peer: &Peer,
     body_read_timeout: Duration,
+    upgrade: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     let trailers = accepts_trailers(&parts.headers);
     upstream_head(&mut parts, peer);
     let bodiless = body.is_end_stream();
-    let replay = bodiless && is_idempotent(&parts.method);
+    // An upgrade is not sent twice: a second `101` would be a second
+    // tunnel.
+    let replay = bodiless && is_idempotent(&parts.method) && upgrade.is_none();
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
     let body = move || {
         if bodiless {
             ProxyBody::empty()
@@ -1089,7 +1148,7 @@ async fn attempt(
     *req.uri_mut() = upstream_uri(uri);
     // A request without `Host` (HTTP/1.0) names the upstream.
     if !req.headers().contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(addr.as_str()) {
+        if let Ok(v) = HeaderValue::from_str(addr.addr.as_str()) {
             req.headers_mut().insert(header::HOST, v);
         }
     }
@@ -1113,7 +1172,16 @@ async fn attempt(
         }
         Ok((response, loan)) => {
             let (mut head, mut inner) = response.into_parts();
+            // A `101` names the protocol switched to, for the client too.
+            let switched = (head.status == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| head.headers.get(header::UPGRADE).cloned())
+                .flatten();
             strip_hop_by_hop(&mut head.headers);
+            if let Some(protocol) = switched {
+                head.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                head.headers.insert(header::UPGRADE, protocol);
+            }
             if normalize_content_length(&mut head.headers).is_err() {
                 // The connection (its loan dropped) closes.
                 admitted.record_outcome(Outcome::Failure);
@@ -1235,15 +1303,15 @@ mod tests {
     }
 
     /// Idle connections to `addr`, of both kinds.
-    fn idle(client: &UpstreamClient, addr: &http::uri::Authority) -> usize {
-        let hyper = client.pool.lock().get(addr.as_str()).map_or(0, Vec::len);
-        let own = lock(&client.pool.h1).get(addr.as_str()).map_or(0, Vec::len);
+    fn idle(client: &UpstreamClient, addr: &Arc<Target>) -> usize {
+        let hyper = client.pool.lock().get(addr.key()).map_or(0, Vec::len);
+        let own = lock(&client.pool.h1).get(addr.key()).map_or(0, Vec::len);
         hyper + own
     }
 
     /// Sends a request and reads the body through an [`UpstreamBody`], as
     /// the proxy does.
-    async fn call(client: &UpstreamClient, addr: &http::uri::Authority, with_body: bool) -> Bytes {
+    async fn call(client: &UpstreamClient, addr: &Arc<Target>, with_body: bool) -> Bytes {
         let (response, loan) = client
             .send(addr, request(with_body))
             .await
@@ -1253,8 +1321,8 @@ mod tests {
         body.collect().await.expect("the whole body").to_bytes()
     }
 
-    fn authority(addr: SocketAddr) -> http::uri::Authority {
-        addr.to_string().parse().expect("an authority")
+    fn authority(addr: SocketAddr) -> Arc<Target> {
+        Target::plain(addr.to_string().parse().expect("an authority"))
     }
 
     #[tokio::test]
@@ -1435,7 +1503,7 @@ mod tests {
                 .await
                 .expect_err("no upstream");
             assert!(err.is::<ConnectError>(), "{err}");
-            assert!(err.to_string().contains(addr.as_str()), "{err}");
+            assert!(err.to_string().contains(addr.addr.as_str()), "{err}");
         }
     }
 

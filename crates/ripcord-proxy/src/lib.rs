@@ -165,6 +165,10 @@ pub mod request;
 mod route;
 pub mod server;
 pub mod state;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod tunnel;
 #[cfg(any(test, feature = "testkit"))]
 pub mod upstream;
 
@@ -349,6 +353,12 @@ async fn reload(proxy: &server::RunningProxy, args: &RunOptions) {
                 s.new_breakers.join(", "),
                 s.removed_breakers.join(", ")
             );
+            if !s.certificates_reloaded.is_empty() {
+                println!(
+                    "ripcord proxy: certificates read again for {}",
+                    s.certificates_reloaded.join(", ")
+                );
+            }
             if !s.restart_needed.is_empty() {
                 println!(
                     "ripcord proxy: changes to {} need a restart; the running values stay",
