@@ -1221,7 +1221,10 @@ fn check_upstream_tls(
     report: &mut dyn FnMut(String, String),
 ) {
     if let Err(e) = super::tls::client_config(tls, &[super::tls::H1_ALPN]) {
-        report(tls_path(&format!("{base}.tls"), e.key()), crate::error_chain(&e));
+        report(
+            tls_path(&format!("{base}.tls"), e.key()),
+            crate::error_chain(&e),
+        );
     }
     if tls.server_name.is_some() {
         if let Err(e) = super::tls::server_name(tls, "") {

@@ -26,8 +26,8 @@ use ripcord_tower::http::{classify_status, is_idempotent, Refusal};
 use tower::BoxError;
 
 use super::h1::{H1Body, H1Conn};
-use super::stream::UpstreamStream;
 use super::policy::{RoutePolicies, Routed};
+use super::stream::UpstreamStream;
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
 /// connections to the upstreams' addresses, owned by one worker (its
@@ -306,10 +306,7 @@ impl UpstreamClient {
 
     /// A new connection to `addr` through hyper's client, its connection
     /// task running on this worker.
-    async fn connect(
-        &self,
-        addr: &Arc<Target>,
-    ) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    async fn connect(&self, addr: &Arc<Target>) -> Result<SendRequest<ProxyBody>, ConnectError> {
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -1025,9 +1022,7 @@ fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
             parts.headers.remove(&X_FORWARDED_FOR);
         }
     }
-    parts
-        .headers
-        .insert(&X_FORWARDED_PROTO, peer.proto.clone());
+    parts.headers.insert(&X_FORWARDED_PROTO, peer.proto.clone());
     match host {
         Some(h) => {
             parts.headers.insert(&X_FORWARDED_HOST, h);

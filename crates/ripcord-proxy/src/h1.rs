@@ -266,7 +266,11 @@ pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Reads what the socket has into `buf`: the number of bytes, 0 at its end.
-fn fill(io: &mut UpstreamStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+fn fill(
+    io: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     buf.reserve(READ_SIZE);
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }

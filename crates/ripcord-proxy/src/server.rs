@@ -41,11 +41,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::busy_poll::BusyPoll;
 use super::config::{redact_url, PipelineTable, ProxyConfig};
 use super::conn::{Activity, Admission, Deadlines, Permit, Tracked, Watched};
-use super::stream::ClientStream;
 use super::forward::{self, Peer, ProxyBody, Upstream};
 use super::policy::{table_policies, Limiter, Made, Owned, RoutePolicies};
 use super::route::RouteTable;
 use super::state::{AdminAccess, BreakerEntry, ProxyState};
+use super::stream::ClientStream;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -1027,12 +1027,8 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
         .and_then(|s| s.take());
     match (client_side, upstream) {
         (Some(client_side), Some((io, early))) => {
-            let tunnel = super::tunnel::tunnel(
-                client_side,
-                io,
-                early,
-                conn.worker.upgrade_idle_timeout,
-            );
+            let tunnel =
+                super::tunnel::tunnel(client_side, io, early, conn.worker.upgrade_idle_timeout);
             *conn.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
             response
         }
