@@ -47,7 +47,7 @@ pub(crate) struct CheckArgs {
 /// `ripcord check --json`: validates the file at `config` and prints one
 /// JSON object on `out`: on success (exit 0)
 /// `{"ok": true, "file", "listeners", "admin": {"listen", "token_set"},
-/// "upstreams": [{"name", "addresses", "policies"}], "routes": [{"name",
+/// "upstreams": [{"name", "addresses", "tls", "policies"}], "routes": [{"name",
 /// "host", "prefix", "upstream", "policies"}], "breakers": [{"name",
 /// "scope"}], "warnings"}` (policies by kind, in order), on a refused or unreadable file (exit 2)
 /// `{"ok": false, "file", "problems": [{"path", "line", "column",
@@ -84,6 +84,7 @@ fn accepted(file: &str, c: &ProxyConfig) -> Value {
             json!({
                 "name": name,
                 "addresses": u.addresses,
+                "tls": u.tls.is_some(),
                 "policies": policies(u.pipeline.as_ref()),
             })
         })

@@ -691,7 +691,22 @@ impl ProxyConfig {
     /// A short human-readable summary (what `ripcord check` prints).
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.listen.as_str()).collect();
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match &l.tls {
+                None => l.listen.clone(),
+                Some(t) => format!(
+                    "{} (TLS{})",
+                    l.listen,
+                    match (&t.client_ca, t.client_auth) {
+                        (None, _) => "",
+                        (Some(_), ClientAuth::Required) => ", client certificates required",
+                        (Some(_), ClientAuth::Optional) => ", client certificates checked if sent",
+                    }
+                ),
+            })
+            .collect();
         s.push_str(&format!("listeners: {}\n", listeners.join(", ")));
         let exposed = self
             .admin
@@ -735,8 +750,9 @@ impl ProxyConfig {
         s.push_str(&format!("upstreams: {}\n", self.upstreams.len()));
         for (name, u) in &self.upstreams {
             s.push_str(&format!(
-                "  {name}: {}{}\n",
+                "  {name}: {}{}{}\n",
                 u.addresses.join(", "),
+                if u.tls.is_some() { " (TLS)" } else { "" },
                 policies_summary(u.pipeline.as_ref())
             ));
         }

@@ -81,7 +81,7 @@ pub enum StartError {
         index: usize,
         /// Why.
         #[source]
-        source: super::tls::TlsError,
+        source: Box<super::tls::TlsError>,
     },
     /// A worker thread or its runtime could not be started.
     #[error("cannot start proxy worker {index}")]
@@ -123,7 +123,7 @@ pub enum ReloadError {
         index: usize,
         /// Why.
         #[source]
-        source: super::tls::TlsError,
+        source: Box<super::tls::TlsError>,
     },
 }
 
@@ -764,8 +764,10 @@ fn fronts(config: &ProxyConfig) -> Result<Vec<Arc<Front>>, StartError> {
         .map(|(index, l)| {
             #[cfg(feature = "tls")]
             if let Some(tls) = &l.tls {
-                let tls = super::tls::ServerTls::new(tls)
-                    .map_err(|source| StartError::Tls { index, source })?;
+                let tls = super::tls::ServerTls::new(tls).map_err(|source| StartError::Tls {
+                    index,
+                    source: Box::new(source),
+                })?;
                 return Ok(Arc::new(Front { tls: Some(tls) }));
             }
             #[cfg(not(feature = "tls"))]
@@ -1237,8 +1239,10 @@ impl RunningProxy {
             else {
                 continue;
             };
-            let config = super::tls::server_config(tls)
-                .map_err(|source| ReloadError::Tls { index, source })?;
+            let config = super::tls::server_config(tls).map_err(|source| ReloadError::Tls {
+                index,
+                source: Box::new(source),
+            })?;
             out.push((index, config));
         }
         Ok(out)
