@@ -48,7 +48,7 @@ pub(crate) struct CheckArgs {
 /// JSON object on `out`: on success (exit 0)
 /// `{"ok": true, "file", "listeners", "admin": {"listen", "token_set"},
 /// "upstreams": [{"name", "addresses", "protocol", "grpc_failure_codes",
-/// "policies"}], "routes": [{"name",
+/// "tls", "policies"}], "routes": [{"name",
 /// "host", "prefix", "upstream", "policies"}], "breakers": [{"name",
 /// "scope"}], "warnings"}` (policies by kind, in order), on a refused or unreadable file (exit 2)
 /// `{"ok": false, "file", "problems": [{"path", "line", "column",
@@ -87,6 +87,7 @@ fn accepted(file: &str, c: &ProxyConfig) -> Value {
                 "addresses": u.addresses,
                 "protocol": u.protocol.as_str(),
                 "grpc_failure_codes": u.grpc.failure_codes,
+                "tls": u.tls.is_some(),
                 "policies": policies(u.pipeline.as_ref()),
             })
         })

@@ -17,6 +17,7 @@
 //! header_read_timeout = "30s"          # a request head; a new connection's first request
 //! idle_timeout = "60s"                 # connections with nothing in flight
 //! body_read_timeout = "30s"            # the longest pause inside a request body
+//! upgrade_idle_timeout = "60s"         # a WebSocket (any 101 tunnel) with no traffic
 //! max_connections = 10000              # client connections at once
 //! max_connections_per_peer = 1024      # from one IP address
 //!
@@ -136,7 +137,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ripcord::pipeline::{FallbackEntry, PolicyConfig};
@@ -279,6 +280,12 @@ pub struct LimitsConfig {
     /// client gets 400. Time the upstream takes to read is not counted.
     #[serde(with = "ripcord::duration")]
     pub body_read_timeout: Duration,
+    /// How long a tunnel (a connection that switched protocols with
+    /// `101`, such as a WebSocket) stays open while neither side sends
+    /// anything (default 60 s). It is cut within a quarter of this after
+    /// the deadline.
+    #[serde(with = "ripcord::duration")]
+    pub upgrade_idle_timeout: Duration,
     /// The most client connections open at once (1 to
     /// [`MAX_CONNECTIONS`], default 10,000); past it new connections are
     /// closed at once. Lowered at start when the file-descriptor limit has
@@ -341,6 +348,7 @@ impl Default for LimitsConfig {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            upgrade_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_peer: 1_024,
             workers: None,
@@ -355,6 +363,68 @@ impl Default for LimitsConfig {
 pub struct ListenerConfig {
     /// The address to bind, e.g. `127.0.0.1:8080` (port 0 picks one).
     pub listen: String,
+    /// TLS on this listener (feature `tls`); plain HTTP/1.1 and h2c when
+    /// absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// `[listeners.tls]`: the listener's certificate and key, and whether it
+/// asks clients for certificates (mTLS). ALPN offers `h2` and `http/1.1`.
+/// The files are read at start and again on each reload (a reload whose
+/// files are missing or invalid is refused: the certificate in use stays).
+/// Relative paths are relative to the proxy's working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// The certificate chain (PEM), the listener's own certificate first.
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The certificate authorities (PEM) that client certificates must
+    /// chain to; setting it asks every client for a certificate.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client without a certificate is refused
+    /// (`required`, the default) or served (`optional`; a certificate it
+    /// does send must still be valid).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a TLS listener with `client_ca` refuses clients without a
+/// certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Refused: the handshake fails.
+    #[default]
+    Required,
+    /// Served.
+    Optional,
+}
+
+/// `[upstreams.NAME.tls]`: connections to the upstream's addresses use
+/// TLS (feature `tls`). ALPN offers `http/1.1`. The files are read at
+/// start and on each reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The certificate authorities (PEM) the upstream's certificate must
+    /// chain to; the system's roots when absent.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and checked against the upstream's certificate;
+    /// by default the host of each address (an IP address is checked
+    /// against the certificate's IP addresses, and sends no SNI).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A client certificate chain (PEM) to present, with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 /// `[upstreams.NAME]`: where requests go.
@@ -372,6 +442,9 @@ pub struct UpstreamConfig {
     /// The upstream's pipeline; its breaker is named after the upstream.
     #[serde(default)]
     pub pipeline: Option<PipelineTable>,
+    /// TLS to the upstream (feature `tls`); plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// An upstream's `protocol`.
@@ -381,8 +454,9 @@ pub enum UpstreamProtocol {
     /// HTTP/1.1 for every request (the default).
     #[default]
     Http1,
-    /// HTTP/2 over cleartext TCP with prior knowledge, for every request:
-    /// one multiplexed connection per address and worker.
+    /// HTTP/2 with prior knowledge, for every request: one multiplexed
+    /// connection per address and worker, over cleartext TCP, or over TLS
+    /// offering `h2` by ALPN when the upstream has `tls`.
     H2c,
     /// HTTP/2 (as `h2c`) for a gRPC call that came over HTTP/2 (a
     /// `content-type` of `application/grpc`, `application/grpc+…`), HTTP/1.1
@@ -730,7 +804,22 @@ impl ProxyConfig {
     /// A short human-readable summary (what `ripcord check` prints).
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.listen.as_str()).collect();
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match &l.tls {
+                None => l.listen.clone(),
+                Some(t) => format!(
+                    "{} (TLS{})",
+                    l.listen,
+                    match (&t.client_ca, t.client_auth) {
+                        (None, _) => "",
+                        (Some(_), ClientAuth::Required) => ", client certificates required",
+                        (Some(_), ClientAuth::Optional) => ", client certificates checked if sent",
+                    }
+                ),
+            })
+            .collect();
         s.push_str(&format!("listeners: {}\n", listeners.join(", ")));
         let exposed = self
             .admin
@@ -774,9 +863,10 @@ impl ProxyConfig {
         s.push_str(&format!("upstreams: {}\n", self.upstreams.len()));
         for (name, u) in &self.upstreams {
             s.push_str(&format!(
-                "  {name}: {} ({}){}\n",
+                "  {name}: {} ({}{}){}\n",
                 u.addresses.join(", "),
                 u.protocol.as_str(),
+                if u.tls.is_some() { ", TLS" } else { "" },
                 policies_summary(u.pipeline.as_ref())
             ));
         }
@@ -927,6 +1017,7 @@ impl ProxyConfig {
             ("header_read_timeout", l.header_read_timeout),
             ("idle_timeout", l.idle_timeout),
             ("body_read_timeout", l.body_read_timeout),
+            ("upgrade_idle_timeout", l.upgrade_idle_timeout),
         ] {
             check_duration(&format!("limits.{key}"), d, report);
         }
@@ -957,6 +1048,9 @@ impl ProxyConfig {
                     format!("{:?} is already used by listeners[{j}]", listener.listen),
                 );
             }
+            if let Some(tls) = &listener.tls {
+                check_listener_tls(&format!("listeners[{i}].tls"), tls, report);
+            }
         }
         for (name, u) in &self.upstreams {
             let base = format!("upstreams.{name}");
@@ -986,6 +1080,9 @@ impl ProxyConfig {
             }
             if let Some(p) = &u.pipeline {
                 check_pipeline(&format!("{base}.pipeline"), p, written, report);
+            }
+            if let Some(tls) = &u.tls {
+                check_upstream_tls(&base, u, tls, report);
             }
         }
         if self.routes.is_empty() {
@@ -1214,6 +1311,89 @@ fn check_upstream_address(a: &str) -> Result<(), String> {
     match authority.port_u16() {
         Some(p) if p != 0 => Ok(()),
         _ => Err(format!("{a:?} has no port (or port 0): {hint}")),
+    }
+}
+
+/// What a `tls` table reports in a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str =
+    "TLS needs ripcord-proxy's `tls` feature, which this build lacks (the `ripcord` binary has it)";
+
+#[cfg(not(feature = "tls"))]
+fn check_listener_tls(
+    base: &str,
+    _tls: &ListenerTlsConfig,
+    report: &mut dyn FnMut(String, String),
+) {
+    report(base.to_string(), NO_TLS.into());
+}
+
+/// Builds the listener's TLS configuration from its files, as the proxy
+/// will: each problem at the key naming the file.
+#[cfg(feature = "tls")]
+fn check_listener_tls(base: &str, tls: &ListenerTlsConfig, report: &mut dyn FnMut(String, String)) {
+    if tls.client_ca.is_none() && tls.client_auth != ClientAuth::default() {
+        report(
+            format!("{base}.client_auth"),
+            "needs `client_ca`, the authorities client certificates are checked against".into(),
+        );
+    }
+    if let Err(e) = super::tls::server_config(tls) {
+        report(tls_path(base, e.key()), crate::error_chain(&e));
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn check_upstream_tls(
+    base: &str,
+    _u: &UpstreamConfig,
+    _tls: &UpstreamTlsConfig,
+    report: &mut dyn FnMut(String, String),
+) {
+    report(format!("{base}.tls"), NO_TLS.into());
+}
+
+/// Builds the upstream's TLS configuration from its files and checks the
+/// names its certificates will be checked against.
+#[cfg(feature = "tls")]
+fn check_upstream_tls(
+    base: &str,
+    u: &UpstreamConfig,
+    tls: &UpstreamTlsConfig,
+    report: &mut dyn FnMut(String, String),
+) {
+    if let Err(e) = super::tls::client_config(tls, &[super::tls::H1_ALPN]) {
+        report(
+            tls_path(&format!("{base}.tls"), e.key()),
+            crate::error_chain(&e),
+        );
+    }
+    if tls.server_name.is_some() {
+        if let Err(e) = super::tls::server_name(tls, "") {
+            report(format!("{base}.tls.server_name"), e.to_string());
+        }
+        return;
+    }
+    for (i, a) in u.addresses.iter().enumerate() {
+        let Ok(authority) = a.parse::<http::uri::Authority>() else {
+            continue;
+        };
+        if let Err(e) = super::tls::server_name(tls, authority.host()) {
+            report(
+                format!("{base}.addresses[{i}]"),
+                format!("{e}: the host is the name TLS checks the certificate against; set `tls.server_name` otherwise"),
+            );
+        }
+    }
+}
+
+/// The key path of a `tls` table's key (`key` empty: the table).
+#[cfg(feature = "tls")]
+fn tls_path(base: &str, key: &str) -> String {
+    if key.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}.{key}")
     }
 }
 

@@ -17,6 +17,11 @@
 //!
 //! The deadlines are checked every quarter of the shorter one (at most
 //! every 5 s), so a connection closes within that much after its deadline.
+//!
+//! A connection that switched protocols (a WebSocket) leaves these
+//! deadlines with its HTTP part; its tunnel keeps the connection's
+//! [`Permit`] and is cut after `limits.upgrade_idle_timeout` without
+//! traffic either way ([`idle_cut`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -299,6 +304,26 @@ pub(crate) async fn watchdog(activity: Arc<Activity>, deadlines: Deadlines) {
             now + step
         };
         tokio::time::sleep_until(next).await;
+    }
+}
+
+/// Ends when no read through the sockets `activity` counts has brought
+/// bytes for `idle` (checked every quarter of it, at most every 5 s): the
+/// deadline of a tunnel, whose traffic both ways is read on one side or
+/// the other.
+pub(crate) async fn idle_cut(activity: &Activity, idle: Duration) {
+    let step = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut last = activity.reads.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = Instant::now();
+        let reads = activity.reads.load(Ordering::Relaxed);
+        if reads != last {
+            (last, since) = (reads, now);
+        } else if now >= since + idle {
+            return;
+        }
     }
 }
 

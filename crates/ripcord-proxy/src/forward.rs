@@ -31,6 +31,7 @@ use super::config::UpstreamProtocol;
 use super::h1::{H1Body, H1Conn};
 use super::h2::{H2Pool, Stream as H2Stream};
 use super::policy::{RoutePolicies, Routed};
+use super::stream::UpstreamStream;
 
 /// The HTTP client the proxy forwards with: a pool of HTTP/1.1
 /// connections to the upstreams' addresses, and one of multiplexed HTTP/2
@@ -104,7 +105,7 @@ struct Idle<C> {
 #[derive(Debug)]
 struct Loan {
     pool: Arc<Pool>,
-    addr: http::uri::Authority,
+    addr: Arc<Target>,
     sender: Option<SendRequest<ProxyBody>>,
     /// The lease on an HTTP/2 connection, released with the loan.
     stream: Option<H2Stream>,
@@ -147,11 +148,11 @@ fn lock<C>(map: &Mutex<IdleMap<C>>) -> std::sync::MutexGuard<'_, IdleMap<C>> {
 }
 
 /// Adds an idle connection to `addr`'s list unless the list is full.
-fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &http::uri::Authority, conn: C) {
+fn push_idle<C>(map: &Mutex<IdleMap<C>>, max_idle: usize, addr: &Target, conn: C) {
     let mut idle = lock(map);
-    let list = match idle.get_mut(addr.as_str()) {
+    let list = match idle.get_mut(addr.key()) {
         Some(list) => list,
-        None => idle.entry(addr.as_str().into()).or_default(),
+        None => idle.entry(addr.key().into()).or_default(),
     };
     if list.len() < max_idle {
         list.push(Idle {
@@ -166,13 +167,13 @@ impl Pool {
         lock(&self.idle)
     }
 
-    fn put(&self, addr: http::uri::Authority, sender: SendRequest<ProxyBody>) {
+    fn put(&self, addr: Arc<Target>, sender: SendRequest<ProxyBody>) {
         if self.max_idle > 0 && !sender.is_closed() {
             push_idle(&self.idle, self.max_idle, &addr, sender);
         }
     }
 
-    fn put_h1(&self, addr: http::uri::Authority, conn: H1Conn) {
+    fn put_h1(&self, addr: Arc<Target>, conn: H1Conn) {
         if self.max_idle > 0 {
             push_idle(&self.h1, self.max_idle, &addr, conn);
         }
@@ -181,9 +182,9 @@ impl Pool {
     /// The most recently used idle connection of the proxy's own kind to
     /// `addr` that the upstream has not closed and that has settled (see
     /// [`H1Conn::settled`]; one that has not stays pooled).
-    fn take_h1(&self, addr: &http::uri::Authority) -> Option<H1Conn> {
+    fn take_h1(&self, addr: &Arc<Target>) -> Option<H1Conn> {
         let mut idle = lock(&self.h1);
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         let mut i = list.len();
         while i > 0 {
             i -= 1;
@@ -205,9 +206,9 @@ impl Pool {
 
     /// The most recently used idle connection to `addr` if it is ready to
     /// send (else it stays pooled for [`take`](Self::take)).
-    fn take_ready(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    fn take_ready(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         while let Some(i) = list.pop() {
             if i.conn.is_closed() {
                 continue;
@@ -222,9 +223,9 @@ impl Pool {
     }
 
     /// The most recently used live idle connection to `addr`.
-    fn take(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    fn take(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(addr.as_str())?;
+        let list = idle.get_mut(addr.key())?;
         while let Some(i) = list.pop() {
             // Staleness is left to `reap`: no clock read per request.
             if !i.conn.is_closed() {
@@ -277,7 +278,7 @@ impl UpstreamClient {
     }
 
     /// A ready pooled connection to `addr`, if there is one.
-    async fn pooled(&self, addr: &http::uri::Authority) -> Option<SendRequest<ProxyBody>> {
+    async fn pooled(&self, addr: &Arc<Target>) -> Option<SendRequest<ProxyBody>> {
         while let Some(mut sender) = self.pool.take(addr) {
             if sender.is_ready() {
                 return Some(sender);
@@ -292,44 +293,50 @@ impl UpstreamClient {
         None
     }
 
-    /// A new TCP connection to `addr`, within the connect timeout.
-    async fn connect_tcp(
+    /// A new HTTP/1.1 connection to `addr` (see [`Self::connect_stream`]).
+    async fn connect_tcp(&self, addr: &Arc<Target>) -> Result<UpstreamStream, ConnectError> {
+        self.connect_stream(addr, false).await
+    }
+
+    /// A new connection to `addr`, its TLS handshake done if it has TLS
+    /// (offering `h2` by ALPN when `h2`, else `http/1.1`), within the connect
+    /// timeout.
+    async fn connect_stream(
         &self,
-        addr: &http::uri::Authority,
-    ) -> Result<tokio::net::TcpStream, ConnectError> {
+        addr: &Arc<Target>,
+        h2: bool,
+    ) -> Result<UpstreamStream, ConnectError> {
         let fail = |source: BoxError| ConnectError {
-            addr: addr.clone(),
+            addr: addr.addr.clone(),
             source,
         };
-        let stream = match tokio::time::timeout(
-            self.pool.connect_timeout,
-            tokio::net::TcpStream::connect(addr.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(fail(Box::new(e))),
-            Err(_) => {
-                return Err(fail(
-                    format!("no connection within {:?}", self.pool.connect_timeout).into(),
-                ))
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(addr.addr.as_str()).await?;
+            let _ = stream.set_nodelay(true);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = if h2 { &addr.tls_h2 } else { &addr.tls } {
+                let stream = tls.connect(stream).await?;
+                return Ok(UpstreamStream::Tls(Box::new(stream)));
             }
+            Ok::<_, std::io::Error>(UpstreamStream::Plain(stream))
         };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        match tokio::time::timeout(self.pool.connect_timeout, connect).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(fail(Box::new(e))),
+            Err(_) => Err(fail(
+                format!("no connection within {:?}", self.pool.connect_timeout).into(),
+            )),
+        }
     }
 
     /// A new connection to `addr` through hyper's client, its connection
     /// task running on this worker.
-    async fn connect(
-        &self,
-        addr: &http::uri::Authority,
-    ) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    async fn connect(&self, addr: &Arc<Target>) -> Result<SendRequest<ProxyBody>, ConnectError> {
         let stream = self.connect_tcp(addr).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError {
-                addr: addr.clone(),
+                addr: addr.addr.clone(),
                 source: Box::new(e),
             })?;
         tokio::spawn(async move {
@@ -342,7 +349,7 @@ impl UpstreamClient {
     /// connection.
     async fn send(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Received>, Loan), BoxError> {
         if req.body().is_end_stream() {
@@ -360,7 +367,7 @@ impl UpstreamClient {
     /// (the usual case, whose future stays small) or a new one.
     async fn send_h1(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         head: &http::request::Parts,
     ) -> Result<Response<H1Body>, BoxError> {
         if let Some(conn) = self.pool.take_h1(addr) {
@@ -387,7 +394,7 @@ impl UpstreamClient {
     /// the others run on the heap.
     async fn send_hyper(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pool.take_ready(addr) else {
@@ -411,7 +418,7 @@ impl UpstreamClient {
     /// now.
     async fn send_slow(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let Some(mut sender) = self.pooled(addr).await else {
@@ -433,7 +440,7 @@ impl UpstreamClient {
     /// Sends `req` on a new connection to `addr`.
     async fn send_fresh(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), BoxError> {
         let mut sender = self.connect(addr).await?;
@@ -442,24 +449,25 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (absolute URI, HTTP/2) to `addr` on its HTTP/2
-    /// connection, made if there is none.
+    /// connection, made if there is none (TLS offering `h2` by ALPN when the
+    /// upstream has TLS).
     async fn send_h2(
         &self,
-        addr: &http::uri::Authority,
+        addr: &Arc<Target>,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Received>, Loan), BoxError> {
         let connect = || async {
-            self.connect_tcp(addr)
+            self.connect_stream(addr, true)
                 .await
                 .map_err(|e| -> BoxError { Box::new(e) })
         };
-        let (response, stream) = self.pool.h2.send(addr.as_str(), req, connect).await?;
+        let (response, stream) = self.pool.h2.send(addr.key(), req, connect).await?;
         let mut loan = self.loan(addr, None);
         loan.stream = Some(stream);
         Ok((response.map(Either::Left), loan))
     }
 
-    fn loan(&self, addr: &http::uri::Authority, sender: Option<SendRequest<ProxyBody>>) -> Loan {
+    fn loan(&self, addr: &Arc<Target>, sender: Option<SendRequest<ProxyBody>>) -> Loan {
         Loan {
             pool: Arc::clone(&self.pool),
             addr: addr.clone(),
@@ -865,16 +873,77 @@ fn normalize_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
-    addresses: Vec<http::uri::Authority>,
+    addresses: Vec<Arc<Target>>,
     next: AtomicUsize,
     protocol: UpstreamProtocol,
     grpc_failures: FailureCodes,
 }
 
+/// One address of an upstream, and how to connect to it.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `host:port` as configured.
+    addr: http::uri::Authority,
+    /// Its connections' key in the pools: the address, and for TLS the
+    /// upstream's name too (its TLS settings are the upstream's).
+    key: Box<str>,
+    /// TLS to it, when the upstream has `tls`.
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::Connector>,
+    /// TLS to it for HTTP/2 connections (ALPN `h2`).
+    #[cfg(feature = "tls")]
+    tls_h2: Option<super::tls::Connector>,
+}
+
+impl Target {
+    /// Plain TCP to `addr`.
+    pub(crate) fn plain(addr: http::uri::Authority) -> Arc<Self> {
+        Arc::new(Target {
+            key: addr.as_str().into(),
+            addr,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_h2: None,
+        })
+    }
+
+    /// TLS to `addr`, for the upstream `upstream`: `h1` for HTTP/1.1
+    /// connections, `h2` for HTTP/2 ones.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(
+        addr: http::uri::Authority,
+        upstream: &str,
+        h1: super::tls::Connector,
+        h2: super::tls::Connector,
+    ) -> Arc<Self> {
+        Arc::new(Target {
+            key: format!("{addr} tls {upstream}").into(),
+            addr,
+            tls: Some(h1),
+            tls_h2: Some(h2),
+        })
+    }
+
+    /// The pools' key.
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The scheme of its absolute URIs (HTTP/2 requests).
+    fn scheme(&self) -> http::uri::Scheme {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return http::uri::Scheme::HTTPS;
+        }
+        http::uri::Scheme::HTTP
+    }
+}
+
 impl Upstream {
     pub(crate) fn new(
         name: &str,
-        addresses: Vec<http::uri::Authority>,
+        addresses: Vec<Arc<Target>>,
         protocol: UpstreamProtocol,
         grpc_failures: FailureCodes,
     ) -> Self {
@@ -887,7 +956,7 @@ impl Upstream {
         }
     }
 
-    fn pick(&self) -> &http::uri::Authority {
+    fn pick(&self) -> &Arc<Target> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.addresses[i % self.addresses.len()]
     }
@@ -899,14 +968,17 @@ impl Upstream {
 pub(crate) struct Peer {
     /// The client's IP address, as a header value.
     ip: HeaderValue,
+    /// `X-Forwarded-Proto`: `https` on a TLS listener, else `http`.
+    proto: HeaderValue,
 }
 
 impl Peer {
-    /// The peer at `remote`.
-    pub(crate) fn new(remote: SocketAddr) -> Self {
+    /// The peer at `remote`, on a TLS listener if `tls`.
+    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { ip }
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        Peer { ip, proto }
     }
 }
 
@@ -1012,8 +1084,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 ///
 /// The head has been through [`prepare`](super::request::prepare): its
 /// `Host` is the one it was routed by. `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` are the proxy's own (`http`, that host), whatever the
-/// client sent; `X-Forwarded-For` gets the client's address appended.
+/// `X-Forwarded-Host` are the proxy's own (`http`, or `https` on a TLS
+/// listener; that host), whatever the client sent; `X-Forwarded-For` gets
+/// the client's address appended.
 fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
     let host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -1041,9 +1114,7 @@ fn upstream_head(parts: &mut http::request::Parts, peer: &Peer) {
             parts.headers.remove(&X_FORWARDED_FOR);
         }
     }
-    parts
-        .headers
-        .insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    parts.headers.insert(&X_FORWARDED_PROTO, peer.proto.clone());
     match host {
         Some(h) => {
             parts.headers.insert(&X_FORWARDED_HOST, h);
@@ -1110,19 +1181,30 @@ impl Call {
 
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// Forwards one request through the route's policies.
+/// Forwards one request through the route's policies. With `upgrade` (the
+/// protocol a bodiless HTTP/1.1 request asks to switch to), the request
+/// keeps `Connection: upgrade` and that `Upgrade`, and makes one attempt.
 pub(crate) async fn forward(
     client: &UpstreamClient,
     route: &RoutePolicies,
     req: Request<Incoming>,
     peer: &Peer,
     body_read_timeout: Duration,
+    upgrade: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     let call = Call::of(&parts, &route.upstream);
     upstream_head(&mut parts, peer);
     let bodiless = body.is_end_stream();
-    let replay = bodiless && is_idempotent(&parts.method);
+    // An upgrade is not sent twice: a second `101` would be a second
+    // tunnel.
+    let replay = bodiless && is_idempotent(&parts.method) && upgrade.is_none();
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
     let body = move || {
         if bodiless {
             ProxyBody::empty()
@@ -1218,7 +1300,7 @@ async fn attempt(
         *req.uri_mut() = upstream_uri(uri);
         // A request without `Host` (HTTP/1.0) names the upstream.
         if !req.headers().contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(addr.as_str()) {
+            if let Ok(v) = HeaderValue::from_str(addr.addr.as_str()) {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
@@ -1254,7 +1336,16 @@ async fn attempt(
         }
         Ok((response, loan)) => {
             let (mut head, mut inner) = response.into_parts();
+            // A `101` names the protocol switched to, for the client too.
+            let switched = (head.status == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| head.headers.get(header::UPGRADE).cloned())
+                .flatten();
             strip_hop_by_hop(&mut head.headers);
+            if let Some(protocol) = switched {
+                head.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                head.headers.insert(header::UPGRADE, protocol);
+            }
             if normalize_content_length(&mut head.headers).is_err() {
                 // The connection (its loan dropped) closes.
                 admitted.record_outcome(Outcome::Failure);
@@ -1302,18 +1393,19 @@ async fn within<F: Future>(
     }
 }
 
-/// Makes `req` an HTTP/2 request: the absolute URI (`http`, the routed
+/// Makes `req` an HTTP/2 request: the absolute URI (`http`, or `https` to
+/// a TLS upstream; the routed
 /// `Host` or else the upstream's address as its authority, `uri`'s path and
 /// query), no `Host` header (HTTP/2 carries it as `:authority`), and
 /// `TE: trailers` when the client accepts them (gRPC servers ask for it).
-fn h2_head(req: &mut Request<ProxyBody>, uri: Uri, addr: &http::uri::Authority, trailers: bool) {
+fn h2_head(req: &mut Request<ProxyBody>, uri: Uri, addr: &Target, trailers: bool) {
     let authority = req
         .headers_mut()
         .remove(header::HOST)
         .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-        .unwrap_or_else(|| addr.clone());
+        .unwrap_or_else(|| addr.addr.clone());
     let mut parts = uri.into_parts();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(addr.scheme());
     parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -1427,15 +1519,15 @@ mod tests {
     }
 
     /// Idle connections to `addr`, of both kinds.
-    fn idle(client: &UpstreamClient, addr: &http::uri::Authority) -> usize {
-        let hyper = client.pool.lock().get(addr.as_str()).map_or(0, Vec::len);
-        let own = lock(&client.pool.h1).get(addr.as_str()).map_or(0, Vec::len);
+    fn idle(client: &UpstreamClient, addr: &Arc<Target>) -> usize {
+        let hyper = client.pool.lock().get(addr.key()).map_or(0, Vec::len);
+        let own = lock(&client.pool.h1).get(addr.key()).map_or(0, Vec::len);
         hyper + own
     }
 
     /// Sends a request and reads the body through an [`UpstreamBody`], as
     /// the proxy does.
-    async fn call(client: &UpstreamClient, addr: &http::uri::Authority, with_body: bool) -> Bytes {
+    async fn call(client: &UpstreamClient, addr: &Arc<Target>, with_body: bool) -> Bytes {
         let (response, loan) = client
             .send(addr, request(with_body))
             .await
@@ -1445,8 +1537,8 @@ mod tests {
         body.collect().await.expect("the whole body").to_bytes()
     }
 
-    fn authority(addr: SocketAddr) -> http::uri::Authority {
-        addr.to_string().parse().expect("an authority")
+    fn authority(addr: SocketAddr) -> Arc<Target> {
+        Target::plain(addr.to_string().parse().expect("an authority"))
     }
 
     #[tokio::test]
@@ -1627,7 +1719,7 @@ mod tests {
                 .await
                 .expect_err("no upstream");
             assert!(err.is::<ConnectError>(), "{err}");
-            assert!(err.to_string().contains(addr.as_str()), "{err}");
+            assert!(err.to_string().contains(addr.addr.as_str()), "{err}");
         }
     }
 
@@ -1647,7 +1739,7 @@ mod tests {
         assert_eq!(upstream.connections(), 3);
     }
 
-    fn h2_request(addr: &http::uri::Authority) -> Request<ProxyBody> {
+    fn h2_request(addr: &Target) -> Request<ProxyBody> {
         let mut req = Request::get("/")
             .header(header::HOST, "upstream")
             .body(ProxyBody::empty())
@@ -1718,7 +1810,7 @@ mod tests {
         let upstream = |protocol| {
             Upstream::new(
                 "u",
-                vec!["127.0.0.1:1".parse().expect("an authority")],
+                vec![Target::plain("127.0.0.1:1".parse().expect("an authority"))],
                 protocol,
                 FailureCodes::DEFAULT,
             )
@@ -1744,7 +1836,7 @@ mod tests {
 
     #[test]
     fn an_h2_head_carries_the_authority_in_the_uri() {
-        let addr: http::uri::Authority = "10.0.0.1:50051".parse().expect("an authority");
+        let addr = Target::plain("10.0.0.1:50051".parse().expect("an authority"));
         let mut req = Request::post("/pkg.Svc/Call?x=1")
             .header(header::HOST, "api.example.com")
             .body(ProxyBody::empty())

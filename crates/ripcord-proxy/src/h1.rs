@@ -23,14 +23,16 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+
+use super::stream::UpstreamStream;
 
 /// The largest response head accepted.
 pub(crate) const MAX_HEAD: usize = 256 * 1024;
@@ -66,7 +68,8 @@ pub(crate) enum H1Error {
     /// The response's framing headers contradict each other or are invalid.
     #[error("the upstream's response has an invalid `{0}` header")]
     Framing(&'static str),
-    /// The upstream switched protocols, which the proxy never asks for.
+    /// The upstream switched protocols to a request that did not ask for
+    /// it (`Connection: upgrade`).
     #[error("the upstream answered 101 Switching Protocols to a request that did not ask for it")]
     Upgrade,
     /// The connection closed before the end of the response body.
@@ -90,7 +93,7 @@ pub(crate) struct SendError {
 /// An HTTP/1.1 connection to an upstream, idle between exchanges.
 #[derive(Debug)]
 pub(crate) struct H1Conn {
-    io: TcpStream,
+    io: UpstreamStream,
     /// Bytes read and not yet used; empty while the connection is idle.
     buf: BytesMut,
     /// The request head being written (its allocation is reused).
@@ -103,7 +106,7 @@ pub(crate) struct H1Conn {
 
 impl H1Conn {
     /// A connection over `io` (connected, `TCP_NODELAY` set by the caller).
-    pub(crate) fn new(io: TcpStream) -> Self {
+    pub(crate) fn new(io: UpstreamStream) -> Self {
         H1Conn {
             io,
             buf: BytesMut::new(),
@@ -125,28 +128,18 @@ impl H1Conn {
         if std::time::Instant::now() < at {
             return Some(false);
         }
-        let mut probe = [0u8; 1];
-        match self.io.try_read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.settle = None;
-                Some(true)
-            }
-            _ => None,
+        if self.io.read_would_block() {
+            self.settle = None;
+            Some(true)
+        } else {
+            None
         }
     }
 
     /// Whether the upstream closed this idle connection, or sent on it
     /// unasked. A system call only when the runtime has seen it readable.
     pub(crate) fn is_stale(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        self.io.is_stale()
     }
 
     /// Sends a bodiless request with this head (origin-form URI, `Host`
@@ -175,6 +168,29 @@ impl H1Conn {
                 })?;
                 match parsed {
                     Some(Parsed::Interim) => continue,
+                    Some(Parsed::Switched(parts)) => {
+                        if !asks_upgrade(&head.headers) {
+                            return Err(SendError {
+                                error: H1Error::Upgrade,
+                                written: true,
+                                nothing_received: false,
+                            });
+                        }
+                        // The connection leaves the pool's world: it is the
+                        // upstream half of a tunnel now.
+                        let mut response = http::Response::from_parts(
+                            parts,
+                            H1Body {
+                                conn: None,
+                                state: State::Done,
+                                keep_alive: false,
+                            },
+                        );
+                        response
+                            .extensions_mut()
+                            .insert(Switched::new(self.io, self.buf));
+                        return Ok(response);
+                    }
                     Some(Parsed::Final(parts, state, keep_alive)) => {
                         let by_rule = head_only
                             || parts.status == StatusCode::NO_CONTENT
@@ -219,8 +235,42 @@ impl H1Conn {
     }
 }
 
+/// The upstream connection of a response that switched protocols (101),
+/// with the bytes that followed its head: carried in the response's
+/// extensions to the code that tunnels it (taken once; extensions must be
+/// `Clone`).
+#[derive(Debug, Clone)]
+pub(crate) struct Switched(Arc<Mutex<Option<(UpstreamStream, BytesMut)>>>);
+
+impl Switched {
+    fn new(io: UpstreamStream, buf: BytesMut) -> Self {
+        Switched(Arc::new(Mutex::new(Some((io, buf)))))
+    }
+
+    /// The connection and the bytes read after the head, the first time.
+    pub(crate) fn take(&self) -> Option<(UpstreamStream, BytesMut)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Whether a request head asks to switch protocols (`Connection: upgrade`
+/// and an `Upgrade` field).
+pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
 /// Reads what the socket has into `buf`: the number of bytes, 0 at its end.
-fn fill(io: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+fn fill(
+    io: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     buf.reserve(READ_SIZE);
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
@@ -246,6 +296,8 @@ fn encode_head(head: &http::request::Parts, out: &mut Vec<u8>) {
 enum Parsed {
     /// A 1xx head, consumed: the final head follows.
     Interim,
+    /// A 101 head, consumed: the connection now speaks another protocol.
+    Switched(http::response::Parts),
     /// The final head, how its body is framed, and whether the connection
     /// may carry another request after it.
     Final(http::response::Parts, State, bool),
@@ -296,10 +348,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head(httparse::Error::Status))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(H1Error::Upgrade);
-    }
-    if status.is_informational() {
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Some(Parsed::Interim));
     }
     let mut headers = HeaderMap::with_capacity(count);
@@ -316,6 +365,13 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, H1E
     } else {
         Version::HTTP_10
     };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(Parsed::Switched(parts)));
+    }
     let (state, framed) = framing(&mut headers, status, version, head_only)?;
     let keep_alive = framed && keeps_alive(&headers, version);
     let mut parts = http::Response::new(()).into_parts().0;
@@ -644,7 +700,7 @@ mod tests {
 
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -655,7 +711,7 @@ mod tests {
     async fn upstream(
         parts: Vec<&'static [u8]>,
         close: bool,
-    ) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+    ) -> (UpstreamStream, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a listener");
         let addr = listener.local_addr().expect("its address");
         let task = tokio::spawn(async move {
@@ -678,7 +734,7 @@ mod tests {
             seen
         });
         let io = TcpStream::connect(addr).await.expect("connecting");
-        (io, task)
+        (UpstreamStream::Plain(io), task)
     }
 
     fn head(method: Method, target: &str) -> http::request::Parts {

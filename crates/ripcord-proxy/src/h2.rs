@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::BoxError;
 
 use super::forward::ProxyBody;
+use super::stream::UpstreamStream;
 
 /// How often a connection with calls in flight pings its upstream; a ping
 /// unanswered within [`PING_TIMEOUT`] closes the connection (its calls
@@ -106,7 +107,7 @@ impl H2Pool {
     async fn connect(
         &self,
         addr: &str,
-        stream: tokio::net::TcpStream,
+        stream: UpstreamStream,
     ) -> Result<(SendRequest<ProxyBody>, Stream), hyper::Error> {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -138,7 +139,7 @@ impl H2Pool {
     ) -> Result<(Response<Incoming>, Stream), BoxError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<tokio::net::TcpStream, BoxError>>,
+        Fut: std::future::Future<Output = Result<UpstreamStream, BoxError>>,
     {
         let req = match self.take(addr) {
             Some((mut sender, lease)) => match sender.try_send_request(req).await {

@@ -9,6 +9,20 @@
 //!   shutdown.
 //! - `admin` (feature `admin`) and [`state`]: the admin listener and what
 //!   it sees.
+//! - `tls` (feature `tls`): certificates, keys and the rustls
+//!   configurations of listeners and upstreams.
+//!
+//! # Upgrades (WebSockets)
+//!
+//! An HTTP/1.1 request without a body that asks to switch protocols
+//! (`Connection: upgrade`, `Upgrade: websocket`) is forwarded once, with
+//! those two fields, through the route's policies; the breaker counts the
+//! upgrade response (a `101` is a success). After a `101` the client's and
+//! the upstream's connections are joined byte for byte until either side
+//! closes, or until neither sends anything for
+//! `limits.upgrade_idle_timeout` (default 60 s). A tunnel keeps its place
+//! under `limits.max_connections`, and shutdown cuts it at the drain
+//! deadline.
 //!
 //! What happens to one request (its head checked, its route found, its
 //! policies run, its headers rewritten, the answers the proxy makes itself)
@@ -76,6 +90,14 @@
 //!   switched while it runs, and `loadgen`, an HTTP load generator
 //!   (open-loop at a fixed rate or closed-loop), which the demo, the load
 //!   tests and the proxy benchmark drive.
+//! - `tls`: TLS with rustls (`ring` provider; no C toolchain beyond the C
+//!   compiler `ring` builds with): listeners with a certificate and key,
+//!   read again on reload, and optional client-certificate verification
+//!   (mTLS); upstreams over TLS with SNI, a CA bundle or the system's roots,
+//!   and an optional client certificate (see the `tls` module and
+//!   [`config`]). Off by default, so that a library user who needs no TLS
+//!   builds no TLS stack; the `ripcord` binary turns it on. Without it, a
+//!   file with `tls` tables is refused by [`check`] and [`run`].
 //! - `fuzzing`: unstable, not for users: the bodies of the proxy's fuzz
 //!   targets (`fuzzing`), for the fuzzers under `fuzz/` and the
 //!   corpus-replay tests.
@@ -195,6 +217,10 @@ mod request;
 mod route;
 pub mod server;
 pub mod state;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod tunnel;
 #[cfg(any(test, feature = "testkit"))]
 pub mod upstream;
 
@@ -285,8 +311,10 @@ pub async fn run(args: RunOptions) -> ExitCode {
             proxy.max_connections()
         );
     }
-    for addr in proxy.listen_addrs() {
-        println!("ripcord proxy: listening on http://{addr}");
+    let listeners = proxy.config().listeners;
+    for (addr, l) in proxy.listen_addrs().iter().zip(&listeners) {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        println!("ripcord proxy: listening on {scheme}://{addr}");
     }
     #[cfg(feature = "admin")]
     println!(
@@ -379,6 +407,12 @@ async fn reload(proxy: &server::RunningProxy, args: &RunOptions) {
                 s.new_breakers.join(", "),
                 s.removed_breakers.join(", ")
             );
+            if !s.certificates_reloaded.is_empty() {
+                println!(
+                    "ripcord proxy: certificates read again for {}",
+                    s.certificates_reloaded.join(", ")
+                );
+            }
             if !s.restart_needed.is_empty() {
                 println!(
                     "ripcord proxy: changes to {} need a restart; the running values stay",

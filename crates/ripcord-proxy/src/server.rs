@@ -45,6 +45,7 @@ use super::forward::{self, Peer, ProxyBody, Upstream};
 use super::policy::{table_policies, Limiter, Made, Owned, RoutePolicies};
 use super::route::RouteTable;
 use super::state::{AdminAccess, BreakerEntry, ProxyState};
+use super::stream::ClientStream;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,16 @@ pub enum StartError {
     /// A policy could not be built (the configuration was not validated).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A listener's TLS settings cannot be used.
+    #[cfg(feature = "tls")]
+    #[error("`listeners[{index}].tls`: cannot use its certificate")]
+    Tls {
+        /// Which listener (0-based).
+        index: usize,
+        /// Why.
+        #[source]
+        source: Box<super::tls::TlsError>,
+    },
     /// A worker thread or its runtime could not be started.
     #[error("cannot start proxy worker {index}")]
     Worker {
@@ -103,6 +114,17 @@ pub enum ReloadError {
     /// A policy of the new configuration could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A listener's new certificate, key or client authorities cannot be
+    /// used: every listener keeps the ones it has.
+    #[cfg(feature = "tls")]
+    #[error("`listeners[{index}].tls`: the new certificate cannot be used")]
+    Tls {
+        /// Which listener (0-based).
+        index: usize,
+        /// Why.
+        #[source]
+        source: Box<super::tls::TlsError>,
+    },
 }
 
 /// What a reload changed.
@@ -119,6 +141,10 @@ pub struct ReloadSummary {
     /// Settings that changed but need a restart (listeners, admin, store,
     /// connection limits); the running values stay.
     pub restart_needed: Vec<String>,
+    /// TLS listeners whose certificate, key and client authorities were
+    /// read again (`listeners[0]`, …): connections accepted from now on use
+    /// them; open ones keep theirs.
+    pub certificates_reloaded: Vec<String>,
 }
 
 /// How a shutdown went.
@@ -177,18 +203,46 @@ struct WorkerCtx {
     deadlines: Deadlines,
     /// How long a forwarded request body may pause.
     body_read_timeout: Duration,
+    /// How long a tunnel may carry nothing either way.
+    upgrade_idle_timeout: Duration,
 }
 
 /// What the requests of one client connection share.
-#[derive(Debug)]
 struct ConnCtx {
     worker: Arc<WorkerCtx>,
     peer: Peer,
+    /// A tunnel the connection becomes once its HTTP part ends (after a
+    /// `101`).
+    tunnel: Mutex<Option<super::tunnel::Tunnel>>,
+}
+
+impl std::fmt::Debug for ConnCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnCtx")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the connections of one listener share: its TLS, if any.
+#[derive(Debug, Default)]
+struct Front {
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<super::tls::ServerTls>>,
+}
+
+impl Front {
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
 }
 
 /// A connection accepted by a listener, on its way to a worker, with its
-/// place under the connection caps.
-type Accepted = (std::net::TcpStream, SocketAddr, Permit);
+/// place under the connection caps and its listener's settings.
+type Accepted = (std::net::TcpStream, SocketAddr, Permit, Arc<Front>);
 
 /// Descriptors kept for everything but client and upstream connections
 /// (listeners, the admin listener's connections, the store, the runtime).
@@ -232,6 +286,9 @@ pub struct RunningProxy {
     admission: Arc<Admission>,
     /// `limits.max_connections`, or fewer (see [`connection_room`]).
     max_connections: usize,
+    /// Each listener's settings, in configuration order (for reload).
+    #[cfg(feature = "tls")]
+    fronts: Vec<Arc<Front>>,
     listeners: Vec<JoinHandle<()>>,
     workers: Vec<oneshot::Receiver<ShutdownReport>>,
     admin: Option<JoinHandle<std::io::Result<()>>>,
@@ -361,15 +418,7 @@ impl Builder<'_> {
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
             let path = format!("upstreams.{name}");
-            let addresses = u
-                .addresses
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    a.parse::<http::uri::Authority>()
-                        .map_err(|e| build_err(format!("{path}.addresses[{i}]"), e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let addresses = targets(name, u, &path)?;
             if addresses.is_empty() {
                 return Err(build_err(
                     format!("{path}.addresses"),
@@ -435,6 +484,52 @@ impl Builder<'_> {
             entries,
         ))
     }
+}
+
+/// The addresses of the upstream `name` (at `path`), with their TLS
+/// settings.
+fn targets(
+    name: &str,
+    u: &super::config::UpstreamConfig,
+    path: &str,
+) -> Result<Vec<Arc<forward::Target>>, BuildError> {
+    #[cfg(feature = "tls")]
+    let tls = match &u.tls {
+        Some(t) => Some((
+            t,
+            super::tls::client_config(t, &[super::tls::H1_ALPN])
+                .map_err(|e| build_err(format!("{path}.tls"), e))?,
+            super::tls::client_config(t, &[super::tls::H2_ALPN])
+                .map_err(|e| build_err(format!("{path}.tls"), e))?,
+        )),
+        None => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    if u.tls.is_some() {
+        return Err(build_err(
+            format!("{path}.tls"),
+            std::io::Error::other("this build has no TLS (feature `tls`)"),
+        ));
+    }
+    let _ = name;
+    u.addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let addr = a
+                .parse::<http::uri::Authority>()
+                .map_err(|e| build_err(format!("{path}.addresses[{i}]"), e))?;
+            #[cfg(feature = "tls")]
+            if let Some((t, h1, h2)) = &tls {
+                let server_name = super::tls::server_name(t, addr.host())
+                    .map_err(|e| build_err(format!("{path}.addresses[{i}]"), e))?;
+                let h1 = super::tls::Connector::new(Arc::clone(h1), server_name.clone());
+                let h2 = super::tls::Connector::new(Arc::clone(h2), server_name);
+                return Ok(forward::Target::tls(addr, name, h1, h2));
+            }
+            Ok(forward::Target::plain(addr))
+        })
+        .collect()
 }
 
 /// The admin's entries for the breakers among `policies`.
@@ -513,6 +608,7 @@ impl Proxy {
             f.sync_now().await;
         }
 
+        let fronts = fronts(&config)?;
         let mut bound = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let listener =
@@ -596,6 +692,7 @@ impl Proxy {
                     idle: limits.idle_timeout,
                 },
                 body_read_timeout: limits.body_read_timeout,
+                upgrade_idle_timeout: limits.upgrade_idle_timeout,
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -627,6 +724,7 @@ impl Proxy {
             listen_addrs.push(addr);
             listeners.push(tokio::spawn(accept_loop(
                 listener,
+                Arc::clone(&fronts[i]),
                 Arc::clone(&senders),
                 Arc::clone(&next),
                 Arc::clone(&admission),
@@ -659,6 +757,8 @@ impl Proxy {
             stop,
             admission,
             max_connections,
+            #[cfg(feature = "tls")]
+            fronts,
             listeners,
             workers,
             admin,
@@ -666,10 +766,38 @@ impl Proxy {
     }
 }
 
+/// Each listener's settings: its TLS configuration read from its files.
+fn fronts(config: &ProxyConfig) -> Result<Vec<Arc<Front>>, StartError> {
+    config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &l.tls {
+                let tls = super::tls::ServerTls::new(tls).map_err(|source| StartError::Tls {
+                    index,
+                    source: Box::new(source),
+                })?;
+                return Ok(Arc::new(Front { tls: Some(tls) }));
+            }
+            #[cfg(not(feature = "tls"))]
+            if l.tls.is_some() {
+                return Err(StartError::Build(build_err(
+                    format!("listeners[{index}].tls"),
+                    std::io::Error::other("this build has no TLS (feature `tls`)"),
+                )));
+            }
+            Ok(Arc::new(Front::default()))
+        })
+        .collect()
+}
+
 /// Accepts connections until told to stop and hands them to the workers
 /// in turn; a connection past the caps is closed at once.
 async fn accept_loop(
     listener: TcpListener,
+    front: Arc<Front>,
     workers: Arc<[mpsc::UnboundedSender<Accepted>]>,
     next: Arc<AtomicUsize>,
     admission: Arc<Admission>,
@@ -699,7 +827,7 @@ async fn accept_loop(
                 };
                 let i = next.fetch_add(1, Ordering::Relaxed) % workers.len();
                 // A worker that is gone has stopped: the connection closes.
-                let _ = workers[i].send((stream, remote, permit));
+                let _ = workers[i].send((stream, remote, permit, Arc::clone(&front)));
             }
         }
     }
@@ -743,7 +871,7 @@ async fn worker_loop(
                 }
             }
             accepted = conns.recv(), if open => {
-                let Some((stream, remote, permit)) = accepted else {
+                let Some((stream, remote, permit, front)) = accepted else {
                     // The listeners are gone: wait for the stop signal.
                     open = false;
                     continue;
@@ -751,33 +879,9 @@ async fn worker_loop(
                 let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                     continue;
                 };
-                let conn_ctx = Arc::new(ConnCtx {
-                    worker: Arc::clone(&ctx),
-                    peer: Peer::new(remote),
-                });
-                let activity = Activity::new();
-                let counted = Arc::clone(&activity);
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let conn_ctx = Arc::clone(&conn_ctx);
-                    let flight = counted.begin();
-                    async move {
-                        let busy = conn_ctx.worker.busy.as_deref();
-                        busy.inspect(|b| b.touch());
-                        let response = handle(&conn_ctx, req).await;
-                        busy.inspect(|b| b.touch());
-                        Ok::<_, Infallible>(response.map(|b| Tracked::new(b, flight)))
-                    }
-                });
-                let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
-                let conn = server.serve_connection(io, service).into_owned();
-                let conn = graceful.watch(conn);
-                let deadlines = ctx.deadlines;
+                let conn = serve(&ctx, &server, graceful.watcher(), stream, remote, front);
                 connections.spawn(async move {
-                    // Past a deadline the connection is dropped: closed.
-                    tokio::select! {
-                        _ = conn => {}
-                        () = super::conn::watchdog(activity, deadlines) => {}
-                    }
+                    conn.await;
                     drop(permit);
                 });
                 // Reap finished connections so the set stays small.
@@ -789,9 +893,14 @@ async fn worker_loop(
     if let Some(spinner) = spinner {
         spinner.abort();
     }
-    let drained = tokio::time::timeout(deadline, graceful.shutdown())
-        .await
-        .is_ok();
+    // HTTP connections close once their requests are answered; tunnels
+    // and connections still in their TLS handshake run to the deadline.
+    let drained = tokio::time::timeout(deadline, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
     let aborted = connections.len();
     if !drained {
         connections.abort_all();
@@ -803,6 +912,82 @@ async fn worker_loop(
     }
 }
 
+/// One client connection: its TLS handshake if its listener has TLS, its
+/// HTTP exchanges within the connection deadlines, then the tunnel a `101`
+/// made of it, if any.
+fn serve(
+    ctx: &Arc<WorkerCtx>,
+    server: &auto::Builder<TokioExecutor>,
+    graceful: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    front: Arc<Front>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let conn_ctx = Arc::new(ConnCtx {
+        worker: Arc::clone(ctx),
+        peer: Peer::new(remote, front.is_tls()),
+        tunnel: Mutex::new(None),
+    });
+    let activity = Activity::new();
+    let counted = Arc::clone(&activity);
+    let served = Arc::clone(&conn_ctx);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn_ctx = Arc::clone(&served);
+        let flight = counted.begin();
+        async move {
+            let busy = conn_ctx.worker.busy.as_deref();
+            busy.inspect(|b| b.touch());
+            let response = handle(&conn_ctx, req).await;
+            busy.inspect(|b| b.touch());
+            Ok::<_, Infallible>(response.map(|b| Tracked::new(b, flight)))
+        }
+    });
+    let server = server.clone();
+    let deadlines = ctx.deadlines;
+    async move {
+        let http = async {
+            let io = match client_stream(&front, stream).await {
+                Some(io) => io,
+                None => return,
+            };
+            let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
+            let conn = server
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            let _ = graceful.watch(conn).await;
+        };
+        // Past a deadline the connection is dropped: closed. The TLS
+        // handshake counts in the header deadline.
+        tokio::select! {
+            () = http => {}
+            () = super::conn::watchdog(Arc::clone(&activity), deadlines) => {}
+        }
+        let tunnel = conn_ctx
+            .tunnel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tunnel) = tunnel {
+            tunnel.await;
+        }
+    }
+}
+
+/// The client's stream: as accepted, or after its TLS handshake (`None`
+/// when the handshake fails).
+async fn client_stream(front: &Front, stream: tokio::net::TcpStream) -> Option<ClientStream> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &front.tls {
+        return tls
+            .accept(stream)
+            .await
+            .ok()
+            .map(|s| ClientStream::Tls(Box::new(s)));
+    }
+    let _ = front;
+    Some(ClientStream::Plain(stream))
+}
+
 async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     if req.method() == http::Method::CONNECT {
         return forward::proxy_response(
@@ -810,6 +995,8 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
             "CONNECT is not supported: this is a reverse proxy\n".to_string(),
         );
     }
+    let mut req = req;
+    let upgrade = super::tunnel::upgrade_of(&mut req);
     let (mut parts, body) = req.into_parts();
     let host = match super::request::prepare(&mut parts) {
         Ok(host) => host,
@@ -831,14 +1018,38 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let route = Arc::clone(route);
     drop(table);
     let req = Request::from_parts(parts, body);
-    forward::forward(
+    let (protocol, client_side) = match upgrade {
+        Some((protocol, client_side)) => (Some(protocol), Some(client_side)),
+        None => (None, None),
+    };
+    let mut response = forward::forward(
         &conn.worker.client,
         &route,
         req,
         &conn.peer,
         conn.worker.body_read_timeout,
+        protocol,
     )
-    .await
+    .await;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    let upstream = response
+        .extensions_mut()
+        .remove::<super::h1::Switched>()
+        .and_then(|s| s.take());
+    match (client_side, upstream) {
+        (Some(client_side), Some((io, early))) => {
+            let tunnel =
+                super::tunnel::tunnel(client_side, io, early, conn.worker.upgrade_idle_timeout);
+            *conn.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+            response
+        }
+        _ => forward::proxy_response(
+            StatusCode::BAD_GATEWAY,
+            "the upstream switched protocols on a request that did not ask for it\n".to_string(),
+        ),
+    }
 }
 
 impl RunningProxy {
@@ -900,8 +1111,12 @@ impl RunningProxy {
     /// permits) and bulkheads (their calls in flight); others are built
     /// anew. Listeners, the admin
     /// listener, the store and connection limits stay as they are (listed in
-    /// [`ReloadSummary::restart_needed`] when they differ). On error nothing
-    /// changes.
+    /// [`ReloadSummary::restart_needed`] when they differ), except that a
+    /// TLS listener kept at the same address with TLS reads its
+    /// certificate, key and client authorities again (from the paths `new`
+    /// gives): connections accepted from then on use them, open ones keep
+    /// theirs. Upstreams' TLS files are read again with the upstreams. On
+    /// error (a certificate that cannot be used included) nothing changes.
     pub async fn reload(&self, new: ProxyConfig) -> Result<ReloadSummary, ReloadError> {
         let old_table = self.shared.table();
         let builder = Builder {
@@ -930,12 +1145,16 @@ impl RunningProxy {
             .collect();
         removed.sort();
         summary.removed_breakers = removed;
+        // New certificates are read before anything changes: one that
+        // cannot be used refuses the whole reload.
+        #[cfg(feature = "tls")]
+        let certificates = self.read_certificates(&new)?;
         {
             let old = self.config.lock().unwrap_or_else(|e| e.into_inner());
             let listeners = |c: &ProxyConfig| {
                 c.listeners
                     .iter()
-                    .map(|l| l.listen.clone())
+                    .map(|l| (l.listen.clone(), l.tls.is_some()))
                     .collect::<Vec<_>>()
             };
             if listeners(&old) != listeners(&new) {
@@ -960,6 +1179,7 @@ impl RunningProxy {
                 || l.0.header_read_timeout != l.1.header_read_timeout
                 || l.0.idle_timeout != l.1.idle_timeout
                 || l.0.body_read_timeout != l.1.body_read_timeout
+                || l.0.upgrade_idle_timeout != l.1.upgrade_idle_timeout
                 || l.0.max_connections != l.1.max_connections
                 || l.0.max_connections_per_peer != l.1.max_connections_per_peer
                 || l.0.worker_count() != l.1.worker_count()
@@ -970,12 +1190,32 @@ impl RunningProxy {
         }
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         self.state.replace_breakers(entries);
+        #[cfg(feature = "tls")]
+        let mut listeners_now = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners
+            .clone();
+        #[cfg(feature = "tls")]
+        for (index, server_config) in certificates {
+            if let Some(tls) = &self.fronts[index].tls {
+                tls.replace(server_config);
+            }
+            listeners_now[index].tls = new.listeners[index].tls.clone();
+            summary
+                .certificates_reloaded
+                .push(format!("listeners[{index}]"));
+        }
         if let Some(f) = &self.fleet {
             f.sync_now().await;
         }
         let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let (listeners, admin, store, store_prefix, limits) = (
-            config.listeners.clone(),
+        #[cfg(feature = "tls")]
+        let listeners = listeners_now;
+        #[cfg(not(feature = "tls"))]
+        let listeners = config.listeners.clone();
+        let (admin, store, store_prefix, limits) = (
             config.admin.clone(),
             config.store.clone(),
             config.store_prefix.clone(),
@@ -994,6 +1234,29 @@ impl RunningProxy {
             ..new
         };
         Ok(summary)
+    }
+
+    /// The TLS configurations of the running TLS listeners that `new`
+    /// keeps at the same address with TLS, read from `new`'s files.
+    #[cfg(feature = "tls")]
+    fn read_certificates(
+        &self,
+        new: &ProxyConfig,
+    ) -> Result<Vec<(usize, Arc<rustls::ServerConfig>)>, ReloadError> {
+        let old = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (index, (was, now)) in old.listeners.iter().zip(&new.listeners).enumerate() {
+            let (true, Some(tls)) = (was.listen == now.listen && was.tls.is_some(), &now.tls)
+            else {
+                continue;
+            };
+            let config = super::tls::server_config(tls).map_err(|source| ReloadError::Tls {
+                index,
+                source: Box::new(source),
+            })?;
+            out.push((index, config));
+        }
+        Ok(out)
     }
 
     /// Stops accepting connections, lets in-flight requests finish up to

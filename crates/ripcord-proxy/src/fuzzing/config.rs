@@ -61,6 +61,7 @@ pub fn proxy_config(data: &[u8]) {
     config.limits.workers = Some(1);
     config.listeners = vec![ListenerConfig {
         listen: "127.0.0.1:0".into(),
+        tls: None,
     }];
     block_on(async {
         match Proxy::start(config).await {

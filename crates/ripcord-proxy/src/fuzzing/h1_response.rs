@@ -206,6 +206,7 @@ async fn proxy_reads(response: &[u8], method: &Method) -> Verdict {
         .await
         .expect("connecting on loopback");
     io.set_nodelay(true).expect("TCP_NODELAY");
+    let io = crate::stream::UpstreamStream::Plain(io);
     let verdict = match H1Conn::new(io).send(&request_head(method)).await {
         Err(_) => Verdict::Refused,
         Ok(response) => {
