@@ -75,6 +75,9 @@ fi
 # Tests that spawn their own servers need the binary on PATH.
 export REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 
+log "cargo fetch: every locked dependency, for every target (the offline steps below read them)"
+cargo fetch --locked --quiet
+
 log "MSRV: every locked dependency of the published crates builds on the declared rust-version"
 python3 scripts/msrv.py
 

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod demo;
+mod logging;
 mod proxy;
 
 /// The top-level long help: what ripcord does, how errors look, the exit
@@ -80,6 +81,7 @@ const PROXY_EXAMPLES: &str = "\
 Examples:
   ripcord proxy                                     # reads ./ripcord.toml
   ripcord proxy --config /etc/ripcord/proxy.toml --drain-deadline 30s
+  ripcord proxy --log-format json --log warn,ripcord::access=info   # JSON lines, access log only
   kill -HUP $(pidof ripcord)                        # reload the file";
 
 /// `ripcord check --help`'s examples.
@@ -161,7 +163,10 @@ enum Command {
 fn raise_fd_limit() {
     #[cfg(unix)]
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        eprintln!("ripcord proxy: warning: cannot raise the file-descriptor limit: {e}");
+        tracing::warn!(
+            target: ripcord_proxy::LOG_TARGET,
+            "cannot raise the file-descriptor limit: {e}"
+        );
     }
 }
 
@@ -219,9 +224,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Proxy(args) => {
+            if let Err(e) = logging::install(args.log.as_deref(), args.log_format) {
+                print_error(&e);
+                return ExitCode::from(2);
+            }
             raise_fd_limit();
             match runtime(true) {
-                Ok(runtime) => runtime.block_on(ripcord_proxy::run(args.into_options())),
+                Ok(runtime) => runtime.block_on(ripcord_proxy::run(args.options())),
                 Err(code) => code,
             }
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::logging::LogFormat;
 use ripcord_proxy::config::{ConfigError, PipelineTable, ProxyConfig};
 use serde_json::{json, Value};
 
@@ -19,13 +20,22 @@ pub(crate) struct ProxyArgs {
     /// `limits.drain_deadline`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) drain_deadline: Option<Duration>,
+    /// Which events to log, as `RUST_LOG` directives (`info`,
+    /// `warn,ripcord::access=info`, `ripcord::proxy=debug`); default:
+    /// `RUST_LOG`, else `info`.
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+    /// How log lines are written on stdout: `text`, or `json` (one object
+    /// per line, the event's fields at the top level).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
 }
 
 impl ProxyArgs {
     /// What [`ripcord_proxy::run`] is to run.
-    pub(crate) fn into_options(self) -> ripcord_proxy::RunOptions {
+    pub(crate) fn options(&self) -> ripcord_proxy::RunOptions {
         ripcord_proxy::RunOptions {
-            config: self.config,
+            config: self.config.clone(),
             drain_deadline: self.drain_deadline,
         }
     }

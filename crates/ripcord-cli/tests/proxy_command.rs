@@ -30,12 +30,18 @@ struct Binary {
 
 impl Binary {
     fn start(toml: &str) -> (Binary, String) {
+        Binary::start_with(toml, &[])
+    }
+
+    /// Runs `ripcord proxy --config FILE ARGS…` with `toml` in FILE.
+    fn start_with(toml: &str, args: &[&str]) -> (Binary, String) {
         let dir = std::env::temp_dir().join(format!("ripcord-proxy-{}", unique()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ripcord.toml"), toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
             .args(["proxy", "--config"])
             .arg(dir.join("ripcord.toml"))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -61,7 +67,13 @@ impl Binary {
             dir,
         };
         let line = b.wait_line("listening on http://", Duration::from_secs(20));
-        let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+        let addr: String = line
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
         (b, format!("http://{addr}"))
     }
 
@@ -76,18 +88,6 @@ impl Binary {
                     let errors: Vec<String> = self.errors.try_iter().collect();
                     panic!("no line with {needle:?} within {within:?}; stderr: {errors:?}");
                 }
-            }
-        }
-    }
-
-    fn wait_error(&mut self, needle: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.errors.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no stderr line with {needle:?} within {within:?}"),
             }
         }
     }
@@ -169,7 +169,11 @@ async fn sigterm_drains_an_in_flight_request_then_exits() {
     .await
     .unwrap();
     assert_eq!(code.0, Some(0));
-    assert_eq!(code.1, "ripcord proxy: stopped");
+    assert!(
+        code.1.ends_with(" INFO ripcord::proxy: stopped"),
+        "{}",
+        code.1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +209,8 @@ async fn sighup_reload_keeps_an_open_breaker_open_and_adds_a_route() {
     // A broken file is refused and the running configuration stays.
     proxy.rewrite("[[listeners]]\nlisten = \n");
     proxy.signal("HUP");
-    let e = proxy.wait_error("reload refused", Duration::from_secs(5));
+    let e = proxy.wait_line("reload refused", Duration::from_secs(5));
+    assert!(e.contains(" WARN ripcord::proxy: "), "{e}");
     assert!(e.contains("ripcord.toml:2:"), "{e}");
     assert_eq!(get(&c, &format!("{url}/extra/2")).await.status, 200);
 
@@ -214,6 +219,152 @@ async fn sighup_reload_keeps_an_open_breaker_open_and_adds_a_route() {
         .await
         .unwrap();
     assert_eq!(code, Some(0));
+}
+
+/// `toml` with `access_log = value` on its listener.
+fn access_log(toml: &str, value: bool) -> String {
+    toml.replacen(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[[listeners]]\nlisten = \"127.0.0.1:0\"\naccess_log = {value}\n"),
+        1,
+    )
+}
+
+/// The JSON lines the proxy printed until one that `last` accepts (each
+/// line must parse); panics after `within`.
+fn json_until(
+    proxy: &mut Binary,
+    last: impl Fn(&serde_json::Value) -> bool,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    let end = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok(line) = proxy.lines.recv_timeout(left) else {
+            panic!("not the line awaited within {within:?}; saw {seen:#?}");
+        };
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        let done = last(&v);
+        seen.push(v);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn is_access(v: &serde_json::Value) -> bool {
+    v["target"] == "ripcord::access"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_an_access_line_per_request_switched_by_reload() {
+    let up = Upstream::start().await;
+    let toml = app_route(&up, "");
+    let (mut proxy, url) = Binary::start_with(&access_log(&toml, true), &["--log-format", "json"]);
+    let c = client();
+    let r = get(&c, &format!("{url}/a/b?q=1")).await;
+    assert_eq!(r.status, 200);
+    up.set_status(500);
+    for _ in 0..2 {
+        assert_eq!(get(&c, &format!("{url}/a")).await.status, 500);
+    }
+    let refused = get(&c, &format!("{url}/a")).await;
+    assert_eq!(refused.status, 503);
+    let within = Duration::from_secs(10);
+    let lines = json_until(&mut proxy, |v| is_access(v) && v["status"] == 503, within);
+    let access: Vec<&serde_json::Value> = lines.iter().filter(|v| is_access(v)).collect();
+    assert_eq!(access.len(), 4, "{lines:#?}");
+    for (line, status) in access.iter().zip([200, 500, 500, 503]) {
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["route"], "app");
+        assert_eq!(line["upstream"], "app");
+        assert_eq!(line["version"], "HTTP/1.1");
+        assert_eq!(line["complete"], true);
+        assert!(
+            line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+            "{line}"
+        );
+        assert!(
+            line["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert!(line["timestamp"].is_string(), "{line}");
+    }
+    assert_eq!(access[0]["path"], "/a/b");
+    assert_eq!(access[0]["bytes"], r.body.len());
+    assert_eq!(access[0]["breaker"], "closed");
+    assert!(access[0].get("policy").is_none(), "the upstream answered");
+    // The second failure opened the breaker: the line says so, and a
+    // transition event at WARN came before it.
+    assert_eq!(access[2]["breaker"], "open");
+    let opened = lines
+        .iter()
+        .position(|v| v["message"] == "circuit breaker opened")
+        .expect("a transition event");
+    assert_eq!(lines[opened]["level"], "WARN");
+    assert_eq!(lines[opened]["breaker"], "app");
+    assert_eq!(access[3]["policy"], "circuit_breaker");
+    assert_eq!(access[3]["bytes"], refused.body.len());
+
+    // Switched off by a reload: the next request writes nothing, and the
+    // one after the switch back on does.
+    proxy.rewrite(&access_log(&toml, false));
+    proxy.signal("HUP");
+    json_until(
+        &mut proxy,
+        |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reloaded"))
+        },
+        within,
+    );
+    get(&c, &format!("{url}/quiet")).await;
+    proxy.rewrite(&access_log(&toml, true));
+    proxy.signal("HUP");
+    json_until(
+        &mut proxy,
+        |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reloaded"))
+        },
+        within,
+    );
+    get(&c, &format!("{url}/loud")).await;
+    let lines = json_until(&mut proxy, is_access, within);
+    assert_eq!(lines.last().unwrap()["path"], "/loud", "{lines:#?}");
+    assert!(!lines.iter().any(|v| v["path"] == "/quiet"), "{lines:#?}");
+
+    proxy.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_bad_log_filter_is_refused_before_starting() {
+    let out = ripcord()
+        .args([
+            "proxy",
+            "--config",
+            "/nonexistent.toml",
+            "--log",
+            "ripcord=loud",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: --log `ripcord=loud` is not a log filter"),
+        "{err}"
+    );
 }
 
 const GOOD: &str = r#"

@@ -144,7 +144,7 @@ pub async fn serve(
             let flight = counted.begin();
             async move {
                 let response = app.handle(req, peer).await;
-                Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, flight)))
+                Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, flight, None)))
             }
         });
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));

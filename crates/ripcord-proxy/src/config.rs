@@ -367,6 +367,11 @@ pub struct ListenerConfig {
     /// absent.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
+    /// Whether each request on this listener writes an access log line (a
+    /// `tracing` event at target `ripcord::access`, level INFO, when its
+    /// response ends); off by default. A reload switches it.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 /// `[listeners.tls]`: the listener's certificate and key, and whether it
@@ -807,17 +812,21 @@ impl ProxyConfig {
         let listeners: Vec<String> = self
             .listeners
             .iter()
-            .map(|l| match &l.tls {
-                None => l.listen.clone(),
-                Some(t) => format!(
-                    "{} (TLS{})",
-                    l.listen,
-                    match (&t.client_ca, t.client_auth) {
-                        (None, _) => "",
-                        (Some(_), ClientAuth::Required) => ", client certificates required",
-                        (Some(_), ClientAuth::Optional) => ", client certificates checked if sent",
-                    }
-                ),
+            .map(|l| {
+                let log = if l.access_log { " (access log)" } else { "" };
+                match &l.tls {
+                    None => format!("{}{log}", l.listen),
+                    Some(t) => format!(
+                        "{} (TLS{}){log}",
+                        l.listen,
+                        match (&t.client_ca, t.client_auth) {
+                            (None, _) => "",
+                            (Some(_), ClientAuth::Required) => ", client certificates required",
+                            (Some(_), ClientAuth::Optional) =>
+                                ", client certificates checked if sent",
+                        }
+                    ),
+                }
             })
             .collect();
         s.push_str(&format!("listeners: {}\n", listeners.join(", ")));

@@ -36,6 +36,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::access::Access;
+
 /// The caps on open client connections: in all, and per peer IP address.
 #[derive(Debug)]
 pub(crate) struct Admission {
@@ -213,19 +215,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 }
 
 /// A response body that keeps its request counted as in flight until it
-/// ends or is dropped.
+/// ends or is dropped, and writes its access log line then, if it has one.
 #[derive(Debug)]
 pub(crate) struct Tracked<B> {
     inner: B,
     flight: Option<InFlight>,
+    access: Option<Box<Access>>,
+    ended: bool,
 }
 
-impl<B> Tracked<B> {
-    /// `inner`, counted by `flight`.
-    pub(crate) fn new(inner: B, flight: InFlight) -> Self {
+impl<B: Body> Tracked<B> {
+    /// `inner`, counted by `flight`, logged by `access`.
+    pub(crate) fn new(inner: B, flight: InFlight, access: Option<Box<Access>>) -> Self {
         Tracked {
+            // An empty body may never be polled: it is whole from the start.
+            ended: inner.is_end_stream(),
             inner,
             flight: Some(flight),
+            access,
         }
     }
 }
@@ -240,9 +247,18 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(access), Some(Ok(frame))) = (this.access.as_mut(), &frame) {
+            if let Some(data) = frame.data_ref() {
+                access.sent(bytes::Buf::remaining(data));
+            }
+        }
         // The server may stop polling at the last frame.
         if frame.is_none() || this.inner.is_end_stream() {
             this.flight = None;
+            this.ended = !matches!(frame, Some(Err(_)));
+            if let Some(access) = this.access.take() {
+                access.finish(this.ended);
+            }
         }
         Poll::Ready(frame)
     }
@@ -253,6 +269,15 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(access) = self.access.take() {
+            // Cut short, or never polled (empty from the start).
+            access.finish(self.ended);
+        }
     }
 }
 

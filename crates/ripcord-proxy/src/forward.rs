@@ -313,6 +313,8 @@ impl UpstreamClient {
         let connect = async {
             let stream = tokio::net::TcpStream::connect(addr.addr.as_str()).await?;
             let _ = stream.set_nodelay(true);
+            #[cfg(not(feature = "tls"))]
+            let _ = h2;
             #[cfg(feature = "tls")]
             if let Some(tls) = if h2 { &addr.tls_h2 } else { &addr.tls } {
                 let stream = tls.connect(stream).await?;
@@ -1332,6 +1334,13 @@ async fn attempt(
         }
         Err(e) => {
             admitted.record_outcome(Outcome::Failure);
+            tracing::debug!(
+                target: crate::LOG_TARGET,
+                upstream = %route.upstream.name,
+                address = %addr.addr,
+                error = %crate::error_chain(&*e),
+                "the upstream request failed"
+            );
             Err(Error::Inner(e))
         }
         Ok((response, loan)) => {

@@ -24,6 +24,20 @@
 //! under `limits.max_connections`, and shutdown cuts it at the drain
 //! deadline.
 //!
+//! # Logs
+//!
+//! The proxy speaks through `tracing`; nothing is printed unless a
+//! subscriber is installed (the `ripcord` binary installs one, text or JSON
+//! on stdout). Its events: at [`LOG_TARGET`] start, reload and stop (INFO),
+//! warnings (WARN) and failed upstream requests (DEBUG); at `ripcord`
+//! breaker transitions (WARN when a breaker opens, INFO otherwise); at
+//! [`ACCESS_TARGET`] one INFO event per request on a listener with
+//! `access_log = true`, when its response ends, with the fields `method`,
+//! `path`, `version`, `peer`, `status`, `route`, `upstream`, `policy` (an
+//! answer the proxy made itself), `breaker` (the route's breaker state
+//! then), `duration_ms`, `bytes` and `complete`. With no subscriber
+//! interested in access events, none is built.
+//!
 //! What happens to one request (its head checked, its route found, its
 //! policies run, its headers rewritten, the answers the proxy makes itself)
 //! is internal: the configuration is the interface.
@@ -199,6 +213,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod access;
 #[cfg(feature = "admin")]
 pub mod admin;
 mod busy_poll;
@@ -281,9 +296,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The `tracing` target of the proxy's own events: start, reload, stop,
+/// and upstream failures (at DEBUG).
+pub const LOG_TARGET: &str = "ripcord::proxy";
+
+/// The `tracing` target of the access log (see [`config::ListenerConfig::access_log`]).
+pub const ACCESS_TARGET: &str = "ripcord::access";
+
+macro_rules! info {
+    ($($t:tt)*) => { tracing::info!(target: LOG_TARGET, $($t)*) };
+}
+
+macro_rules! warn {
+    ($($t:tt)*) => { tracing::warn!(target: LOG_TARGET, $($t)*) };
+}
+
 /// Runs the proxy until SIGTERM or ctrl-c; reloads the file on SIGHUP.
 /// Exit 2 on a bad configuration, 1 when it cannot start; either error is
-/// printed on stderr as `error: …`.
+/// printed on stderr as `error: …`. Everything else it says (listening,
+/// warnings, reloads, stopping) is a `tracing` event at [`LOG_TARGET`]:
+/// install a subscriber to see it (the `ripcord` binary does).
 pub async fn run(args: RunOptions) -> ExitCode {
     let config = match ProxyConfig::load(&args.config) {
         Ok(c) => c,
@@ -301,12 +333,12 @@ pub async fn run(args: RunOptions) -> ExitCode {
         }
     };
     for warning in proxy.config().warnings() {
-        eprintln!("ripcord proxy: warning: {warning}");
+        warn!("{warning}");
     }
     let configured = proxy.config().limits.max_connections;
     if proxy.max_connections() < configured {
-        eprintln!(
-            "ripcord proxy: warning: the file-descriptor limit leaves room for {} client connections, \
+        warn!(
+            "the file-descriptor limit leaves room for {} client connections, \
              not `limits.max_connections` = {configured}; raise the hard limit (`ulimit -Hn`) for more",
             proxy.max_connections()
         );
@@ -314,11 +346,11 @@ pub async fn run(args: RunOptions) -> ExitCode {
     let listeners = proxy.config().listeners;
     for (addr, l) in proxy.listen_addrs().iter().zip(&listeners) {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
-        println!("ripcord proxy: listening on {scheme}://{addr}");
+        info!("listening on {scheme}://{addr}");
     }
     #[cfg(feature = "admin")]
-    println!(
-        "ripcord proxy: admin, /metrics and dashboard on http://{}",
+    info!(
+        "admin, /metrics and dashboard on http://{}",
         proxy.admin_addr()
     );
     let breakers: Vec<String> = proxy
@@ -327,8 +359,8 @@ pub async fn run(args: RunOptions) -> ExitCode {
         .iter()
         .map(|e| e.breaker.name().to_string())
         .collect();
-    println!(
-        "ripcord proxy: breakers: {}",
+    info!(
+        "breakers: {}",
         if breakers.is_empty() {
             "none".to_string()
         } else {
@@ -337,24 +369,24 @@ pub async fn run(args: RunOptions) -> ExitCode {
     );
     if let Some(store) = proxy.store() {
         match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
-            Ok(Ok(rtt)) => println!("ripcord proxy: store answered in {rtt:?}"),
-            Ok(Err(e)) => eprintln!(
-                "ripcord proxy: warning: the store does not answer ({}); breakers decide alone until it does",
+            Ok(Ok(rtt)) => info!("store answered in {rtt:?}"),
+            Ok(Err(e)) => warn!(
+                "the store does not answer ({}); breakers decide alone until it does",
                 error_chain(&e)
             ),
-            Err(_) => eprintln!(
-                "ripcord proxy: warning: the store did not answer within 2s; breakers decide alone until it does"
-            ),
+            Err(_) => {
+                warn!("the store did not answer within 2s; breakers decide alone until it does")
+            }
         }
     }
     wait_for_signals(&proxy, &args).await;
-    println!("ripcord proxy: draining in-flight requests (up to {drain:?})");
+    info!("draining in-flight requests (up to {drain:?})");
     let report = proxy.shutdown(drain).await;
     if report.drained {
-        println!("ripcord proxy: stopped");
+        info!("stopped");
     } else {
-        println!(
-            "ripcord proxy: stopped; {} connection(s) cut at the drain deadline",
+        info!(
+            "stopped; {} connection(s) cut at the drain deadline",
             report.aborted
         );
     }
@@ -368,7 +400,7 @@ async fn wait_for_signals(proxy: &server::RunningProxy, args: &RunOptions) {
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
     ) else {
-        eprintln!("ripcord proxy: cannot install signal handlers; stop with ctrl-c");
+        warn!("cannot install signal handlers; stop with ctrl-c");
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
@@ -391,8 +423,8 @@ async fn reload(proxy: &server::RunningProxy, args: &RunOptions) {
     let config = match ProxyConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "ripcord proxy: reload refused, the running configuration stays: {}",
+            warn!(
+                "reload refused, the running configuration stays: {}",
                 error_chain(&e)
             );
             return;
@@ -400,28 +432,28 @@ async fn reload(proxy: &server::RunningProxy, args: &RunOptions) {
     };
     match proxy.reload(config).await {
         Ok(s) => {
-            println!(
-                "ripcord proxy: reloaded; routes: {}; breakers kept: {}; new: {}; removed: {}",
+            info!(
+                "reloaded; routes: {}; breakers kept: {}; new: {}; removed: {}",
                 s.routes.join(", "),
                 s.kept_breakers.join(", "),
                 s.new_breakers.join(", "),
                 s.removed_breakers.join(", ")
             );
             if !s.certificates_reloaded.is_empty() {
-                println!(
-                    "ripcord proxy: certificates read again for {}",
+                info!(
+                    "certificates read again for {}",
                     s.certificates_reloaded.join(", ")
                 );
             }
             if !s.restart_needed.is_empty() {
-                println!(
-                    "ripcord proxy: changes to {} need a restart; the running values stay",
+                info!(
+                    "changes to {} need a restart; the running values stay",
                     s.restart_needed.join(", ")
                 );
             }
         }
-        Err(e) => eprintln!(
-            "ripcord proxy: reload refused, the running configuration stays: {}",
+        Err(e) => warn!(
+            "reload refused, the running configuration stays: {}",
             error_chain(&e)
         ),
     }

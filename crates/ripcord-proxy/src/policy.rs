@@ -141,6 +141,8 @@ pub(crate) struct ComposeError {
 pub(crate) struct RoutePolicies {
     pub(crate) name: String,
     pub(crate) upstream: Arc<Upstream>,
+    /// The route's (outermost) circuit breaker, if it has one.
+    pub(crate) breaker: Option<CircuitBreaker>,
     /// The policies up to the innermost retry, hedge or fallback, for a
     /// request that may be sent again; `None` when there are none.
     around: Option<RoutePipeline>,
@@ -176,6 +178,10 @@ impl RoutePolicies {
                 made: Made::Timeout(default_timeout),
             });
         }
+        let breaker = list.iter().find_map(|p| match &p.made {
+            Made::Breaker(b) => Some(b.clone()),
+            _ => None,
+        });
         let split = list
             .iter()
             .rposition(|p| p.made.around())
@@ -198,6 +204,7 @@ impl RoutePolicies {
         Ok(RoutePolicies {
             name: name.to_string(),
             upstream,
+            breaker,
             around,
             once,
             attempt,

@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::access::Access;
 use super::busy_poll::BusyPoll;
 use super::config::{redact_url, PipelineTable, ProxyConfig};
 use super::conn::{Activity, Admission, Deadlines, Permit, Tracked, Watched};
@@ -224,11 +225,13 @@ impl std::fmt::Debug for ConnCtx {
     }
 }
 
-/// What the connections of one listener share: its TLS, if any.
+/// What the connections of one listener share: its TLS, if any, and
+/// whether it writes access log lines (switched by a reload).
 #[derive(Debug, Default)]
 struct Front {
     #[cfg(feature = "tls")]
     tls: Option<Arc<super::tls::ServerTls>>,
+    access_log: std::sync::atomic::AtomicBool,
 }
 
 impl Front {
@@ -287,7 +290,6 @@ pub struct RunningProxy {
     /// `limits.max_connections`, or fewer (see [`connection_room`]).
     max_connections: usize,
     /// Each listener's settings, in configuration order (for reload).
-    #[cfg(feature = "tls")]
     fronts: Vec<Arc<Front>>,
     listeners: Vec<JoinHandle<()>>,
     workers: Vec<oneshot::Receiver<ShutdownReport>>,
@@ -757,7 +759,6 @@ impl Proxy {
             stop,
             admission,
             max_connections,
-            #[cfg(feature = "tls")]
             fronts,
             listeners,
             workers,
@@ -779,7 +780,10 @@ fn fronts(config: &ProxyConfig) -> Result<Vec<Arc<Front>>, StartError> {
                     index,
                     source: Box::new(source),
                 })?;
-                return Ok(Arc::new(Front { tls: Some(tls) }));
+                return Ok(Arc::new(Front {
+                    tls: Some(tls),
+                    access_log: l.access_log.into(),
+                }));
             }
             #[cfg(not(feature = "tls"))]
             if l.tls.is_some() {
@@ -788,7 +792,9 @@ fn fronts(config: &ProxyConfig) -> Result<Vec<Arc<Front>>, StartError> {
                     std::io::Error::other("this build has no TLS (feature `tls`)"),
                 )));
             }
-            Ok(Arc::new(Front::default()))
+            let front = Front::default();
+            front.access_log.store(l.access_log, Ordering::Relaxed);
+            Ok(Arc::new(front))
         })
         .collect()
 }
@@ -931,15 +937,28 @@ fn serve(
     let activity = Activity::new();
     let counted = Arc::clone(&activity);
     let served = Arc::clone(&conn_ctx);
+    let logs = Arc::clone(&front);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn_ctx = Arc::clone(&served);
         let flight = counted.begin();
+        let mut access = (logs.access_log.load(Ordering::Relaxed) && super::access::enabled())
+            .then(|| {
+                Box::new(Access::new(
+                    req.method(),
+                    req.uri().path(),
+                    req.version(),
+                    remote,
+                ))
+            });
         async move {
             let busy = conn_ctx.worker.busy.as_deref();
             busy.inspect(|b| b.touch());
-            let response = handle(&conn_ctx, req).await;
+            let (response, route) = handle(&conn_ctx, req).await;
             busy.inspect(|b| b.touch());
-            Ok::<_, Infallible>(response.map(|b| Tracked::new(b, flight)))
+            if let Some(a) = access.as_mut() {
+                a.answered(&response, route);
+            }
+            Ok::<_, Infallible>(response.map(|b| Tracked::new(b, flight, access)))
         }
     });
     let server = server.clone();
@@ -988,11 +1007,19 @@ async fn client_stream(front: &Front, stream: tokio::net::TcpStream) -> Option<C
     Some(ClientStream::Plain(stream))
 }
 
-async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Answers one request: the response, and the route that made it (`None`
+/// when no route matched).
+async fn handle(
+    conn: &ConnCtx,
+    req: Request<Incoming>,
+) -> (Response<ProxyBody>, Option<Arc<RoutePolicies>>) {
     if req.method() == http::Method::CONNECT {
-        return forward::proxy_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported: this is a reverse proxy\n".to_string(),
+        return (
+            forward::proxy_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is a reverse proxy\n".to_string(),
+            ),
+            None,
         );
     }
     let mut req = req;
@@ -1001,12 +1028,15 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let host = match super::request::prepare(&mut parts) {
         Ok(host) => host,
         Err(e) => {
-            return forward::proxy_response(StatusCode::BAD_REQUEST, format!("{e}\n"));
+            return (
+                forward::proxy_response(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                None,
+            );
         }
     };
     let table = conn.worker.shared.table();
     let Some(route) = table.routes.find(host.as_deref(), parts.uri.path()) else {
-        return forward::proxy_response(
+        let response = forward::proxy_response(
             StatusCode::NOT_FOUND,
             format!(
                 "no route matches host `{}` and path `{}`\n",
@@ -1014,6 +1044,7 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
                 parts.uri.path()
             ),
         );
+        return (response, None);
     };
     let route = Arc::clone(route);
     drop(table);
@@ -1032,7 +1063,7 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     )
     .await;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return response;
+        return (response, Some(route));
     }
     let upstream = response
         .extensions_mut()
@@ -1043,11 +1074,15 @@ async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
             let tunnel =
                 super::tunnel::tunnel(client_side, io, early, conn.worker.upgrade_idle_timeout);
             *conn.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
-            response
+            (response, Some(route))
         }
-        _ => forward::proxy_response(
-            StatusCode::BAD_GATEWAY,
-            "the upstream switched protocols on a request that did not ask for it\n".to_string(),
+        _ => (
+            forward::proxy_response(
+                StatusCode::BAD_GATEWAY,
+                "the upstream switched protocols on a request that did not ask for it\n"
+                    .to_string(),
+            ),
+            Some(route),
         ),
     }
 }
@@ -1190,13 +1225,23 @@ impl RunningProxy {
         }
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         self.state.replace_breakers(entries);
-        #[cfg(feature = "tls")]
         let mut listeners_now = self
             .config
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .listeners
             .clone();
+        // The access log switches on the listeners that stay.
+        for ((now, front), new) in listeners_now
+            .iter_mut()
+            .zip(&self.fronts)
+            .zip(&new.listeners)
+        {
+            if now.listen == new.listen {
+                now.access_log = new.access_log;
+                front.access_log.store(new.access_log, Ordering::Relaxed);
+            }
+        }
         #[cfg(feature = "tls")]
         for (index, server_config) in certificates {
             if let Some(tls) = &self.fronts[index].tls {
@@ -1211,10 +1256,7 @@ impl RunningProxy {
             f.sync_now().await;
         }
         let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        #[cfg(feature = "tls")]
         let listeners = listeners_now;
-        #[cfg(not(feature = "tls"))]
-        let listeners = config.listeners.clone();
         let (admin, store, store_prefix, limits) = (
             config.admin.clone(),
             config.store.clone(),

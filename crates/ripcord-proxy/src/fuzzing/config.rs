@@ -62,6 +62,7 @@ pub fn proxy_config(data: &[u8]) {
     config.listeners = vec![ListenerConfig {
         listen: "127.0.0.1:0".into(),
         tls: None,
+        access_log: false,
     }];
     block_on(async {
         match Proxy::start(config).await {
