@@ -173,9 +173,14 @@ const CHILD_CONFIG: &str = "RIPCORD_BENCH_PROXY_CONFIG";
 const BASELINE: &str = "RIPCORD_BENCH_BASELINE";
 
 /// The child's side: runs the proxy as the `ripcord proxy` command does (its
-/// runtime, [`ripcord_proxy::run`], the same lines on stdout) until
+/// runtime, [`ripcord_proxy::run`], its text logs at INFO on stdout) until
 /// SIGTERM.
 fn run_child_proxy(config: PathBuf) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -258,8 +263,8 @@ impl ChildProxy {
                 .next()
                 .expect("the proxy exited before listening")
                 .expect("reading the proxy's stdout");
-            if let Some(url) = line.strip_prefix("ripcord proxy: listening on http://") {
-                break url.parse::<SocketAddr>().expect("a listen address");
+            if let Some((_, url)) = line.split_once("listening on http://") {
+                break url.trim().parse::<SocketAddr>().expect("a listen address");
             }
         };
         // Keep reading (and dropping) what it prints, so it never blocks on
