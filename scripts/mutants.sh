@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Mutation testing (cargo-mutants) of the core's retry budget, rate limiter
-# and bulkhead: every mutant must make a test fail.
+# Mutation testing (cargo-mutants) of the core's circuit breaker, retry
+# budget, rate limiter and bulkhead: every mutant must make a test fail.
 #
-#   scripts/mutants.sh                 # all three modules
-#   scripts/mutants.sh bulkhead        # one of: budget, rate_limiter, bulkhead
+#   scripts/mutants.sh                 # all four modules
+#   scripts/mutants.sh bulkhead        # one of: circuit_breaker, budget, rate_limiter, bulkhead
 #   JOBS=2 scripts/mutants.sh          # parallel builds (default 1)
 #   ITERATE=1 scripts/mutants.sh       # test again only what the last run missed
 #
@@ -13,8 +13,8 @@
 # (one build and test run per mutant).
 #
 # Only the tests that exercise these modules run (the unit tests and the
-# retry, fleet, rate_limiter, bulkhead and pipeline test binaries), in a
-# debug build without debug info (linking dominates each mutant's build).
+# test binaries listed in tests_of), in a debug build without debug info
+# (linking dominates each mutant's build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,16 +25,25 @@ fi
 
 files_of() {
     case "$1" in
+        circuit_breaker) echo "crates/ripcord/src/circuit_breaker/*.rs" ;;
         budget) echo "crates/ripcord/src/retry/budget.rs" ;;
         rate_limiter) echo "crates/ripcord/src/rate_limiter/*.rs" ;;
         bulkhead) echo "crates/ripcord/src/bulkhead/*.rs" ;;
-        *) echo "error: unknown module '$1' (budget, rate_limiter, bulkhead)" >&2; return 1 ;;
+        *) echo "error: unknown module '$1' (circuit_breaker, budget, rate_limiter, bulkhead)" >&2; return 1 ;;
+    esac
+}
+
+# The test binaries (besides the unit tests) that exercise a module.
+tests_of() {
+    case "$1" in
+        circuit_breaker) echo "--test breaker --test fleet --test model --test registry --test pipeline" ;;
+        *) echo "--test retry --test fleet --test rate_limiter --test bulkhead --test pipeline" ;;
     esac
 }
 
 modules=("$@")
 if [[ ${#modules[@]} -eq 0 ]]; then
-    modules=(budget rate_limiter bulkhead)
+    modules=(circuit_breaker budget rate_limiter bulkhead)
 fi
 
 export CARGO_PROFILE_DEV_DEBUG=0
@@ -47,7 +56,7 @@ for module in "${modules[@]}"; do
     [[ -n "${ITERATE:-}" ]] && iterate=(--iterate)
     cargo mutants -p ripcord --jobs "${JOBS:-1}" --timeout "${TIMEOUT:-180}" "${iterate[@]}" \
         -f "$files" --output "target/mutants/$module" \
-        -- --lib --test retry --test fleet --test rate_limiter --test bulkhead --test pipeline \
+        -- --lib $(tests_of "$module") \
         || status=$?
     out="target/mutants/$module/mutants.out"
     count() { if [[ -f "$out/$1.txt" ]]; then wc -l <"$out/$1.txt"; else echo 0; fi; }
