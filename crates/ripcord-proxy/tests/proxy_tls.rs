@@ -251,6 +251,50 @@ async fn a_tls_listener_serves_h2_and_http1_as_alpn_picks_and_says_https() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_in_the_tls_handshake_is_closed_at_the_header_deadline() {
+    let dir = Dir::new();
+    let ca = Ca::new("listener CA");
+    let up = Upstream::start().await;
+    let toml = config(
+        &listener_tls(&dir, &ca.leaf(&["localhost"], false), ""),
+        up.addr,
+        "",
+    )
+    .replacen(
+        "workers = 1",
+        "workers = 1\nheader_read_timeout = \"1s\"",
+        1,
+    );
+    let proxy = start(&toml).await;
+    let addr = proxy.listen_addrs()[0];
+    // One sends nothing; one stops after the first bytes of a ClientHello.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut partial, &[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    for (what, stream) in [("silent", &mut silent), ("partial", &mut partial)] {
+        let mut buf = [0u8; 64];
+        // Ten times the deadline: closed (EOF or reset), never left open.
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(stream, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{what}: the connection is still open: {read:?}"
+        );
+    }
+    // The listener still serves a real client.
+    let tls = tls_connect(&tls_client(&ca, &[b"http/1.1"], None), addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(get_over(tls, "/").await.unwrap().0, 200);
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_refuses_a_client_without_a_certificate_or_with_a_foreign_one() {
     let (dir, ca) = (Dir::new(), Ca::new("test CA"));
     let server = ca.leaf(&["localhost"], false);
