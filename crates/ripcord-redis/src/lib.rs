@@ -17,9 +17,20 @@
 //!   their own (never behind a sync), published on pub/sub so every instance
 //!   applies them within milliseconds; half-open probe permits come from one
 //!   shared counter;
-//! - a batched reconciliation pass (every 10 s by default: one `HMGET` per
-//!   breaker when nothing changed) repairs missed notices and keeps the keys of
-//!   idle breakers alive until their TTL should lapse.
+//! - a batched reconciliation pass (every 60 s by default: one `HMGET` per
+//!   breaker when nothing changed, 512 breakers per sync interval) repairs
+//!   missed notices and keeps the keys of idle breakers alive until their
+//!   TTL should lapse.
+//!
+//! What one Redis core carries (measured with the `fleet_scale` example, see
+//! the README): idle breakers cost one `HMGET` each per reconciliation pass;
+//! each breaker that saw calls costs one report per sync interval, about
+//! 45 µs of redis-server CPU, so a core carries about 20,000 reports a
+//! second — at the default 100 ms interval, 2,000 active breakers summed
+//! over the instances (10 instances with 200 active each), however many are
+//! idle. A Redis Cluster multiplies that
+//! by its masters (breakers spread by hash tag); a longer `sync_interval`
+//! raises it in proportion.
 //!
 //! ```no_run
 //! use ripcord::store::Fleet;

@@ -448,3 +448,49 @@ async fn a_custom_rule_judges_counts_and_latencies_of_the_same_calls() {
         "4 of 8 slow calls failed here"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reconciliation_pass_is_spread_over_rounds_and_checks_every_breaker() {
+    let store = MemoryStore::with_clock(TokioClock::new());
+    let fleet = Fleet::builder(store.clone())
+        .instance("i0")
+        .reconcile_interval(SEC)
+        .build()
+        .unwrap();
+    let clock = TokioClock::new();
+    let breakers: Vec<CircuitBreaker> = (0..1_500)
+        .map(|k| {
+            CircuitBreaker::builder(&format!("endpoint-{k}"))
+                .consecutive_failures(5)
+                .clock(clock)
+                .fleet(&fleet)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    fleet.sync_now().await;
+    // Each round checks at most 512 breakers; the pass takes three rounds
+    // and covers all 1,500 (the first starts within 1.25 s: its jitter is a
+    // quarter of the interval at most).
+    let mut last = fleet.reconciled();
+    let mut rounds_checking = 0;
+    for _ in 0..25 {
+        settle().await;
+        let now = fleet.reconciled();
+        assert!(
+            now - last <= 512,
+            "{} breakers checked in one round",
+            now - last
+        );
+        if now > last {
+            rounds_checking += 1;
+        }
+        last = now;
+        if last >= 1_500 {
+            break;
+        }
+    }
+    assert_eq!(last, 1_500, "one whole pass within 2.5 s");
+    assert_eq!(rounds_checking, 3);
+    drop(breakers);
+}

@@ -56,6 +56,15 @@ local function key_type(key)
   return t
 end
 
+-- The fields of the hash at `key` as a flat list (empty when there is no
+-- key), or nil and the key's type when it is not a hash: one command in
+-- the common case, TYPE only for a foreign value.
+local function hash_fields(key)
+  local raw = redis.pcall('HGETALL', key)
+  if type(raw) == 'table' and raw.err == nil then return raw, nil end
+  return nil, key_type(key)
+end
+
 local function fresh(epoch)
   return {
     state = 'closed', epoch = epoch, open_until = 0, override_until = 0,
@@ -66,13 +75,12 @@ end
 -- The stored state, or nil. On a corrupt value: nil, what was wrong, and the
 -- stored epoch if it could still be read; with `repair` the value is deleted.
 local function load_state(key, repair)
-  local t = key_type(key)
-  if t == 'none' then return nil, nil, nil end
-  if t ~= 'hash' then
+  local raw, t = hash_fields(key)
+  if raw == nil then
     if repair then redis.call('DEL', key) end
     return nil, 'a ' .. t .. ' where a hash was expected', nil
   end
-  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil, nil, nil end
   local h = {}
   for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
   local epoch = uint(h.epoch)
@@ -206,13 +214,22 @@ local function lapse(st, now)
   return false
 end
 
+-- A run of digits the pattern already matched, as a number (uint without
+-- matching it again: reports are parsed for every instance on every sync).
+local function digits(s)
+  if #s > 16 then return nil end
+  local n = tonumber(s)
+  if n == nil or n > MAX_INT then return nil end
+  return n
+end
+
 local function parse_report(s)
   if type(s) ~= 'string' then return nil end
   local e, c, f, sl, at, stale = string.match(s, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   if e == nil then return nil end
   local r = {
-    epoch = uint(e), calls = uint(c), failures = uint(f), slow = uint(sl),
-    at = uint(at), stale = uint(stale),
+    epoch = digits(e), calls = digits(c), failures = digits(f), slow = digits(sl),
+    at = digits(at), stale = digits(stale),
   }
   if r.epoch == nil or r.calls == nil or r.failures == nil or r.slow == nil
     or r.at == nil or r.stale == nil then
@@ -224,13 +241,12 @@ end
 -- Every instance's report; a corrupt entry is described (and with `repair`
 -- deleted). The third result says whether the key existed.
 local function load_reports(key, repair)
-  local t = key_type(key)
-  if t == 'none' then return {}, nil, false end
-  if t ~= 'hash' then
+  local raw, t = hash_fields(key)
+  if raw == nil then
     if repair then redis.call('DEL', key) end
     return {}, 'corrupt value at `' .. key .. '` (a ' .. t .. ' where a hash was expected), deleted'
   end
-  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return {}, nil, false end
   local reps, bad = {}, nil
   for i = 1, #raw, 2 do
     local r = parse_report(raw[i + 1])
@@ -245,7 +261,7 @@ local function load_reports(key, repair)
 end
 
 local function encode_report(r)
-  return table.concat({ fmt(r.epoch), fmt(r.calls), fmt(r.failures), fmt(r.slow), fmt(r.at), fmt(r.stale) }, ' ')
+  return string.format('%.0f %.0f %.0f %.0f %.0f %.0f', r.epoch, r.calls, r.failures, r.slow, r.at, r.stale)
 end
 
 -- The fleet's view (MemoryStore's Entry::view): the live reports of this epoch.

@@ -291,9 +291,17 @@ pub(crate) async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect to redis")
 }
 
-/// `INFO commandstats` as command → calls.
+/// `INFO commandstats` as command → calls; waits up to 60 s for a server
+/// saturated by scripts (its reply queues behind them).
 pub(crate) async fn command_stats(url: &str) -> HashMap<String, u64> {
-    let mut c = connect(url).await;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(60)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)));
+    let mut c = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect to redis");
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut c)

@@ -13,7 +13,7 @@
 //! - a transition is a compare-and-set on the shared fleet epoch, published to
 //!   every instance at once. Transitions, probe requests and overrides run on
 //!   their own lane, never behind a sync;
-//! - a slower [`reconcile`](StateStore::reconcile) pass (default every 10 s,
+//! - a slower [`reconcile`](StateStore::reconcile) pass (default every 60 s,
 //!   in batches; every sync interval without pub/sub; at once after the push
 //!   channel reconnected) repairs lost notices and keeps the keys of idle
 //!   breakers alive until their TTL should lapse;

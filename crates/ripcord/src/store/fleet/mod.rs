@@ -306,8 +306,11 @@ impl FleetBuilder {
 
     /// How often every breaker is checked against the store in a batched
     /// reconciliation pass, which repairs missed notices and keeps the keys
-    /// of idle breakers alive (default 10 s; from the sync interval to half
-    /// the TTL). Without pub/sub, every sync reads every breaker instead.
+    /// of idle breakers alive (default 60 s, or half the TTL if that is
+    /// shorter; from the sync interval to half the TTL). Active breakers do
+    /// not wait for it: each sync brings back their state. It is at once
+    /// after the push channel reconnected. Without pub/sub, every sync reads
+    /// every breaker instead.
     pub fn reconcile_interval(mut self, d: Duration) -> Self {
         self.reconcile_interval = Some(d);
         self
@@ -356,7 +359,7 @@ impl FleetBuilder {
                 ));
             }
             Some(d) => d,
-            None => Duration::from_secs(10).clamp(self.sync_interval, self.ttl / 2),
+            None => Duration::from_secs(60).clamp(self.sync_interval, self.ttl / 2),
         };
         let instance = self.instance.unwrap_or_else(default_instance);
         if instance.is_empty() {

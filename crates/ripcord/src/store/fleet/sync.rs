@@ -16,6 +16,12 @@ use crate::store::{FleetView, Heartbeat, ReconcileEntry, StoreError, SyncEntry, 
 /// Reports per sync round trip.
 const SYNC_CHUNK: usize = 512;
 
+/// Breakers a reconciliation pass checks per round: a pass over many
+/// breakers is spread over rounds, so no sync waits behind a whole pass and
+/// the store never runs one long batch that other instances' syncs queue
+/// behind.
+const PASS_CHUNK: usize = 512;
+
 /// What a sync round carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -35,6 +41,9 @@ struct Task {
     resubscriptions: u64,
     /// Whether notices are pushed (otherwise every sync carries everything).
     pushed: bool,
+    /// The reconciliation pass under way: the breakers it checks, and how
+    /// many it has checked.
+    pass: Option<(Vec<Arc<dyn Member>>, usize)>,
 }
 
 pub(super) async fn run(
@@ -52,6 +61,7 @@ pub(super) async fn run(
         next_pass: pass_rounds + jitter,
         resubscriptions: 0,
         pushed,
+        pass: None,
     };
     drop(s);
     let mut tick = tokio::time::interval(interval);
@@ -119,10 +129,19 @@ impl Shared {
         let missed = self.missed_notices.swap(false, Ordering::AcqRel)
             || resubscriptions != task.resubscriptions;
         task.resubscriptions = resubscriptions;
-        // Without pub/sub every sync read every state already.
-        if task.pushed && (missed || round >= task.next_pass) {
+        // Without pub/sub every sync read every state already. A miss
+        // starts the pass again, over the breakers there are now.
+        if task.pushed && (missed || (task.pass.is_none() && round >= task.next_pass)) {
             task.next_pass = round + rounds(self.reconcile_interval, self.sync_interval);
-            self.reconcile(&members, round).await;
+            task.pass = Some((members, 0));
+        }
+        if let Some((list, done)) = task.pass.as_mut() {
+            let end = (*done + PASS_CHUNK).min(list.len());
+            let checked = self.reconcile(&list[*done..end], round).await;
+            *done = if checked { end } else { list.len() };
+            if *done >= list.len() {
+                task.pass = None;
+            }
         }
     }
 
@@ -298,9 +317,11 @@ impl Shared {
         m.adopt(view, None);
     }
 
-    /// Checks every breaker's epoch against the store, in batches; adopts
-    /// what changed and refreshes the TTL of keys that need it.
-    async fn reconcile(&self, members: &[Arc<dyn Member>], round: u64) {
+    /// Checks the epochs of `members` against the store, in batches; adopts
+    /// what changed and refreshes the TTL of keys that need it. Returns
+    /// false when the store failed (the pass ends: the re-join after the
+    /// outage reads every state).
+    async fn reconcile(&self, members: &[Arc<dyn Member>], round: u64) -> bool {
         const BATCH: usize = 2048;
         let touch_rounds = self.touch_rounds();
         for chunk in members.chunks(BATCH) {
@@ -338,9 +359,10 @@ impl Shared {
                     // The store is back when a sync works again, and that
                     // re-join reads every state.
                     self.health(Err(&e));
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 }
