@@ -25,10 +25,10 @@
 //! What one Redis core carries (measured with the `fleet_scale` example, see
 //! the README): idle breakers cost one `HMGET` each per reconciliation pass;
 //! each breaker that saw calls costs one report per sync interval, about
-//! 45 µs of redis-server CPU, so a core carries about 20,000 reports a
-//! second — at the default 100 ms interval, 2,000 active breakers summed
-//! over the instances (10 instances with 200 active each), however many are
-//! idle. A Redis Cluster multiplies that
+//! 30 µs of redis-server CPU with ten instances, so a core carries about
+//! 30,000 reports a second — at the default 100 ms interval, 3,000 active
+//! breakers summed over the instances (10 instances with 300 active each),
+//! however many are idle. A Redis Cluster multiplies that
 //! by its masters (breakers spread by hash tag); a longer `sync_interval`
 //! raises it in proportion.
 //!

@@ -2,7 +2,11 @@
 --
 -- <prefix>:{<name>}:state    hash: v, state, epoch, open_until,
 --                             override_until, granted, successes, failures
--- <prefix>:{<name>}:reports  hash: instance -> "epoch calls failures slow at stale"
+-- <prefix>:{<name>}:reports  hash: instance -> epoch, calls, failures, slow,
+--                             at, stale as six big-endian doubles (48 bytes,
+--                             struct '>dddddd': every sync reads every
+--                             instance's report, and this is the cheapest
+--                             form to read)
 -- <prefix>:instances         hash: instance -> "at stale" (heartbeats)
 --
 -- Single-breaker scripts take KEYS[1] = state, KEYS[2] = reports; batch
@@ -15,6 +19,12 @@
 -- override. Nothing here raises an error on a bad value: a corrupt or foreign
 -- value is described, deleted and replaced by a fresh state.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
+
+-- The globals the scripts use, as locals: a global read goes through the
+-- scripting environment's protection metatable, and these are read for
+-- every breaker of a batch (several times per report).
+local redis, string, math, struct, table = redis, string, math, struct, table
+local type, tonumber, tostring, pairs, ipairs, unpack = type, tonumber, tostring, pairs, ipairs, unpack
 
 local SCHEMA = '1'
 local STATES = {
@@ -75,36 +85,43 @@ end
 -- The stored state, or nil. On a corrupt value: nil, what was wrong, and the
 -- stored epoch if it could still be read; with `repair` the value is deleted.
 local function load_state(key, repair)
-  local raw, t = hash_fields(key)
-  if raw == nil then
+  -- One HMGET of the schema's fields (a foreign field is ignored, as
+  -- before); TYPE only for a value that is not a hash, EXISTS only when no
+  -- field is there.
+  local raw = redis.pcall('HMGET', key, 'v', 'state', 'epoch', 'open_until', 'override_until',
+    'granted', 'successes', 'failures')
+  if type(raw) ~= 'table' or raw.err ~= nil then
+    local t = key_type(key)
     if repair then redis.call('DEL', key) end
     return nil, 'a ' .. t .. ' where a hash was expected', nil
   end
-  if #raw == 0 then return nil, nil, nil end
-  local h = {}
-  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-  local epoch = uint(h.epoch)
+  local empty = true
+  for i = 1, 8 do
+    if raw[i] == false then raw[i] = nil else empty = false end
+  end
+  if empty and redis.call('EXISTS', key) == 0 then return nil, nil, nil end
+  local n = {}
+  for i = 3, 8 do n[i] = uint(raw[i]) end
   local bad
-  if h.v ~= SCHEMA then
-    bad = 'schema version ' .. shown(h.v) .. ', expected ' .. SCHEMA
-  elseif not STATES[h.state] then
-    bad = 'field `state` = ' .. shown(h.state)
+  if raw[1] ~= SCHEMA then
+    bad = 'schema version ' .. shown(raw[1]) .. ', expected ' .. SCHEMA
+  elseif not STATES[raw[2]] then
+    bad = 'field `state` = ' .. shown(raw[2])
   else
-    for _, f in ipairs(FIELDS) do
-      if uint(h[f]) == nil then
-        bad = 'field `' .. f .. '` = ' .. shown(h[f])
+    for i = 3, 8 do
+      if n[i] == nil then
+        bad = 'field `' .. FIELDS[i - 2] .. '` = ' .. shown(raw[i])
         break
       end
     end
   end
   if bad then
     if repair then redis.call('DEL', key) end
-    return nil, bad, epoch
+    return nil, bad, n[3]
   end
   return {
-    state = h.state, epoch = epoch, open_until = uint(h.open_until),
-    override_until = uint(h.override_until), granted = uint(h.granted),
-    successes = uint(h.successes), failures = uint(h.failures), dirty = false,
+    state = raw[2], epoch = n[3], open_until = n[4], override_until = n[5], granted = n[6],
+    successes = n[7], failures = n[8], dirty = false,
   }, nil, nil
 end
 
@@ -214,28 +231,21 @@ local function lapse(st, now)
   return false
 end
 
--- A run of digits the pattern already matched, as a number (uint without
--- matching it again: reports are parsed for every instance on every sync).
-local function digits(s)
-  if #s > 16 then return nil end
-  local n = tonumber(s)
-  if n == nil or n > MAX_INT then return nil end
-  return n
-end
+local REPORT = '>dddddd'
 
 local function parse_report(s)
-  if type(s) ~= 'string' then return nil end
-  local e, c, f, sl, at, stale = string.match(s, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
-  if e == nil then return nil end
-  local r = {
-    epoch = digits(e), calls = digits(c), failures = digits(f), slow = digits(sl),
-    at = digits(at), stale = digits(stale),
-  }
-  if r.epoch == nil or r.calls == nil or r.failures == nil or r.slow == nil
-    or r.at == nil or r.stale == nil then
+  if type(s) ~= 'string' or #s ~= 48 then return nil end
+  local e, c, f, sl, at, stale = struct.unpack(REPORT, s)
+  -- Whole numbers from 0 to 2^53 (NaN fails every comparison). Inline:
+  -- this runs for every instance's report of every breaker synced.
+  if not (e >= 0 and c >= 0 and f >= 0 and sl >= 0 and at >= 0 and stale >= 0
+      and e <= MAX_INT and c <= MAX_INT and f <= MAX_INT and sl <= MAX_INT
+      and at <= MAX_INT and stale <= MAX_INT
+      and e % 1 == 0 and c % 1 == 0 and f % 1 == 0 and sl % 1 == 0
+      and at % 1 == 0 and stale % 1 == 0) then
     return nil
   end
-  return r
+  return { epoch = e, calls = c, failures = f, slow = sl, at = at, stale = stale }
 end
 
 -- Every instance's report; a corrupt entry is described (and with `repair`
@@ -261,7 +271,7 @@ local function load_reports(key, repair)
 end
 
 local function encode_report(r)
-  return string.format('%.0f %.0f %.0f %.0f %.0f %.0f', r.epoch, r.calls, r.failures, r.slow, r.at, r.stale)
+  return struct.pack(REPORT, r.epoch, r.calls, r.failures, r.slow, r.at, r.stale)
 end
 
 -- The fleet's view (MemoryStore's Entry::view): the live reports of this epoch.

@@ -469,6 +469,17 @@ pub(crate) async fn corrupt_values_are_reported_and_overwritten(target: &Target)
                 .clone()],
         ),
         (
+            "a report of the right size whose numbers are not counts",
+            vec![redis::cmd("EVAL")
+                .arg(
+                    "return redis.call('HSET', KEYS[1], 'intruder', \
+                     struct.pack('>dddddd', 1, -2, 0.5, 0, 0/0, 1))",
+                )
+                .arg(1)
+                .arg(&reports_key)
+                .clone()],
+        ),
+        (
             "a list where the reports hash was expected",
             // Atomically: a sync may re-create the hash between two commands.
             vec![redis::cmd("EVAL")
