@@ -18,6 +18,9 @@
 //!   are compared.
 //! - A chunk size of more than 16 hex digits (leading zeros) is refused by
 //!   the proxy (httparse's limit) and read by hyper.
+//! - A bare LF in a chunked body's framing (a size line, the last chunk, the
+//!   trailer section) is refused by the proxy, which takes only CRLF there
+//!   (RFC 9112 §2.2 lets a recipient do either); hyper reads some of them.
 
 use std::time::Duration;
 
@@ -89,13 +92,34 @@ pub fn h1_response(data: &[u8]) {
     });
 }
 
+/// Whether a LF without a CR before it follows the response head (whose
+/// end is the first blank line, CRLF or bare LF).
+fn has_bare_lf_after_head(response: &[u8]) -> bool {
+    let head_end = (0..response.len()).find_map(|i| {
+        if response[i..].starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if response[i..].starts_with(b"\n\n") {
+            Some(i + 2)
+        } else {
+            None
+        }
+    });
+    let Some(start) = head_end else {
+        return false;
+    };
+    (start..response.len()).any(|i| response[i] == b'\n' && response[i - 1] != b'\r')
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn compare(mut ours: Verdict, mut theirs: Verdict, response: &[u8]) {
     if let Verdict::Read(m) = &theirs {
-        if m.status == 101 || (ours == Verdict::Refused && has_long_chunk_size(response)) {
+        if m.status == 101
+            || (ours == Verdict::Refused
+                && (has_long_chunk_size(response) || has_bare_lf_after_head(response)))
+        {
             return;
         }
     }

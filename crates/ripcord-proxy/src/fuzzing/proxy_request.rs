@@ -272,18 +272,24 @@ fn first_request_is_whole(data: &[u8]) -> bool {
     }
 }
 
-/// Whether `body` holds a whole chunked body (trailers included).
+/// Whether `body` holds a whole chunked body (trailers included), every
+/// line of its framing ended by CRLF: httparse takes a bare LF as a line's
+/// end where hyper's server may wait for more, and a client that took such
+/// a body for whole would wait for an answer the proxy cannot give yet.
 fn chunked_body_is_whole(mut body: &[u8]) -> bool {
     loop {
         let Ok(httparse::Status::Complete((line, size))) = httparse::parse_chunk_size(body) else {
             return false;
         };
+        if !crlf_only(&body[..line]) {
+            return false;
+        }
         body = &body[line..];
         if size == 0 {
             let mut fields = [httparse::EMPTY_HEADER; 128];
             return matches!(
                 httparse::parse_headers(body, &mut fields),
-                Ok(httparse::Status::Complete(_))
+                Ok(httparse::Status::Complete((len, _))) if crlf_only(&body[..len])
             );
         }
         let Some(rest) = usize::try_from(size)
@@ -295,6 +301,14 @@ fn chunked_body_is_whole(mut body: &[u8]) -> bool {
         };
         body = rest;
     }
+}
+
+/// Whether every LF in `bytes` follows a CR.
+fn crlf_only(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
 }
 
 /// The end of the first response head that is not an interim (1xx) one.
