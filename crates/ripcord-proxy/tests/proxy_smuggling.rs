@@ -16,9 +16,10 @@ use proxy_support::start;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// An upstream that reads a request (its head, then whatever follows
-/// within 100 ms), answers `200 ok` and closes; `seen` holds the bytes of
-/// each connection.
+/// An upstream that reads a request (its head, then whatever follows until
+/// the proxy closes or pauses for 2 s), answers `200 ok` and closes; `seen`
+/// holds the bytes of each connection. The long pause keeps it from
+/// answering an upload the proxy is about to cut.
 struct Recorder {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -39,7 +40,7 @@ impl Recorder {
                     loop {
                         let more = if got.windows(4).any(|w| w == b"\r\n\r\n") {
                             match tokio::time::timeout(
-                                Duration::from_millis(100),
+                                Duration::from_secs(2),
                                 stream.read(&mut chunk),
                             )
                             .await
@@ -240,10 +241,9 @@ async fn content_length_and_transfer_encoding_together_never_desynchronise() {
                 .all(|(line, both, _)| line == "POST /a" && !both),
             "{what}: upstream saw {reached:?}"
         );
-        assert!(
-            reached.len() <= got.len(),
-            "{what}: {reached:?} for {got:?}"
-        );
+        // One request sent, at most one forwarded (its body may be cut
+        // when the client's half-close ends the connection first).
+        assert!(reached.len() <= 1, "{what}: {reached:?} for {got:?}");
     }
     proxy.shutdown(Duration::from_secs(1)).await;
 }
