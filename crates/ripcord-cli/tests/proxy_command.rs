@@ -312,29 +312,18 @@ async fn json_logs_carry_an_access_line_per_request_switched_by_reload() {
 
     // Switched off by a reload: the next request writes nothing, and the
     // one after the switch back on does.
+    let reloaded = |v: &serde_json::Value| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("reloaded"))
+    };
     proxy.rewrite(&access_log(&toml, false));
     proxy.signal("HUP");
-    json_until(
-        &mut proxy,
-        |v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("reloaded"))
-        },
-        within,
-    );
+    json_until(&mut proxy, reloaded, within);
     get(&c, &format!("{url}/quiet")).await;
     proxy.rewrite(&access_log(&toml, true));
     proxy.signal("HUP");
-    json_until(
-        &mut proxy,
-        |v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("reloaded"))
-        },
-        within,
-    );
+    json_until(&mut proxy, reloaded, within);
     get(&c, &format!("{url}/loud")).await;
     let lines = json_until(&mut proxy, is_access, within);
     assert_eq!(lines.last().unwrap()["path"], "/loud", "{lines:#?}");

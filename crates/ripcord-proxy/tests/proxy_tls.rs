@@ -343,26 +343,37 @@ struct TlsSeen {
     sni: Mutex<Vec<Option<String>>>,
 }
 
-/// A TLS upstream with `leaf`, requiring client certificates from
-/// `clients`; answers `secure` to every request.
-async fn tls_upstream(leaf: &Leaf, clients: &Ca) -> (SocketAddr, Arc<TlsSeen>) {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(clients.roots()),
-        provider(),
-    )
-    .build()
-    .unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+/// An upstream's TLS acceptor with `leaf`, offering `alpn`, requiring
+/// client certificates from `clients` if given.
+fn upstream_acceptor(leaf: &Leaf, clients: Option<&Ca>, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
+        .unwrap();
+    let builder = match clients {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(ca.roots()),
+                provider(),
+            )
+            .build()
+            .unwrap(),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(
             vec![leaf.der.clone()],
             rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key.as_bytes()).unwrap(),
         )
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS upstream with `leaf`, requiring client certificates from
+/// `clients`; answers `secure` to every request.
+async fn tls_upstream(leaf: &Leaf, clients: &Ca) -> (SocketAddr, Arc<TlsSeen>) {
+    let acceptor = upstream_acceptor(leaf, Some(clients), b"http/1.1");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(TlsSeen::default());
@@ -440,17 +451,7 @@ async fn an_upstream_over_tls_gets_sni_is_checked_against_the_ca_and_sees_the_cl
 /// HTTP/2; answers each request with its version, scheme and authority, and
 /// counts connections.
 async fn h2_tls_upstream(leaf: &Leaf) -> (SocketAddr, Arc<TlsSeen>) {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der.clone()],
-            rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = upstream_acceptor(leaf, None, b"h2");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(TlsSeen::default());
