@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+use crate::chaos::Injected;
 use crate::fallback::FallbackError;
 use crate::{Name, State};
 
@@ -37,6 +38,9 @@ pub enum Error<E> {
     /// A fallback chain ran and every fallback failed too; the
     /// [`FallbackError`] keeps the primary error and each fallback's error.
     Fallback(Box<FallbackError<E>>),
+    /// A fault-injection policy ([`Chaos`](crate::chaos::Chaos)) did not let
+    /// the call through.
+    Injected(Injected),
 }
 
 /// `PolicyKind` and its names, from the one list of policies.
@@ -236,6 +240,7 @@ impl<E> Error<E> {
             Error::RateLimited(_) => Some(PolicyKind::RateLimiter),
             Error::Inner(_) => None,
             Error::Fallback(_) => Some(PolicyKind::Fallback),
+            Error::Injected(_) => Some(PolicyKind::Chaos),
         }
     }
 
@@ -267,6 +272,7 @@ impl<E> Error<E> {
             Error::Fallback(fb) => {
                 Error::Fallback(Box::new(fb.map_inner(&mut f as &mut dyn FnMut(E) -> E2)))
             }
+            Error::Injected(i) => Error::Injected(i),
         }
     }
 }
@@ -286,6 +292,7 @@ impl<E> fmt::Display for Error<E> {
             Error::RateLimited(_) => "the rate limiter refused the call",
             Error::Inner(_) => "the protected call failed",
             Error::Fallback(_) => "the call and every fallback failed",
+            Error::Injected(_) => "fault injection stopped the call",
         })
     }
 }
@@ -301,6 +308,7 @@ impl<E: fmt::Display> Error<E> {
             Error::RateLimited(r) => fmt::Display::fmt(r, f),
             Error::Inner(e) => fmt::Display::fmt(e, f),
             Error::Fallback(fb) => fmt::Display::fmt(fb, f),
+            Error::Injected(i) => fmt::Display::fmt(i, f),
         }
     }
 }
@@ -314,6 +322,7 @@ impl<E: StdError + 'static> StdError for Error<E> {
             Error::RateLimited(r) => Some(r),
             Error::Inner(e) => Some(e),
             Error::Fallback(fb) => Some(&**fb),
+            Error::Injected(i) => Some(i),
         }
     }
 }

@@ -178,6 +178,23 @@ pub enum EventKind {
         /// The winning attempt.
         attempt: u32,
     },
+    /// Fault injection: a call was hit (a latency, a fault, or both).
+    FaultInjected {
+        /// The fault injected, if any.
+        fault: Option<crate::chaos::Fault>,
+        /// The latency injected, if any.
+        delay: Option<Duration>,
+    },
+    /// Fault injection, while enabled: a call was let through untouched.
+    FaultSkipped,
+    /// Fault injection was switched on or off (by hand, by a new
+    /// configuration, or by its expiry).
+    FaultSwitched {
+        /// Whether it is on now.
+        enabled: bool,
+        /// When switched on with an expiry: how long it lasts.
+        expires_in: Option<Duration>,
+    },
 }
 
 impl EventKind {
@@ -204,6 +221,9 @@ impl EventKind {
             EventKind::RateLimited { .. } => P::RateLimiter,
             EventKind::FallbackUsed { .. } | EventKind::FallbackFailed => P::Fallback,
             EventKind::HedgeStarted { .. } | EventKind::HedgeWon { .. } => P::Hedge,
+            EventKind::FaultInjected { .. }
+            | EventKind::FaultSkipped
+            | EventKind::FaultSwitched { .. } => P::Chaos,
         }
     }
 }

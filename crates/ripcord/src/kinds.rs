@@ -44,6 +44,7 @@ macro_rules! policy_list {
             [RateLimiter,    rate_limiter,    "rate limiter",    RateLimiterConfig,    RateLimiterConfig,    RateLimiter,    RateLimiterBuilder]
             [Hedge,          hedge,           "hedge",           HedgeConfig,          HedgeConfig,          Hedge,          HedgeBuilder]
             [Fallback,       fallback,        "fallback chain",  FallbackConfig,       F,                    Fallback<T, E>, FallbackBuilder<T, E>]
+            [Chaos,          chaos,           "fault-injection policy", ChaosConfig,   ChaosConfig,          Chaos,          ChaosBuilder]
         }
     };
 }

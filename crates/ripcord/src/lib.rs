@@ -86,6 +86,7 @@
 
 mod backoff;
 pub mod bulkhead;
+pub mod chaos;
 pub mod circuit_breaker;
 mod clock;
 mod config;
@@ -112,6 +113,7 @@ mod sync;
 pub mod timeout;
 
 pub use backoff::Backoff;
+pub use chaos::{Chaos, ChaosBuilder, ChaosConfig};
 pub use bulkhead::{
     Bulkhead, BulkheadBuilder, BulkheadConfig, BulkheadPermit, OwnedBulkheadPermit,
 };

@@ -213,3 +213,32 @@ fn events_to_a_listener_do_not_allocate() {
     assert_rejections_do_not_allocate(&breaker, State::ForcedOpen);
     assert!(seen.load(Ordering::Relaxed) > before + ITERATIONS);
 }
+
+/// Fault injection's not-injected path allocates nothing: disabled, and
+/// enabled for calls it spares.
+#[test]
+fn fault_injection_that_spares_a_call_allocates_nothing() {
+    use ripcord::chaos::{Chaos, Latency};
+    let off = Chaos::builder("off").abort(0.5).enabled(false).build().unwrap();
+    let on = Chaos::builder("on")
+        .abort(0.01)
+        .latency(0.01, Latency::fixed(Duration::from_millis(1)))
+        .seed(3)
+        .build()
+        .unwrap();
+    for _ in 0..ITERATIONS {
+        black_box(on.decide());
+    }
+    assert_no_alloc("decide, disabled", || {
+        for _ in 0..ITERATIONS {
+            assert!(black_box(off.decide()).is_none());
+        }
+    });
+    let mut spared = 0;
+    assert_no_alloc("decide, enabled", || {
+        for _ in 0..ITERATIONS {
+            spared += u32::from(black_box(on.decide()).is_none());
+        }
+    });
+    assert!(spared > 9_000, "{spared}");
+}

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::rules::{self, Ended};
 use super::{Pipeline, Policy};
 use crate::bulkhead::OwnedBulkheadPermit;
+use crate::chaos::Fault;
 use crate::{Error, Outcome, OwnedPermit, Timeout};
 
 /// What a breaker or a bulkhead handed out.
@@ -118,7 +119,9 @@ pub(super) fn is_direct<T, E>(policy: &Policy<T, E>) -> bool {
         Policy::ExternalRateLimiter(_)
         | Policy::Retry(_)
         | Policy::Hedge(_)
-        | Policy::Fallback(_) => false,
+        | Policy::Fallback(_)
+        // An injected latency waits.
+        | Policy::Chaos(_) => false,
     }
 }
 
@@ -140,6 +143,22 @@ pub struct Admitted<T, E> {
     pipeline: Pipeline<T, E>,
     holds: Holds,
     deadline: Option<Deadline>,
+    /// An outcome forced by fault injection (see [`Taking::forced`]).
+    forced: Option<(u32, Outcome)>,
+}
+
+/// The outcome for the hand-out with `left` hand-outs outside it: the one
+/// forced by fault injection inside it, if any, else `judged()`.
+#[inline]
+fn forced_or(
+    forced: Option<(u32, Outcome)>,
+    left: usize,
+    judged: impl FnOnce() -> Outcome,
+) -> Outcome {
+    match forced {
+        Some((outside, o)) if left < outside as usize => o,
+        _ => judged(),
+    }
 }
 
 impl<T: 'static, E: 'static> Pipeline<T, E> {
@@ -241,6 +260,14 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
                 Step::Refused => left.take(),
                 Step::Wait => {
                     let deadline = taking.deadline.map(|d| d.at);
+                    if let Policy::Chaos(c) = policy {
+                        match self.inject(c, &mut taking, deadline).await {
+                            Ok(()) => continue,
+                            Err(Some(refused)) => return Some(Err(self.refuse(taking, Some(refused)))),
+                            // The deadline passed during an injected latency or stall.
+                            Err(None) => return Some(Err(self.admitted(taking).timed_out())),
+                        }
+                    }
                     let waited = match policy {
                         Policy::Bulkhead(b) => within(deadline, b.acquire_owned())
                             .await
@@ -280,6 +307,15 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             unreachable!("a refusal leaves its error")
         };
         let classify = self.inner.classify.as_deref();
+        if let Error::Inner(e) = refused {
+            // The caller's own error, injected: judged like the call's.
+            let r: Result<T, E> = Err(e);
+            taking
+                .holds
+                .give_back(|_| rules::outcome(classify, Ended::Call(&r)));
+            let Err(e) = r else { unreachable!("made above") };
+            return Error::Inner(e);
+        }
         taking
             .holds
             .give_back(|_| rules::outcome(classify, Ended::Stopped(&refused)));
@@ -292,6 +328,36 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             pipeline: self.clone(),
             holds: taking.holds,
             deadline: taking.deadline,
+            forced: taking.forced,
+        }
+    }
+
+    /// Runs what fault injection decides for this call: `Ok` to go on,
+    /// `Err(Some(_))` for an injected refusal, `Err(None)` when the deadline
+    /// cut an injected latency or stall short.
+    async fn inject(
+        &self,
+        chaos: &crate::Chaos,
+        taking: &mut Taking,
+        deadline: Option<Instant>,
+    ) -> Result<(), Option<Error<E>>> {
+        let Some(injection) = chaos.decide() else {
+            return Ok(());
+        };
+        if let Some(d) = injection.delay {
+            within(deadline, tokio::time::sleep(d)).await.ok_or(None)?;
+        }
+        match injection.fault {
+            None => Ok(()),
+            Some(Fault::Outcome(o)) => {
+                taking.forced.get_or_insert((taking.taken, o));
+                Ok(())
+            }
+            Some(Fault::Stall) => {
+                within(deadline, std::future::pending::<()>()).await;
+                Err(None)
+            }
+            Some(fault) => Err(Some(self.inner.injected(chaos, fault))),
         }
     }
 }
@@ -321,6 +387,9 @@ struct Taking {
     holds: Holds,
     taken: u32,
     deadline: Option<Deadline>,
+    /// An outcome forced by fault injection on the hand-outs taken before it
+    /// (their number, the outcome).
+    forced: Option<(u32, Outcome)>,
 }
 
 impl Taking {
@@ -330,6 +399,7 @@ impl Taking {
             holds: Holds::None,
             taken: 0,
             deadline: None,
+            forced: None,
         }
     }
 
@@ -384,6 +454,7 @@ impl Taking {
             Policy::Bulkhead(_)
             | Policy::RateLimiter(_)
             | Policy::ExternalRateLimiter(_)
+            | Policy::Chaos(_)
             | Policy::Retry(_)
             | Policy::Hedge(_)
             | Policy::Fallback(_) => Step::Wait,
@@ -443,7 +514,11 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     pub fn record(mut self, result: &Result<T, E>) {
         let classify = self.pipeline.inner.classify.as_deref();
         std::mem::replace(&mut self.holds, Holds::None)
-            .give_back(|_| rules::outcome(classify, Ended::Call(result)));
+            .give_back(|left| {
+                forced_or(self.forced, left, || {
+                    rules::outcome(classify, Ended::Call(result))
+                })
+            });
     }
 
     /// Records `outcome` in every breaker and releases the slots: for a
@@ -451,7 +526,9 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     /// an HTTP call ends, long after the head was classified.
     #[inline]
     pub fn record_outcome(mut self, outcome: Outcome) {
-        std::mem::replace(&mut self.holds, Holds::None).give_back(|_| outcome);
+        let forced = self.forced;
+        std::mem::replace(&mut self.holds, Holds::None)
+            .give_back(|left| forced_or(forced, left, || outcome));
     }
 
     /// The deadline passed before the call ended (the caller has dropped
@@ -466,15 +543,20 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
         let mut error = None;
         let outside = self.deadline.map_or(0, |d| d.outside as usize);
         let classify = self.pipeline.inner.classify.as_deref();
+        let forced = self.forced;
         std::mem::replace(&mut self.holds, Holds::None).each(|left, held| {
             if left >= outside {
                 // Inside the timeout: cut off by its deadline.
-                return held.give_back(|| rules::outcome(classify, Ended::CutOff));
+                return held.give_back(|| {
+                    forced_or(forced, left, || rules::outcome(classify, Ended::CutOff))
+                });
             }
             // Outside it: the timeout unwinds first (its event before any
             // of theirs), and they see its error.
             let error = &*error.get_or_insert_with(|| self.expire());
-            held.give_back(|| rules::outcome(classify, Ended::Stopped(error)));
+            held.give_back(|| {
+                forced_or(forced, left, || rules::outcome(classify, Ended::Stopped(error)))
+            });
         });
         error.unwrap_or_else(|| self.expire())
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::{Inner, Pipeline, Policy};
 use crate::event::{Event, Listener};
 use crate::rate_limiter::ExternalLimiter;
+use crate::chaos::Injected;
 use crate::{
-    Bulkhead, BulkheadBuilder, BulkheadConfig, CircuitBreaker, CircuitBreakerBuilder,
+    Bulkhead, BulkheadBuilder, Chaos, ChaosBuilder, ChaosConfig, BulkheadConfig, CircuitBreaker, CircuitBreakerBuilder,
     CircuitBreakerConfig, Classify, Clock, ConfigError, Fallback, FallbackBuilder, FallbackConfig,
     Hedge, HedgeBuilder, HedgeConfig, Name, PolicyKind, RateLimiter, RateLimiterBuilder,
     RateLimiterConfig, Retry, RetryBuilder, RetryConfig, TimeoutBuilder, TimeoutConfig,
@@ -90,6 +91,7 @@ parts! {
     BulkheadBuilder => Bulkhead,
     RateLimiterBuilder => RateLimiter,
     HedgeBuilder => Hedge,
+    ChaosBuilder => Chaos,
 }
 
 impl<T: Send + 'static, E: Send + 'static> From<FallbackBuilder<T, E>>
@@ -241,6 +243,7 @@ pub struct PipelineBuilder<T, E> {
     name: Name,
     entries: Vec<Entry<T, E>>,
     classify: Option<Arc<dyn Classify<T, E> + Send + Sync>>,
+    chaos_error: Option<super::ChaosError<E>>,
     clock: Option<ClockSetter<T, E>>,
     listeners: Vec<Listener>,
 }
@@ -251,6 +254,7 @@ impl<T, E> Clone for PipelineBuilder<T, E> {
             name: self.name.clone(),
             entries: self.entries.clone(),
             classify: self.classify.clone(),
+            chaos_error: self.chaos_error.clone(),
             clock: self.clock.clone(),
             listeners: self.listeners.clone(),
         }
@@ -293,6 +297,7 @@ where
             name: Name::new("pipeline"),
             entries: Vec::new(),
             classify: None,
+            chaos_error: None,
             clock: None,
             listeners: Vec::new(),
         }
@@ -353,6 +358,57 @@ where
     pub fn external_rate_limiter(mut self, limiter: impl ExternalLimiter) -> Self {
         self.entries
             .push(Entry::ExternalRateLimiter(Arc::new(limiter)));
+        self
+    }
+
+    /// Adds fault injection ([`Chaos`]): the policies outside it see the
+    /// faults it injects as the dependency's (a breaker outside trips on its
+    /// aborts). A pipeline with one is not [direct](Pipeline::admit) (an
+    /// injected latency waits): see [`Pipeline::admit_waiting`].
+    ///
+    /// ```
+    /// use ripcord::{Chaos, CircuitBreaker, Error, Pipeline};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ripcord::ConfigError> {
+    /// let chaos = Chaos::builder("drill").abort(1.0).build()?;
+    /// let p: Pipeline<(), String> = Pipeline::builder()
+    ///     .circuit_breaker(CircuitBreaker::builder("api").consecutive_failures(3))
+    ///     .chaos(chaos.clone())
+    ///     .build()?;
+    /// for _ in 0..3 {
+    ///     assert!(matches!(p.execute(|| async { Ok(()) }).await, Err(Error::Injected(_))));
+    /// }
+    /// // The breaker saw three failures and opened.
+    /// assert!(matches!(p.execute(|| async { Ok(()) }).await, Err(Error::Rejected(_))));
+    /// chaos.disable();
+    /// # Ok(()) }
+    /// ```
+    pub fn chaos(mut self, chaos: impl Into<Part<ChaosBuilder, Chaos>>) -> Self {
+        self.entries.push(Entry::Chaos(chaos.into()));
+        self
+    }
+
+    /// The error an injected [`error`](crate::ChaosConfig::error_rate) fault
+    /// stops a call with — the call's own error type, so that the policies
+    /// and the caller see what a real failure looks like. Without it, such a
+    /// fault is an [`Error::Injected`](crate::Error::Injected).
+    ///
+    /// ```
+    /// use ripcord::{Chaos, Error, Pipeline};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ripcord::ConfigError> {
+    /// let p: Pipeline<u32, String> = Pipeline::builder()
+    ///     .chaos(Chaos::builder("drill").error(1.0))
+    ///     .chaos_error(|injected| format!("connection refused ({injected})"))
+    ///     .build()?;
+    /// let r = p.execute(|| async { Ok(1) }).await;
+    /// assert!(matches!(r, Err(Error::Inner(e)) if e.starts_with("connection refused")));
+    /// # Ok(()) }
+    /// ```
+    pub fn chaos_error(mut self, error: impl Fn(&Injected) -> E + Send + Sync + 'static) -> Self {
+        self.chaos_error = Some(Arc::new(error));
         self
     }
 
@@ -458,6 +514,7 @@ where
                 name,
                 policies: policies.into_boxed_slice(),
                 classify: self.classify.clone(),
+                chaos_error: self.chaos_error.clone(),
                 direct,
                 admissible,
             }),
@@ -511,9 +568,10 @@ where
 /// The tables' order in the file does not count: without `order`, the
 /// policies take the [default order](Self::DEFAULT_ORDER),
 /// `fallback → rate_limiter → retry → hedge → circuit_breaker → bulkhead →
-/// timeout` — admission once per call, retries around the attempts, and
-/// each attempt through its breaker, its bulkhead slot and its own timeout
-/// (the order a reverse proxy's route needs). Above: a rate limiter, then a
+/// timeout → chaos` — admission once per call, retries around the attempts,
+/// and each attempt through its breaker, its bulkhead slot and its own
+/// timeout (the order a reverse proxy's route needs), with injected faults
+/// where the dependency would fail: inside all of them. Above: a rate limiter, then a
 /// retry of up to 3 attempts, each seen by the breaker and bounded by 2 s.
 /// Any other order is given with `order`, e.g. a timeout around the whole
 /// call, retries included:
@@ -588,7 +646,7 @@ impl FallbackEntry for FallbackConfig {
 impl PipelineConfig {
     /// The order of the policies of a file with one table per policy and no
     /// `order`, outermost first: `fallback → rate_limiter → retry → hedge →
-    /// circuit_breaker → bulkhead → timeout` (see the [type's docs](Self)).
+    /// circuit_breaker → bulkhead → timeout → chaos` (see the [type's docs](Self)).
     pub const DEFAULT_ORDER: &'static [PolicyKind] = &[
         PolicyKind::Fallback,
         PolicyKind::RateLimiter,
@@ -597,6 +655,7 @@ impl PipelineConfig {
         PolicyKind::CircuitBreaker,
         PolicyKind::Bulkhead,
         PolicyKind::Timeout,
+        PolicyKind::Chaos,
     ];
 }
 

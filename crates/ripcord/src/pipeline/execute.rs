@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::rules::{self, Ended};
 use super::{Inner, Pipeline, Policy};
 use crate::bulkhead::BulkheadPermit;
+use crate::chaos::Fault;
 use crate::retry::{RetryRun, RetryStep};
 use crate::timeout as deadline;
 use crate::{Error, Outcome, Permit};
@@ -120,9 +121,11 @@ enum Frame<'a> {
     Retry,
     Breaker(Permit<'a>),
     Bulkhead(#[allow(dead_code)] BulkheadPermit<'a>),
-    /// Nothing to give back (rate limiter), or the work is done on the way
-    /// out (fallback).
+    /// Nothing to give back (rate limiter, fault injection that let the call
+    /// through), or the work is done on the way out (fallback).
     Plain,
+    /// Fault injection forced this outcome on the breakers outside it.
+    Forced(Outcome),
 }
 
 /// Frames kept inline, so that a call through a pipeline of up to this many
@@ -234,7 +237,10 @@ macro_rules! walk {
         let mut runs: Stack<RetryRun<'_>, INLINE_RUNS> = Stack::new();
         let mut deadline = outer;
         let mut i = from;
+        // An outcome fault injection forces on the breakers outside it.
+        let mut forced: Option<Outcome>;
         'walk: loop {
+            forced = None;
             // Inward: take what each policy hands out, then make the call.
             let mut flow: Result<T, Stop<E>> = loop {
                 let Some(policy) = policies.get(i) else {
@@ -317,6 +323,29 @@ macro_rules! walk {
                         }
                     }
                     Policy::Fallback(_) => frames.push(Frame::Plain),
+                    Policy::Chaos(c) => match c.decide() {
+                        None => frames.push(Frame::Plain),
+                        Some(injection) => {
+                            if let Some(d) = injection.delay {
+                                let slept = Box::pin(race(tokio::time::sleep(d), deadline)).await;
+                                if let Err(k) = slept {
+                                    break Err(Stop::Expired(k));
+                                }
+                            }
+                            match injection.fault {
+                                None => frames.push(Frame::Plain),
+                                Some(Fault::Outcome(o)) => frames.push(Frame::Forced(o)),
+                                Some(Fault::Stall) => {
+                                    let never = std::future::pending::<()>();
+                                    match Box::pin(race(never, deadline)).await {
+                                        Err(k) => break Err(Stop::Expired(k)),
+                                        Ok(()) => unreachable!("a stall never ends"),
+                                    }
+                                }
+                                Some(fault) => break Err(Stop::Error(inner.injected(c, fault))),
+                            }
+                        }
+                    },
                     Policy::Hedge(h) => {
                         // Each attempt is a walk of the policies inside the
                         // hedge; `f` is a reference here, so every level of
@@ -341,7 +370,11 @@ macro_rules! walk {
                         }
                         deadline = prev;
                     }
-                    Frame::Breaker(permit) => permit.record(inner.outcome(&mut flow)),
+                    Frame::Breaker(permit) => permit.record(match forced {
+                        Some(o) => o,
+                        None => inner.outcome(&mut flow),
+                    }),
+                    Frame::Forced(o) => forced = Some(o),
                     Frame::Bulkhead(slot) => drop(slot),
                     Frame::Plain => {
                         if let Policy::Fallback(fb) = &policies[idx] {

@@ -47,9 +47,10 @@
 //! A configuration file lists its policies in order; in its form with one
 //! table per policy, without `order`, they take
 //! [`PipelineConfig::DEFAULT_ORDER`]: `fallback → rate limiter → retry →
-//! hedge → circuit breaker → bulkhead → timeout` — admission once per call,
-//! then each attempt through its breaker, its bulkhead slot and its own
-//! timeout.
+//! hedge → circuit breaker → bulkhead → timeout → chaos` — admission once
+//! per call, then each attempt through its breaker, its bulkhead slot and its
+//! own timeout, with injected faults (if any) innermost, where the
+//! dependency's own would be.
 //!
 //! # What a breaker records
 //!
@@ -60,6 +61,9 @@
 //! | `Ok`, or the call's own error | by the pipeline's [`classify`](PipelineBuilder::classify) (default: `Ok` success, `Err` failure) |
 //! | a timeout (inside the breaker, or an outer deadline cutting the call off) | **Failure** |
 //! | a bulkhead or rate-limiter refusal, an inner breaker's rejection | **Ignored** |
+//! | a fault injected inside it ([`chaos`](crate::chaos)): abort, reset, stall | **Failure** |
+//! | an injected `error` | as the call's own error |
+//! | a forced outcome injected inside it | that outcome |
 //! | a failed inner fallback chain | Failure |
 //! | the pipeline's future dropped (cancelled from outside) | Ignored |
 //!
@@ -115,10 +119,14 @@ use std::sync::Arc;
 
 use crate::rate_limiter::ExternalLimiter;
 use crate::registry::Member;
+use crate::chaos::{Fault, Injected};
 use crate::{
-    Bulkhead, CircuitBreaker, Classify, Fallback, Hedge, Name, PolicyKind, RateLimiter, Retry,
-    TimeoutPolicy,
+    Bulkhead, Chaos, CircuitBreaker, Classify, Error, Fallback, Hedge,
+    Name, PolicyKind, RateLimiter, Retry, TimeoutPolicy,
 };
+
+/// Makes the caller's error for an injected [`Fault::Error`].
+pub(crate) type ChaosError<E> = Arc<dyn Fn(&Injected) -> E + Send + Sync>;
 
 /// Policies around a call, outermost first. Cheap to clone (one `Arc`), and
 /// `Send + Sync`: share one pipeline between tasks.
@@ -133,6 +141,8 @@ pub(crate) struct Inner<T, E> {
     name: Name,
     policies: Box<[Policy<T, E>]>,
     classify: Option<Arc<dyn Classify<T, E> + Send + Sync>>,
+    /// The caller's error for an injected [`Fault::Error`].
+    chaos_error: Option<ChaosError<E>>,
     /// Whether every policy decides at once (see [`Pipeline::admit`]).
     direct: bool,
     /// Whether every policy admits or refuses (see
@@ -228,6 +238,19 @@ impl<T, E> Pipeline<T, E> {
     /// Whether two handles share the same pipeline.
     pub fn same_as(&self, other: &Pipeline<T, E>) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<T, E> Inner<T, E> {
+    /// The error a fault-injection policy's `fault` stops a call with: the
+    /// caller's own for [`Fault::Error`] when the pipeline has a
+    /// [`chaos_error`](PipelineBuilder::chaos_error), else [`Error::Injected`].
+    fn injected(&self, chaos: &Chaos, fault: Fault) -> Error<E> {
+        let injected = chaos.injected(fault);
+        match &self.chaos_error {
+            Some(make) if fault == Fault::Error => Error::Inner(make(&injected)),
+            _ => Error::Injected(injected),
+        }
     }
 }
 

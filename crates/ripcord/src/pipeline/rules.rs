@@ -75,8 +75,9 @@ pub(super) fn outcome<T, E>(
             // Refusals by policies inside the breaker say nothing about the
             // dependency (an inner breaker's rejection neither).
             Error::Rejected(_) | Error::BulkheadFull(_) | Error::RateLimited(_) => Outcome::Ignored,
-            // A timeout inside the breaker, a failed inner fallback chain.
-            Error::Timeout(_) | Error::Fallback(_) => Outcome::Failure,
+            // A timeout inside the breaker, a failed inner fallback chain, a
+            // fault injected inside it (what a failing dependency looks like).
+            Error::Timeout(_) | Error::Fallback(_) | Error::Injected(_) => Outcome::Failure,
             // Not a refusal (see `Ended::Stopped`): judged as an error is
             // without a classifier.
             Error::Inner(_) => unclassified(false),

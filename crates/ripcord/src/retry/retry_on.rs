@@ -137,7 +137,8 @@ fn retries_policy_error<E>(error: &Error<E>) -> bool {
         // A forced-open breaker stays open until someone resets it.
         Error::Rejected(r) => r.state() != State::ForcedOpen,
         Error::Timeout(_) | Error::BulkheadFull(_) | Error::RateLimited(_) => true,
-        Error::Inner(_) => true,
+        // An injected fault stands for a failed call.
+        Error::Inner(_) | Error::Injected(_) => true,
         // A failed fallback chain (and anything newer) is final.
         #[allow(unreachable_patterns)]
         _ => false,
