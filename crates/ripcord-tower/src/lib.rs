@@ -11,6 +11,7 @@
 //! | [`PipelineLayer`] | a whole [`ripcord::Pipeline`] (timeout, retry, breaker, bulkhead, …) |
 //! | [`keyed::KeyedPipelineLayer`] | a pipeline per key from a [`Registry`](ripcord::Registry) |
 //! | [`TimeoutLayer`], [`RetryLayer`], [`BulkheadLayer`], [`RateLimitLayer`] | one policy each, without a pipeline |
+//! | [`ChaosLayer`], `chaos::HttpChaosLayer` (`http`, `.grpc()` with `grpc`) | fault injection for drills: latency, errors, HTTP statuses and gRPC codes, resets, stalled bodies |
 //! | `shed::ShedLayer` (`http`) | server side: answers 429/503 (or gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`) with `Retry-After` before the handler runs; the mapping is `http::Refusal`'s |
 //!
 //! # What the HTTP layers record
@@ -78,6 +79,7 @@
 #[cfg(feature = "http")]
 pub mod body;
 pub mod bulkhead;
+pub mod chaos;
 pub mod circuit_breaker;
 mod gate;
 #[cfg(feature = "grpc")]
@@ -97,6 +99,7 @@ pub mod shed;
 pub mod timeout;
 
 pub use bulkhead::{BulkheadLayer, BulkheadService};
+pub use chaos::{ChaosLayer, ChaosService};
 pub use circuit_breaker::{CircuitBreakerLayer, CircuitBreakerService};
 pub use keyed::{
     KeyedCircuitBreakerLayer, KeyedCircuitBreakerService, KeyedPipelineLayer, KeyedPipelineService,

@@ -113,10 +113,10 @@ mod sync;
 pub mod timeout;
 
 pub use backoff::Backoff;
-pub use chaos::{Chaos, ChaosBuilder, ChaosConfig};
 pub use bulkhead::{
     Bulkhead, BulkheadBuilder, BulkheadConfig, BulkheadPermit, OwnedBulkheadPermit,
 };
+pub use chaos::{Chaos, ChaosBuilder, ChaosConfig};
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerConfig, OwnedPermit, Permit, State,
     Window, WindowStats,

@@ -219,7 +219,11 @@ fn events_to_a_listener_do_not_allocate() {
 #[test]
 fn fault_injection_that_spares_a_call_allocates_nothing() {
     use ripcord::chaos::{Chaos, Latency};
-    let off = Chaos::builder("off").abort(0.5).enabled(false).build().unwrap();
+    let off = Chaos::builder("off")
+        .abort(0.5)
+        .enabled(false)
+        .build()
+        .unwrap();
     let on = Chaos::builder("on")
         .abort(0.01)
         .latency(0.01, Latency::fixed(Duration::from_millis(1)))

@@ -45,14 +45,14 @@ async fn a_breaker_behind_a_fault_trips_when_it_starts_and_recovers_when_it_stop
             .minimum_calls(10)
             .window(ripcord::Window::count(20))
             .open_for(ripcord::Backoff::fixed(Duration::from_secs(5)))
-            .clock(clock.clone())
+            .clock(clock)
             .build()
             .unwrap();
         let chaos = Chaos::builder("drill")
             .abort(0.6)
             .enabled(false)
             .seed(11)
-            .clock(clock.clone())
+            .clock(clock)
             .build()
             .unwrap();
         let p: P = Pipeline::builder()
@@ -88,7 +88,11 @@ async fn a_breaker_behind_a_fault_trips_when_it_starts_and_recovers_when_it_stop
         let before = calls.load(Ordering::Relaxed);
         let r = call(&p, admit, &calls).await;
         assert_eq!(r.unwrap_err().policy(), Some(PolicyKind::CircuitBreaker));
-        assert_eq!(calls.load(Ordering::Relaxed), before, "a rejected call is not made");
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            before,
+            "a rejected call is not made"
+        );
 
         // The drill stops; after its open time the breaker probes and closes.
         chaos.disable();
@@ -158,7 +162,10 @@ async fn an_injected_error_is_the_callers_own_and_judged_like_one() {
             .unwrap();
         let calls = AtomicU32::new(0);
         let r = call(&p, admit, &calls).await;
-        assert!(matches!(&r, Err(Error::Inner(e)) if e == "injected: an error"), "{r:?}");
+        assert!(
+            matches!(&r, Err(Error::Inner(e)) if e == "injected: an error"),
+            "{r:?}"
+        );
         assert_eq!(calls.load(Ordering::Relaxed), 0);
         // The classifier ignored it.
         assert_eq!(breaker.stats().calls(), 0, "admit: {admit}");
@@ -255,7 +262,10 @@ async fn a_configuration_file_places_the_fault_innermost() {
     }
     assert!(p.circuit_breakers().all(|b| b.state() == State::Open));
     chaos.disable();
-    assert!(!p.chaos().unwrap().is_enabled(), "the pipeline holds the same policy");
+    assert!(
+        !p.chaos().unwrap().is_enabled(),
+        "the pipeline holds the same policy"
+    );
 
     let err = toml::from_str::<PipelineConfig>("[chaos]\nabort_rate = 2.0\n")
         .map_err(|e| e.to_string())

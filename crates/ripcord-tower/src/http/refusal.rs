@@ -22,6 +22,7 @@ pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-ripcord-policy"
 /// | [`Error::Timeout`] | `504 Gateway Timeout` | — | `timeout` |
 /// | [`Error::Inner`] (the call's own error) | `502 Bad Gateway` | — | `upstream` |
 /// | [`Error::Fallback`] (every fallback failed too) | the primary error's | the primary error's | `fallback` |
+/// | [`Error::Injected`] (fault injection) | an abort's `abort_status` (a valid HTTP status, else `503`); `500` for an error, `502` for a reset, `504` for a stall | — | `chaos` |
 ///
 /// `Retry-After` is in whole seconds, rounded up, at least 1. The fields are
 /// public so that a caller can adjust one (say, answer `400` for a request
@@ -64,6 +65,20 @@ fn whole_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
+/// The status answering an injected fault.
+fn injected_status(fault: ripcord::chaos::Fault) -> StatusCode {
+    use ripcord::chaos::Fault;
+    match fault {
+        Fault::Abort { status: Some(s) } => {
+            StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Fault::Error => StatusCode::INTERNAL_SERVER_ERROR,
+        Fault::Reset => StatusCode::BAD_GATEWAY,
+        Fault::Stall => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl Refusal {
     /// The answer to `error`; see the table above.
     pub fn of<E>(error: &Error<E>) -> Refusal {
@@ -80,6 +95,7 @@ impl Refusal {
                     ..primary
                 };
             }
+            Error::Injected(i) => (injected_status(i.fault()), None),
             // A policy refusal this crate does not know yet.
             _ => (StatusCode::SERVICE_UNAVAILABLE, error.retry_after()),
         };
@@ -166,6 +182,33 @@ mod tests {
     use super::*;
 
     type E = Error<std::io::Error>;
+
+    #[test]
+    fn an_injected_fault_maps_to_its_status() {
+        use ripcord::chaos::{Fault, Injected};
+        let cases = [
+            (
+                Fault::Abort { status: Some(429) },
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            (
+                Fault::Abort { status: Some(14) },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Fault::Abort { status: None },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (Fault::Error, StatusCode::INTERNAL_SERVER_ERROR),
+            (Fault::Reset, StatusCode::BAD_GATEWAY),
+            (Fault::Stall, StatusCode::GATEWAY_TIMEOUT),
+        ];
+        for (fault, status) in cases {
+            let r = Refusal::of(&E::Injected(Injected::new("drill", fault)));
+            assert_eq!((r.status, r.retry_after), (status, None), "{fault}");
+            assert_eq!(r.policy_name(), "chaos");
+        }
+    }
 
     #[test]
     fn each_error_maps_to_its_status_wait_and_policy() {

@@ -6,9 +6,9 @@
 //!
 //! | fault | the call | the caller gets | breakers outside record |
 //! |---|---|---|---|
-//! | `abort` | not made | [`Error::Injected`] (HTTP and gRPC layers: `abort_status`) | failure |
-//! | `error` | not made | the pipeline's [`chaos_error`](crate::PipelineBuilder::chaos_error), else [`Error::Injected`] | as the classifier judges that error (failure without one) |
-//! | `reset` | not made | HTTP and gRPC layers reset the connection; elsewhere [`Error::Injected`] | failure |
+//! | `abort` | not made | [`Error::Injected`](crate::Error::Injected) (HTTP and gRPC layers: `abort_status`) | failure |
+//! | `error` | not made | the pipeline's [`chaos_error`](crate::PipelineBuilder::chaos_error), else [`Error::Injected`](crate::Error::Injected) | as the classifier judges that error (failure without one) |
+//! | `reset` | not made | HTTP and gRPC layers reset the connection; elsewhere [`Error::Injected`](crate::Error::Injected) | failure |
 //! | `stall` | not made | never answered: a deadline (a timeout outside) cuts it off; HTTP layers send the head, then stall the body | failure (cut off) |
 //! | forced `outcome` | made | the call's result | the forced outcome |
 //!
@@ -38,7 +38,7 @@
 //! is switched on or off (by hand or by its expiry).
 //!
 //! ```
-//! use ripcord::chaos::{Chaos, Latency};
+//! use ripcord::chaos::Chaos;
 //! use ripcord::{Error, ManualClock};
 //! use std::time::Duration;
 //!
@@ -47,13 +47,14 @@
 //! let chaos = Chaos::builder("payments").abort(0.25).seed(1).clock(clock.clone()).build()?;
 //!
 //! let mut aborted = 0;
-//! for _ in 0..1000 {
+//! for _ in 0..1024 {
 //!     match chaos.execute(|| async { Ok::<_, std::io::Error>(()) }).await {
 //!         Err(Error::Injected(_)) => aborted += 1,
 //!         other => other.unwrap(),
 //!     }
 //! }
-//! assert!((248..=252).contains(&aborted), "{aborted}");
+//! // A quarter of a block of 1,024 calls, give or take a few.
+//! assert!((250..=262).contains(&aborted), "{aborted}");
 //!
 //! // A drill of one minute: on, then off by itself.
 //! chaos.enable_for(Duration::from_secs(60))?;
@@ -138,7 +139,7 @@ pub struct Injection {
 }
 
 /// A call the fault-injection policy did not let through (see
-/// [`Error::Injected`](crate::Error::Injected)).
+/// [`Error::Injected`](crate::Error::Injected)(crate::Error::Injected)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Injected {
     name: Name,
@@ -409,10 +410,10 @@ impl Chaos {
     /// The expiry passed: off, once (the first caller to see it reports it).
     #[cold]
     fn lapse(&self, until: u64) {
-        let swapped = self
-            .inner
-            .until
-            .compare_exchange(until, OFF, Ordering::AcqRel, Ordering::Acquire);
+        let swapped =
+            self.inner
+                .until
+                .compare_exchange(until, OFF, Ordering::AcqRel, Ordering::Acquire);
         if swapped.is_ok() && self.inner.events.active() {
             self.emit(EventKind::FaultSwitched {
                 enabled: false,
@@ -499,7 +500,11 @@ impl Chaos {
     /// later ones in the order abort, error, reset, stall, outcome give way).
     pub fn set_scale(&self, scale: f64) -> Result<(), ConfigError> {
         if !(0.0..=MAX_SCALE).contains(&scale) {
-            return Err(ConfigError::new("scale", scale, "a factor between 0 and 1000"));
+            return Err(ConfigError::new(
+                "scale",
+                scale,
+                "a factor between 0 and 1000",
+            ));
         }
         let mut plan = self.plan();
         plan.scale = scale;
@@ -564,7 +569,7 @@ impl Chaos {
     }
 
     /// Runs `f` with the faults injected: sleeps an injected latency first
-    /// (on tokio's timer), returns [`Error::Injected`](crate::Error::Injected)
+    /// (on tokio's timer), returns [`Error::Injected`](crate::Error::Injected)(crate::Error::Injected)
     /// for an abort, an error or a reset without calling `f`, never returns
     /// for a stall (put a timeout around it), and runs `f` for a forced
     /// outcome (which only breakers outside, in a pipeline, act on).

@@ -211,7 +211,10 @@ fn a_disabled_or_expired_policy_injects_nothing() {
         .unwrap()
         .iter()
         .filter_map(|k| match k {
-            EventKind::FaultSwitched { enabled, expires_in } => Some((*enabled, *expires_in)),
+            EventKind::FaultSwitched {
+                enabled,
+                expires_in,
+            } => Some((*enabled, *expires_in)),
             _ => None,
         })
         .collect();
@@ -351,7 +354,10 @@ fn every_bad_value_is_refused_with_its_field() {
     assert_eq!(bad(b().reset(2.0)), "reset_rate");
     assert_eq!(bad(b().stall(1.1)), "stall_rate");
     assert_eq!(bad(b().outcome(-1.0, Outcome::Success)), "outcome_rate");
-    assert_eq!(bad(b().abort(0.6).outcome(0.6, Outcome::Failure)), "abort_rate");
+    assert_eq!(
+        bad(b().abort(0.6).outcome(0.6, Outcome::Failure)),
+        "abort_rate"
+    );
     assert_eq!(bad(b().latency(1.5, Latency::fixed(ms(1)))), "latency_rate");
     assert_eq!(
         bad(b().latency(0.5, Latency::uniform(ms(10), ms(1)))),
@@ -376,7 +382,10 @@ fn every_bad_value_is_refused_with_its_field() {
     assert_eq!(bad(b().config(no_latency)), "latency");
     let chaos = b().build().unwrap();
     assert_eq!(
-        chaos.enable_for(Duration::from_secs(86_401)).unwrap_err().field(),
+        chaos
+            .enable_for(Duration::from_secs(86_401))
+            .unwrap_err()
+            .field(),
         "expires_after"
     );
     // Rates that add up to one exactly are fine.
@@ -403,7 +412,10 @@ fn a_configuration_reads_from_toml() {
         c.latency,
         Some(Latency::exponential(ms(200), Duration::from_secs(2)))
     );
-    assert_eq!((c.abort_rate, c.abort_status, c.seed), (0.1, Some(503), Some(7)));
+    assert_eq!(
+        (c.abort_rate, c.abort_status, c.seed),
+        (0.1, Some(503), Some(7))
+    );
     assert_eq!(c.outcome, Outcome::Ignored);
     assert_eq!(c.expires_after, Some(Duration::from_secs(600)));
     c.validate().unwrap();

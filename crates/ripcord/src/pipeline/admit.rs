@@ -263,7 +263,9 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
                     if let Policy::Chaos(c) = policy {
                         match self.inject(c, &mut taking, deadline).await {
                             Ok(()) => continue,
-                            Err(Some(refused)) => return Some(Err(self.refuse(taking, Some(refused)))),
+                            Err(Some(refused)) => {
+                                return Some(Err(self.refuse(taking, Some(refused))))
+                            }
                             // The deadline passed during an injected latency or stall.
                             Err(None) => return Some(Err(self.admitted(taking).timed_out())),
                         }
@@ -313,7 +315,9 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             taking
                 .holds
                 .give_back(|_| rules::outcome(classify, Ended::Call(&r)));
-            let Err(e) = r else { unreachable!("made above") };
+            let Err(e) = r else {
+                unreachable!("made above")
+            };
             return Error::Inner(e);
         }
         taking
@@ -513,12 +517,11 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     #[inline]
     pub fn record(mut self, result: &Result<T, E>) {
         let classify = self.pipeline.inner.classify.as_deref();
-        std::mem::replace(&mut self.holds, Holds::None)
-            .give_back(|left| {
-                forced_or(self.forced, left, || {
-                    rules::outcome(classify, Ended::Call(result))
-                })
-            });
+        std::mem::replace(&mut self.holds, Holds::None).give_back(|left| {
+            forced_or(self.forced, left, || {
+                rules::outcome(classify, Ended::Call(result))
+            })
+        });
     }
 
     /// Records `outcome` in every breaker and releases the slots: for a
@@ -555,7 +558,9 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
             // of theirs), and they see its error.
             let error = &*error.get_or_insert_with(|| self.expire());
             held.give_back(|| {
-                forced_or(forced, left, || rules::outcome(classify, Ended::Stopped(error)))
+                forced_or(forced, left, || {
+                    rules::outcome(classify, Ended::Stopped(error))
+                })
             });
         });
         error.unwrap_or_else(|| self.expire())

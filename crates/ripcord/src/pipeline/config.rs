@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Inner, Pipeline, Policy};
+use crate::chaos::Injected;
 use crate::event::{Event, Listener};
 use crate::rate_limiter::ExternalLimiter;
-use crate::chaos::Injected;
 use crate::{
-    Bulkhead, BulkheadBuilder, Chaos, ChaosBuilder, ChaosConfig, BulkheadConfig, CircuitBreaker, CircuitBreakerBuilder,
-    CircuitBreakerConfig, Classify, Clock, ConfigError, Fallback, FallbackBuilder, FallbackConfig,
-    Hedge, HedgeBuilder, HedgeConfig, Name, PolicyKind, RateLimiter, RateLimiterBuilder,
-    RateLimiterConfig, Retry, RetryBuilder, RetryConfig, TimeoutBuilder, TimeoutConfig,
-    TimeoutPolicy,
+    Bulkhead, BulkheadBuilder, BulkheadConfig, Chaos, ChaosBuilder, ChaosConfig, CircuitBreaker,
+    CircuitBreakerBuilder, CircuitBreakerConfig, Classify, Clock, ConfigError, Fallback,
+    FallbackBuilder, FallbackConfig, Hedge, HedgeBuilder, HedgeConfig, Name, PolicyKind,
+    RateLimiter, RateLimiterBuilder, RateLimiterConfig, Retry, RetryBuilder, RetryConfig,
+    TimeoutBuilder, TimeoutConfig, TimeoutPolicy,
 };
 
 /// A policy given to a [`PipelineBuilder`]: a builder, so that every pipeline

@@ -117,12 +117,12 @@ pub use config::{FallbackEntry, Part, PipelineBuilder, PipelineConfig, PolicyCon
 use std::fmt;
 use std::sync::Arc;
 
+use crate::chaos::{Fault, Injected};
 use crate::rate_limiter::ExternalLimiter;
 use crate::registry::Member;
-use crate::chaos::{Fault, Injected};
 use crate::{
-    Bulkhead, Chaos, CircuitBreaker, Classify, Error, Fallback, Hedge,
-    Name, PolicyKind, RateLimiter, Retry, TimeoutPolicy,
+    Bulkhead, Chaos, CircuitBreaker, Classify, Error, Fallback, Hedge, Name, PolicyKind,
+    RateLimiter, Retry, TimeoutPolicy,
 };
 
 /// Makes the caller's error for an injected [`Fault::Error`].
