@@ -10,6 +10,10 @@
 //! | `GET` | `/api/breakers` | every breaker: state, epoch, window figures, fleet link |
 //! | `GET` | `/api/breakers/{name}` | one breaker |
 //! | `POST` | `/api/breakers/{name}/{open,disable,reset}` | manual control (bearer token) |
+//! | `GET` | `/api/faults` | every route's fault injection: whether a drill runs, its faults, its expiry, requests hit |
+//! | `GET` | `/api/faults/{route}` | one route's |
+//! | `PUT` | `/api/faults/{route}` | starts or changes a drill (bearer token): a JSON fault table with `expires_after`, e.g. `{"abort_rate": 0.6, "expires_after": "60s"}` |
+//! | `DELETE` | `/api/faults/{route}` | stops it (bearer token) |
 //! | `GET` | `/api/history` | the last five minutes of one-second samples per breaker |
 //! | `GET` | `/api/events` | server-sent events: history on connect, a snapshot every second, each transition at once |
 //!
@@ -52,7 +56,7 @@ use super::state::ProxyState;
 pub use body::AdminBody;
 pub use events::MAX_STREAMS;
 pub use history::{Sample, HISTORY_SECONDS};
-pub use view::{BreakerView, FleetView, WindowView};
+pub use view::{BreakerView, FaultView, FleetView, WindowView};
 
 /// Largest request head (request line and headers) the admin listener reads.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -540,6 +540,13 @@ pub struct RouteConfig {
     /// The route's pipeline; its breaker is named after the route.
     #[serde(default)]
     pub pipeline: Option<PipelineTable>,
+    /// Faults injected into the route's requests, inside its policies, where
+    /// the upstream's own failures would be: latency, aborts (answered with
+    /// `abort_status`, default 503), errors (500), resets (502) and stalls
+    /// (cut off by the route's timeout: 504). The admin API starts, changes
+    /// and stops a drill on any route, with or without this table.
+    #[serde(default)]
+    pub fault: Option<ripcord::ChaosConfig>,
 }
 
 impl RouteConfig {
@@ -1162,6 +1169,11 @@ impl ProxyConfig {
             if let Some(p) = &r.pipeline {
                 check_pipeline(&format!("{base}.pipeline"), p, written, report);
             }
+            if let Some(f) = &r.fault {
+                if let Err((field, message)) = check_fault(f) {
+                    report(format!("{base}.fault.{field}"), message);
+                }
+            }
         }
         // Breakers and rate limiters are named after their route or
         // upstream; in a fleet the name is the shared key.
@@ -1406,6 +1418,28 @@ fn tls_path(base: &str, key: &str) -> String {
     }
 }
 
+/// Checks a route's fault table; the error names its field and says what
+/// is wrong. Also what the admin API checks a drill with.
+pub fn check_fault(f: &ripcord::ChaosConfig) -> Result<(), (&'static str, String)> {
+    if let Err(e) = f.validate() {
+        return Err((
+            e.field(),
+            format!("{}: expected {}", e.value(), e.expected()),
+        ));
+    }
+    if f.outcome_rate > 0.0 {
+        return Err((
+            "outcome_rate",
+            format!(
+                "{}: the proxy injects latency, aborts, errors, resets and stalls; a forced \
+                 outcome is for pipelines in code (expected 0)",
+                f.outcome_rate
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_pipeline(
     base: &str,
     p: &PipelineTable,
@@ -1432,6 +1466,15 @@ fn check_pipeline(
         }
         seen.push(kind);
         let result = match c {
+            PolicyConfig::Chaos(_) => {
+                report(
+                    path,
+                    "fault injection on a route is its `fault` table (e.g. `[routes.fault]`), \
+                     placed inside its policies; a pipeline does not hold one"
+                        .into(),
+                );
+                continue;
+            }
             // Bare or in a table, it is written at `path`.
             PolicyConfig::Timeout(t) => {
                 check_duration(&path, t.timeout, report);

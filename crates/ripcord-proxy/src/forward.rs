@@ -1275,6 +1275,12 @@ async fn attempt(
             }
         },
     };
+    // A drill's faults, inside the policies (off the fast path: one load
+    // when none runs).
+    let admitted = match route.fault.decide() {
+        None => admitted,
+        Some(injection) => Box::pin(inject(&route.fault, injection, admitted)).await?,
+    };
     let addr = route.upstream.pick();
     // The caller's deadline when it comes before the policies': what is
     // left of it goes to the upstream as its `grpc-timeout`.
@@ -1389,6 +1395,42 @@ async fn attempt(
     }
 }
 
+/// Runs an injected fault on an admitted attempt: waits out its latency
+/// (within the attempt's deadline), then lets the attempt go on, or ends it
+/// as the upstream's failure would — an abort, error or reset as
+/// [`Error::Injected`] (answered by [`Refusal`]'s status), a stall when the
+/// deadline cuts it off. The policies record a failure either way.
+async fn inject(
+    chaos: &ripcord::Chaos,
+    injection: ripcord::chaos::Injection,
+    admitted: Admitted<Response<ProxyBody>, BoxError>,
+) -> Result<Admitted<Response<ProxyBody>, BoxError>, Error<BoxError>> {
+    use ripcord::chaos::Fault;
+    let until = |at: Option<Instant>| async move {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    if let Some(d) = injection.delay {
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            () = until(admitted.deadline()) => return Err(admitted.timed_out()),
+        }
+    }
+    match injection.fault {
+        None | Some(Fault::Outcome(_)) => Ok(admitted),
+        Some(Fault::Stall) => {
+            until(admitted.deadline()).await;
+            Err(admitted.timed_out())
+        }
+        Some(fault) => {
+            admitted.record_outcome(Outcome::Failure);
+            Err(Error::Injected(chaos.injected(fault)))
+        }
+    }
+}
+
 /// `send` within the policies' deadline, or the caller's when it is given
 /// (it comes first); `None` when the deadline passed.
 async fn within<F: Future>(
@@ -1476,6 +1518,7 @@ fn refusal(route: &RoutePolicies, e: &Error<BoxError>, grpc: bool) -> Response<P
             route.upstream.name,
             t.elapsed()
         ),
+        Error::Injected(i) => format!("{i}: a drill on route `{}`\n", route.name),
         Error::Inner(e) if e.is::<RequestBodyFailed>() => {
             // The client's fault, not the upstream's.
             answer.status = StatusCode::BAD_REQUEST;

@@ -150,6 +150,8 @@ pub(crate) struct RoutePolicies {
     once: Option<RoutePipeline>,
     /// The policies inside, taken for each attempt.
     pub(crate) attempt: RoutePipeline,
+    /// Faults injected into each attempt, inside its policies.
+    pub(crate) fault: ripcord::Chaos,
 }
 
 impl RoutePolicies {
@@ -163,6 +165,7 @@ impl RoutePolicies {
         route: Vec<Owned>,
         up: Vec<Owned>,
         default_timeout: Duration,
+        fault: ripcord::Chaos,
         metrics: &Metrics,
     ) -> Result<Self, ComposeError> {
         let mut list = route;
@@ -208,6 +211,7 @@ impl RoutePolicies {
             around,
             once,
             attempt,
+            fault,
         })
     }
 

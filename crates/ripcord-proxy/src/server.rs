@@ -30,7 +30,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use ripcord::pipeline::PolicyConfig;
 use ripcord::store::Fleet;
 use ripcord::{
-    Bulkhead, BulkheadConfig, CircuitBreaker, CircuitBreakerConfig, RateLimiter, RateLimiterConfig,
+    Bulkhead, BulkheadConfig, Chaos, ChaosConfig, CircuitBreaker, CircuitBreakerConfig,
+    RateLimiter, RateLimiterConfig,
 };
 use ripcord_metrics::Metrics;
 use ripcord_redis::RedisStore;
@@ -45,7 +46,7 @@ use super::conn::{Activity, Admission, Deadlines, Permit, Tracked, Watched};
 use super::forward::{self, Peer, ProxyBody, Upstream};
 use super::policy::{table_policies, Limiter, Made, Owned, RoutePolicies};
 use super::route::RouteTable;
-use super::state::{AdminAccess, BreakerEntry, ProxyState};
+use super::state::{AdminAccess, BreakerEntry, FaultEntry, ProxyState};
 use super::stream::ClientStream;
 
 /// Why the proxy could not start.
@@ -172,7 +173,14 @@ struct Table {
     bulkheads: Kept<BulkheadConfig, Bulkhead>,
     /// Rate limiters by scope, likewise.
     limiters: Kept<RateLimiterConfig, Limiter>,
+    /// Fault injections by route name, with the route's `fault` table: a
+    /// drill started through the admin API survives a reload that leaves
+    /// the table as it was.
+    faults: Kept<Option<ChaosConfig>, Chaos>,
 }
+
+/// The admin's breaker list and the routes' fault injections.
+type Entries = (Vec<BreakerEntry>, Vec<FaultEntry>);
 
 /// The policies a reload may keep, by key, with the configuration each was
 /// built from.
@@ -320,6 +328,7 @@ struct Built {
     breakers: Kept<CircuitBreakerConfig, CircuitBreaker>,
     bulkheads: Kept<BulkheadConfig, Bulkhead>,
     limiters: Kept<RateLimiterConfig, Limiter>,
+    faults: Kept<Option<ChaosConfig>, Chaos>,
 }
 
 fn build_err(path: String, e: impl std::error::Error + Send + Sync + 'static) -> BuildError {
@@ -413,8 +422,37 @@ impl Builder<'_> {
         })
     }
 
-    /// Builds the routing table and the admin's breaker list.
-    fn table(&self, config: &ProxyConfig) -> Result<(Table, Vec<BreakerEntry>), BuildError> {
+    /// The fault injection of route `name`, with its `fault` table (kept
+    /// from the running table when the table is unchanged).
+    fn fault(
+        &self,
+        name: &str,
+        path: &str,
+        config: &Option<ChaosConfig>,
+        built: &mut Built,
+    ) -> Result<Chaos, BuildError> {
+        let chaos = match keep(self.old.map(|t| &t.faults), name, config) {
+            Some(c) => c,
+            None => {
+                let c = config.clone().unwrap_or(ChaosConfig {
+                    enabled: false,
+                    ..ChaosConfig::default()
+                });
+                Chaos::builder(name)
+                    .config(c)
+                    .build()
+                    .map_err(|e| build_err(format!("{path}.fault"), e))?
+            }
+        };
+        built
+            .faults
+            .insert(name.to_string(), (config.clone(), chaos.clone()));
+        Ok(chaos)
+    }
+
+    /// Builds the routing table, the admin's breaker list and the routes'
+    /// fault injections.
+    fn table(&self, config: &ProxyConfig) -> Result<(Table, Entries), BuildError> {
         let mut built = Built::default();
         let mut entries = Vec::new();
         let mut upstreams = HashMap::new();
@@ -449,6 +487,7 @@ impl Builder<'_> {
             );
         }
         let mut routes = Vec::new();
+        let mut faults = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let path = format!("routes[{i}]");
             let Some((upstream, up_policies)) = upstreams.get(&r.upstream) else {
@@ -465,12 +504,18 @@ impl Builder<'_> {
                 &mut built,
             )?;
             entries.extend(breakers_of(&policies, &format!("route:{}", r.name)));
+            let fault = self.fault(&r.name, &path, &r.fault, &mut built)?;
+            faults.push(FaultEntry {
+                route: r.name.clone(),
+                chaos: fault.clone(),
+            });
             let policies = RoutePolicies::new(
                 &r.name,
                 Arc::clone(upstream),
                 policies,
                 up_policies.clone(),
                 config.limits.default_timeout,
+                fault,
                 self.metrics,
             )
             .map_err(|e| build_err(e.path.clone(), e))?;
@@ -482,8 +527,9 @@ impl Builder<'_> {
                 breakers: built.breakers,
                 bulkheads: built.bulkheads,
                 limiters: built.limiters,
+                faults: built.faults,
             },
-            entries,
+            (entries, faults),
         ))
     }
 }
@@ -605,7 +651,7 @@ impl Proxy {
             store: store.as_ref(),
             old: None,
         };
-        let (table, entries) = builder.table(&config)?;
+        let (table, (entries, faults)) = builder.table(&config)?;
         if let Some(f) = &fleet {
             f.sync_now().await;
         }
@@ -663,6 +709,7 @@ impl Proxy {
             )
             .with_access(access),
         );
+        state.replace_faults(faults);
 
         let (stop, _) = watch::channel(None::<Duration>);
         let mut server = auto::Builder::new(TokioExecutor::new());
@@ -1160,7 +1207,7 @@ impl RunningProxy {
             store: self.store.as_ref(),
             old: Some(&old_table),
         };
-        let (table, entries) = builder.table(&new)?;
+        let (table, (entries, faults)) = builder.table(&new)?;
         let mut summary = ReloadSummary {
             routes: table.routes.names().map(str::to_string).collect(),
             ..ReloadSummary::default()
@@ -1225,6 +1272,7 @@ impl RunningProxy {
         }
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         self.state.replace_breakers(entries);
+        self.state.replace_faults(faults);
         let mut listeners_now = self
             .config
             .lock()

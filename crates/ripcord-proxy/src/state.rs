@@ -72,6 +72,16 @@ pub struct BreakerEntry {
     pub breaker: CircuitBreaker,
 }
 
+/// The fault injection of one route (see the route's `fault` table and the
+/// admin API's `/api/faults`).
+#[derive(Debug, Clone)]
+pub struct FaultEntry {
+    /// The route's name.
+    pub route: String,
+    /// Its fault-injection policy (disabled unless a drill runs).
+    pub chaos: ripcord::Chaos,
+}
+
 /// Who may use the admin listener besides the token: the host names its
 /// API answers to, and how many event streams one address may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +135,7 @@ impl AdminAccess {
 #[derive(Debug)]
 pub struct ProxyState {
     breakers: RwLock<Arc<Vec<BreakerEntry>>>,
+    faults: RwLock<Arc<Vec<FaultEntry>>>,
     fleet: Option<Fleet>,
     metrics: Metrics,
     admin_token: Option<String>,
@@ -142,6 +153,7 @@ impl ProxyState {
     ) -> Self {
         ProxyState {
             breakers: RwLock::new(Arc::new(breakers)),
+            faults: RwLock::new(Arc::new(Vec::new())),
             fleet,
             metrics,
             admin_token: admin_token.filter(|t| !t.is_empty()),
@@ -178,6 +190,24 @@ impl ProxyState {
     /// Replaces the breaker list (after a config reload).
     pub fn replace_breakers(&self, breakers: Vec<BreakerEntry>) {
         *self.breakers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(breakers);
+    }
+
+    /// Every route's fault injection, in configuration order.
+    pub fn faults(&self) -> Arc<Vec<FaultEntry>> {
+        Arc::clone(&self.faults.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The fault injection of the route `route`.
+    pub fn fault(&self, route: &str) -> Option<ripcord::Chaos> {
+        self.faults()
+            .iter()
+            .find(|e| e.route == route)
+            .map(|e| e.chaos.clone())
+    }
+
+    /// Replaces the routes' fault injections (at start and after a reload).
+    pub fn replace_faults(&self, faults: Vec<FaultEntry>) {
+        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
     /// The fleet link, when the config names a store.

@@ -23,7 +23,7 @@ use browser::{find_or_install_chromium, Browser, Page};
 use ripcord::{Backoff, CircuitBreaker, State};
 use ripcord_metrics::Metrics;
 use ripcord_proxy::admin::serve;
-use ripcord_proxy::state::{BreakerEntry, ProxyState};
+use ripcord_proxy::state::{BreakerEntry, FaultEntry, ProxyState};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -209,6 +209,20 @@ async fn the_dashboard_shows_a_tile_per_breaker_and_updates_live() {
         metrics,
         Some("t0ken".into()),
     ));
+    // A route a drill will run on.
+    let drill = ripcord::Chaos::builder("checkout")
+        .abort(0.6)
+        .latency(
+            0.2,
+            ripcord::chaos::Latency::fixed(Duration::from_millis(1500)),
+        )
+        .enabled(false)
+        .build()
+        .expect("valid drill");
+    state.replace_faults(vec![FaultEntry {
+        route: "checkout".into(),
+        chaos: drill.clone(),
+    }]);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop_admin, stopped) = oneshot::channel::<()>();
@@ -308,6 +322,33 @@ async fn the_dashboard_shows_a_tile_per_breaker_and_updates_live() {
                 .is_some_and(|a| a.iter().all(|s| s != "forced_open")),
             "{others}"
         );
+        // A drill shows as a banner while it runs, and goes when it stops.
+        let banner = r#"document.querySelector('[data-drill="checkout"]')"#;
+        assert_eq!(page.eval(&format!("{banner} === null")).await?, true);
+        drill
+            .enable_for(Duration::from_secs(600))
+            .expect("a valid expiry");
+        page.wait_for(&format!("{banner} !== null"), Duration::from_secs(10))
+            .await?;
+        let text = page.eval(&format!("{banner}.textContent")).await?;
+        let text = text.as_str().unwrap_or_default().to_string();
+        assert!(
+            text.contains("abort 503 60%")
+                && text.contains("latency 20%")
+                && text.contains("ends in"),
+            "{text}"
+        );
+        drill.disable();
+        page.wait_for(
+            "document.getElementById('drills').hidden === true",
+            Duration::from_secs(10),
+        )
+        .await?;
+        drill
+            .enable_for(Duration::from_secs(600))
+            .expect("a valid expiry");
+        page.wait_for(&format!("{banner} !== null"), Duration::from_secs(10))
+            .await?;
         // Sparklines are drawn once there are two samples.
         page.wait_for(
             r#"document.querySelectorAll('svg.spark path.area').length > 0"#,

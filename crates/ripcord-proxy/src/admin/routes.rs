@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -13,7 +14,7 @@ use serde::Serialize;
 use super::body::AdminBody;
 use super::dashboard;
 use super::events::{Hub, StreamRefused, MAX_STREAMS};
-use super::view::{BreakerView, FleetView};
+use super::view::{BreakerView, FaultView, FleetView};
 use super::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::state::{Control, ControlError, ProxyState};
 
@@ -93,6 +94,10 @@ impl App {
                 }
                 self.control(req, name, action, peer).await
             }
+            ["api", "faults"] => get_only(&method, || {
+                json(StatusCode::OK, &FaultView::all(&self.state.faults()))
+            }),
+            ["api", "faults", route] => self.fault(req, route, peer).await,
             ["api", "history"] => get_only(&method, || {
                 let mut r = Response::new(AdminBody::full(self.hub.history_json()));
                 set(&mut r, header::CONTENT_TYPE, "application/json");
@@ -154,21 +159,17 @@ impl App {
         }
     }
 
-    async fn control(
-        &self,
-        req: Request<Incoming>,
-        raw_name: &str,
-        raw_action: &str,
-        peer: SocketAddr,
-    ) -> Response<AdminBody> {
-        // The body carries nothing, but a large one is refused before anything else.
+    /// Reads the body of a mutating call (bounded in size and time) and
+    /// checks its bearer token: the body, or the answer refusing the call.
+    async fn authorized(&self, req: Request<Incoming>) -> Result<Bytes, Response<AdminBody>> {
+        // A large body is refused before anything else.
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return too_large();
+            return Err(too_large());
         }
         let (parts, body) = req.into_parts();
         let collected = tokio::time::timeout(
@@ -176,7 +177,7 @@ impl App {
             Limited::new(body, MAX_BODY_BYTES).collect(),
         )
         .await;
-        match collected {
+        let body = match collected {
             Err(_) => {
                 let mut r = error(
                     StatusCode::REQUEST_TIMEOUT,
@@ -186,15 +187,15 @@ impl App {
                     ),
                 );
                 set(&mut r, header::CONNECTION, "close");
-                return r;
+                return Err(r);
             }
             // Over the limit, or the client broke off mid-body.
-            Ok(Err(_)) => return too_large(),
-            Ok(Ok(_)) => {}
-        }
+            Ok(Err(_)) => return Err(too_large()),
+            Ok(Ok(body)) => body.to_bytes(),
+        };
 
         if !self.state.has_admin_token() {
-            return error(StatusCode::FORBIDDEN, TOKEN_HELP);
+            return Err(error(StatusCode::FORBIDDEN, TOKEN_HELP));
         }
         let presented = parts
             .headers
@@ -202,13 +203,26 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
         match presented {
-            None => return unauthorized(
+            None => Err(unauthorized(
                 "this call needs an `Authorization: Bearer <token>` header with the admin token",
-            ),
+            )),
             Some(token) if !self.state.check_token(token) => {
-                return unauthorized("the bearer token is not the admin token")
+                Err(unauthorized("the bearer token is not the admin token"))
             }
-            Some(_) => {}
+            Some(_) => Ok(body),
+        }
+    }
+
+    async fn control(
+        &self,
+        req: Request<Incoming>,
+        raw_name: &str,
+        raw_action: &str,
+        peer: SocketAddr,
+    ) -> Response<AdminBody> {
+        // The body carries nothing.
+        if let Err(refused) = self.authorized(req).await {
+            return refused;
         }
 
         let Some(action) = Control::parse(raw_action) else {
@@ -255,6 +269,77 @@ impl App {
             ),
             Err(e @ ControlError::Store(_)) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         }
+    }
+
+    /// `GET` a route's fault injection, `PUT` a drill on it (a JSON
+    /// `fault` table with `expires_after`), `DELETE` to stop it.
+    async fn fault(
+        &self,
+        req: Request<Incoming>,
+        raw_route: &str,
+        peer: SocketAddr,
+    ) -> Response<AdminBody> {
+        let Some(route) = percent_decode(raw_route) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the route name is not valid percent-encoded UTF-8",
+            );
+        };
+        let method = req.method().clone();
+        let mutating = method == Method::PUT || method == Method::DELETE;
+        if !mutating && method != Method::GET && method != Method::HEAD {
+            return method_not_allowed("GET, HEAD, PUT, DELETE");
+        }
+        let body = if mutating {
+            match self.authorized(req).await {
+                Ok(body) => body,
+                Err(refused) => return refused,
+            }
+        } else {
+            Bytes::new()
+        };
+        let Some(chaos) = self.state.fault(&route) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no route named `{}`", clip(&route)),
+            );
+        };
+        let actor = format!("admin-api@{peer}");
+        if method == Method::PUT {
+            let config: ripcord::ChaosConfig = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "the body is not a fault table ({e}); expected JSON such as \
+                             {{\"abort_rate\": 0.5, \"abort_status\": 503, \"expires_after\": \"60s\"}}"
+                        ),
+                    )
+                }
+            };
+            if config.expires_after.is_none() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "a drill started through the admin API needs `expires_after` (e.g. \"60s\", at \
+                     most one day), so that it stops by itself",
+                );
+            }
+            if let Err((field, message)) = crate::config::check_fault(&config) {
+                return error(StatusCode::BAD_REQUEST, &format!("`{field}`: {message}"));
+            }
+            if let Err(e) = chaos.reconfigure(ripcord::ChaosConfig {
+                enabled: true,
+                ..config
+            }) {
+                return error(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+            tracing::info!(target: crate::LOG_TARGET, route = %route, actor = %actor, expires_in = ?chaos.expires_in(), "a drill started on the route");
+        } else if method == Method::DELETE {
+            chaos.disable();
+            tracing::info!(target: crate::LOG_TARGET, route = %route, actor = %actor, "the drill on the route stopped");
+        }
+        json(StatusCode::OK, &FaultView::of(&route, &chaos))
     }
 
     fn events(&self, peer: std::net::IpAddr) -> Response<AdminBody> {

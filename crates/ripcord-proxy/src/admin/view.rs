@@ -1,4 +1,4 @@
-//! What the admin API says about a breaker, as JSON.
+//! What the admin API says about a breaker and a drill, as JSON.
 
 use ripcord::store::Fleet;
 use serde::Serialize;
@@ -128,5 +128,66 @@ pub(super) fn finite(x: f64) -> f64 {
         x
     } else {
         0.0
+    }
+}
+
+/// One route's fault injection as `/api/faults` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultView {
+    /// The route's name.
+    pub route: String,
+    /// Whether a drill runs now (faults are being injected).
+    pub active: bool,
+    /// Milliseconds until the drill stops by itself, if it has an expiry.
+    pub expires_in_ms: Option<u64>,
+    /// Share of requests delayed, and by how much (e.g. `1.5s`, `100ms..=2s`).
+    pub latency_rate: f64,
+    /// The injected latency, in words.
+    pub latency: Option<String>,
+    /// Share of requests aborted.
+    pub abort_rate: f64,
+    /// The status an abort is answered with (503 when unset).
+    pub abort_status: Option<u16>,
+    /// Share answered `500`.
+    pub error_rate: f64,
+    /// Share answered as a reset connection (`502`).
+    pub reset_rate: f64,
+    /// Share stalled until the route's timeout (`504`).
+    pub stall_rate: f64,
+    /// Requests drawn while a drill ran, and how many of them were hit.
+    pub drawn: u64,
+    /// Requests hit.
+    pub injected: u64,
+}
+
+impl FaultView {
+    /// The view of `route`'s policy `chaos`.
+    pub fn of(route: &str, chaos: &ripcord::Chaos) -> Self {
+        let c = chaos.config();
+        let (drawn, injected) = chaos.counts();
+        FaultView {
+            route: route.to_string(),
+            active: chaos.is_enabled() && c.injects(),
+            expires_in_ms: chaos
+                .expires_in()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            latency_rate: c.latency_rate,
+            latency: c.latency.map(|l| l.to_string()),
+            abort_rate: c.abort_rate,
+            abort_status: c.abort_status,
+            error_rate: c.error_rate,
+            reset_rate: c.reset_rate,
+            stall_rate: c.stall_rate,
+            drawn,
+            injected,
+        }
+    }
+
+    /// Every route's.
+    pub fn all(entries: &[crate::state::FaultEntry]) -> Vec<FaultView> {
+        entries
+            .iter()
+            .map(|e| FaultView::of(&e.route, &e.chaos))
+            .collect()
     }
 }

@@ -370,6 +370,45 @@
     }
   }
 
+  // Active drills (fault injection on a route), from /api/faults.
+  function faultsOf(f) {
+    const parts = [];
+    const add = (r, what) => {
+      if (r > 0) parts.push(`${what} ${Math.round(r * 1000) / 10}%`);
+    };
+    if (f.latency_rate > 0) parts.push(`latency ${Math.round(f.latency_rate * 1000) / 10}% (${f.latency})`);
+    add(f.abort_rate, `abort ${f.abort_status || 503}`);
+    add(f.error_rate, "error 500");
+    add(f.reset_rate, "reset");
+    add(f.stall_rate, "stall");
+    return parts.join(" · ");
+  }
+
+  function showDrills(list) {
+    const box = $("drills");
+    const active = list.filter((f) => f.active);
+    box.replaceChildren(
+      ...active.map((f) => {
+        const d = el("div", "drill");
+        d.dataset.drill = f.route;
+        d.append("drill on route ", el("b", null, f.route), `: ${faultsOf(f)}`);
+        if (f.expires_in_ms != null) d.append(` · ends in ${duration(Math.ceil(f.expires_in_ms / 1000))}`);
+        d.append(` · ${f.injected} of ${f.drawn} requests hit`);
+        return d;
+      })
+    );
+    box.hidden = active.length === 0;
+  }
+
+  async function pollDrills() {
+    try {
+      const r = await fetch("/api/faults", { cache: "no-store" });
+      if (r.ok) showDrills(await r.json());
+    } catch (err) {
+      console.error("ripcord dashboard: drills", err);
+    }
+  }
+
   function connect() {
     const es = new EventSource("/api/events");
     const on = (type, f) =>
@@ -392,6 +431,8 @@
     tokenInput.value = sessionStorage.getItem("ripcord-admin-token") || "";
     tokenInput.addEventListener("change", () => sessionStorage.setItem("ripcord-admin-token", tokenInput.value));
     let es = connect();
+    pollDrills();
+    setInterval(pollDrills, 2000);
     setInterval(() => {
       if (es.readyState === EventSource.CLOSED) {
         es = connect();
