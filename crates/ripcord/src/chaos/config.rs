@@ -112,6 +112,30 @@ impl fmt::Display for Latency {
     }
 }
 
+/// Written in the forms it is read from: a duration, or a table.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Latency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let text = |d: &Duration| humantime::format_duration(*d).to_string();
+        match self {
+            Latency::Fixed(d) => s.serialize_str(&text(d)),
+            Latency::Uniform { min, max } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("min", &text(min))?;
+                m.serialize_entry("max", &text(max))?;
+                m.end()
+            }
+            Latency::Exponential { mean, max } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("mean", &text(mean))?;
+                m.serialize_entry("max", &text(max))?;
+                m.end()
+            }
+        }
+    }
+}
+
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Latency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -180,7 +204,7 @@ impl<'de> serde::Deserialize<'de> for Latency {
 /// expires_after = "10m"         # switches itself off
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ChaosConfig {
     /// Whether it injects anything (default `true`; switch it at runtime with

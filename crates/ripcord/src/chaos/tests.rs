@@ -425,6 +425,12 @@ fn a_configuration_reads_from_toml() {
     let u: ChaosConfig = toml::from_str("latency = { min = \"1ms\", max = \"9ms\" }").unwrap();
     assert_eq!(u.latency, Some(Latency::uniform(ms(1), ms(9))));
 
+    // Written back in the same forms, and read back the same.
+    for c in [c.clone(), l, u] {
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<ChaosConfig>(&text).unwrap(), c, "{text}");
+    }
+
     let err = toml::from_str::<ChaosConfig>("latency = { min = \"1ms\" }")
         .unwrap_err()
         .to_string();
