@@ -12,7 +12,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | a failure: the command could not start (a port is taken, the store is unreachable for the demo) or a run failed (a file could not be written, `fleet` names an unknown breaker) |
+//! | 1 | a failure: a `ripcord drill` SLO was missed, or the command could not start (a port is taken, the store is unreachable for the demo) or a run failed (a file could not be written, `fleet` names an unknown breaker) |
 //! | 2 | a usage or configuration error: a bad flag or value (clap's own errors), a configuration or trace file that cannot be read or is refused |
 //! | 130 | `ripcord demo` ended early by ctrl-c |
 
@@ -40,7 +40,7 @@ Errors are printed on stderr as `error: …`.
 
 Exit codes:
   0    success
-  1    failure: the command could not start (a listener cannot be bound, the
+  1    failure: an SLO of `ripcord drill` was missed, or the command could not start (a listener cannot be bound, the
        demo's store does not answer), or a run failed (an output file cannot
        be written, `fleet` names a breaker the store does not know)
   2    usage or configuration error: a bad flag or value, a configuration or
@@ -68,6 +68,14 @@ Examples:
   ripcord simulate traffic.csv --config eager.toml --config patient.toml
   ripcord simulate --scenario \"ok 60s, fail 30s @ 80%, ok 60s\" --json
   ripcord simulate calls.jsonl --plot chart.svg";
+
+/// `ripcord drill --help`'s examples.
+const DRILL_EXAMPLES: &str = "\
+Examples:
+  ripcord drill                                      # in-process: upstream, proxy, traffic
+  ripcord drill --schedule \"ok 5s, fail 10s @ 60%, ok 10s\" --slo ok.errors=1% --slo recover=5s
+  ripcord drill --target http://127.0.0.1:8080/api --admin http://127.0.0.1:9090 \\
+      --route api --token $TOKEN --slo p99=250ms --json --plot drill.svg";
 
 /// `ripcord fleet --help`'s examples.
 const FLEET_EXAMPLES: &str = "\
@@ -136,6 +144,18 @@ enum Command {
     /// breaker.
     #[command(after_long_help = FLEET_EXAMPLES)]
     Fleet(cmd::fleet::FleetArgs),
+    /// Run a chaos drill and judge it against SLOs.
+    ///
+    /// Sends steady traffic through a proxy route while faults follow a
+    /// schedule (aborts, errors, latency, stalls, resets, a store cut),
+    /// scraping the proxy's /metrics for its breakers: time to trip, time to
+    /// recover, errors and latency per phase, against SLOs. In-process by
+    /// default (a healthy upstream and a proxy on loopback); --target,
+    /// --admin and --route drill a running proxy. Exit 0 when every SLO
+    /// held, 1 when one was missed or the drill could not run, 2 for a bad
+    /// argument.
+    #[command(after_long_help = DRILL_EXAMPLES)]
+    Drill(cmd::drill::DrillArgs),
     /// Run the reverse proxy from a TOML configuration file.
     ///
     /// Runs the reverse proxy: routes, upstreams and a pipeline (timeout,
@@ -240,6 +260,22 @@ fn main() -> ExitCode {
                 proxy::check_json(&args.config, &mut out)
             } else {
                 ripcord_proxy::check(&args.config, &mut out, &mut err)
+            }
+        }
+        Command::Drill(args) => {
+            let runtime = match runtime(true) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(cmd::drill::run(&args, &mut out)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    let code = e.exit_code();
+                    print_error(&e.to_string());
+                    ExitCode::from(code)
+                }
             }
         }
         Command::Fleet(args) => {

@@ -519,12 +519,16 @@ impl Chaos {
 
     /// Replaces the faults (and, if it gives one, the seed), for the calls
     /// that start from now on; switches the policy on or off as `config`
-    /// says (with its expiry). The scale is kept.
+    /// says (with its expiry). The scale is kept; the draws start afresh
+    /// (and [`counts`](Self::counts) from zero), so that a drill under a
+    /// seed hits the same of its calls on every run.
     pub fn reconfigure(&self, config: ChaosConfig) -> Result<(), ConfigError> {
         config.validate()?;
         if let Some(seed) = config.seed {
             self.inner.seed.store(seed, Ordering::Relaxed);
         }
+        self.inner.calls.store(0, Ordering::Relaxed);
+        self.inner.hits.store(0, Ordering::Relaxed);
         let (enabled, expiry) = (config.enabled, config.expires_after);
         {
             let mut plan = self.plan();

@@ -325,6 +325,7 @@ fn reconfigure_replaces_the_faults_and_switches_as_told() {
     };
     chaos.reconfigure(config.clone()).unwrap();
     assert_eq!(chaos.config(), config);
+    assert_eq!(chaos.counts(), (0, 0), "the draws start afresh");
     assert_eq!(chaos.decide().unwrap().fault, Some(Fault::Stall));
     assert_eq!(chaos.expires_in(), Some(Duration::from_secs(5)));
 
@@ -343,6 +344,20 @@ fn reconfigure_replaces_the_faults_and_switches_as_told() {
         })
         .unwrap();
     assert!(chaos.decide().is_none());
+
+    // The same seed, reconfigured: the same calls hit again.
+    let half = ChaosConfig {
+        abort_rate: 0.5,
+        seed: Some(77),
+        ..ChaosConfig::default()
+    };
+    let run = || {
+        chaos.reconfigure(half.clone()).unwrap();
+        (0..300)
+            .map(|_| chaos.decide().is_some())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
 }
 
 #[test]
