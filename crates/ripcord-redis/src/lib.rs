@@ -134,6 +134,10 @@
 //! the same way and pings an idle subscription every 3 s. Scripts are reloaded
 //! when Redis forgot them (`NOSCRIPT` after a restart or failover).
 //!
+//! To rehearse these faults, put a [`relay::Relay`] between the instances and
+//! Redis: a loopback TCP relay that adds latency, blackholes traffic, resets
+//! open connections or refuses new ones on command, and heals.
+//!
 //! ## Redis Cluster
 //!
 //! [`RedisStoreBuilder::cluster`] uses redis-rs' Cluster client: a sync or a
@@ -164,6 +168,7 @@ mod connection;
 mod error;
 mod keys;
 pub mod rate_limiter;
+pub mod relay;
 mod store;
 
 pub use error::BuildError;
