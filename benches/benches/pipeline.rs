@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion};
-use ripcord::{Backoff, Bulkhead, CircuitBreaker, Pipeline, Retry};
+use ripcord::{Backoff, Bulkhead, Chaos, CircuitBreaker, Outcome, Pipeline, Retry};
 use tower::retry::Policy;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -106,6 +106,47 @@ fn pipeline(c: &mut Criterion) {
             })
         })
     });
+
+    // The same four policies with fault injection inside them: switched
+    // off, and switched on at a rate so low that no call of the run is hit
+    // (a hit would only force a success outcome): the not-injected path.
+    for (case, chaos) in [
+        (
+            "ripcord_four_policies_chaos_off",
+            Chaos::builder("bench").abort(0.5).enabled(false),
+        ),
+        (
+            "ripcord_four_policies_chaos_spared",
+            Chaos::builder("bench")
+                .outcome(1e-9, Outcome::Success)
+                .seed(1),
+        ),
+    ] {
+        let p = Pipeline::<u64, ()>::builder()
+            .timeout(TIMEOUT)
+            .retry(
+                Retry::builder("bench")
+                    .max_attempts(3)
+                    .backoff(Backoff::fixed(Duration::from_millis(10))),
+            )
+            .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
+            .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
+            .chaos(chaos)
+            .build()
+            .unwrap();
+        g.bench_function(case, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let r = p.execute(|| ready(Ok(black_box(i)))).await;
+                        black_box(r.unwrap());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
 
     let mut tower_stack = rt.block_on(async {
         ServiceBuilder::new()

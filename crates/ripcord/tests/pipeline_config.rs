@@ -132,6 +132,9 @@ fn the_keyed_form_without_order_takes_the_default_order() {
         r#"
         name = "route"
 
+        [chaos]
+        abort_rate = 0.1
+
         [timeout]
         timeout = "2s"
 
@@ -167,6 +170,7 @@ fn the_keyed_form_without_order_takes_the_default_order() {
             PolicyKind::CircuitBreaker,
             PolicyKind::Bulkhead,
             PolicyKind::Timeout,
+            PolicyKind::Chaos,
         ]
     );
     assert_eq!(config.name.as_deref(), Some("route"));

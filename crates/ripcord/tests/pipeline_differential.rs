@@ -16,7 +16,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use ripcord::timeout::{current_deadline, with_deadline};
 use ripcord::{
-    Backoff, Bulkhead, CircuitBreaker, Error, Event, Outcome, OwnedBulkheadPermit, Pipeline,
+    Backoff, Bulkhead, Chaos, CircuitBreaker, Error, Event, Outcome, OwnedBulkheadPermit, Pipeline,
     RateLimiter, TimeoutPolicy, TokioClock,
 };
 use tokio::time::{Instant, Sleep};
@@ -33,10 +33,29 @@ fn ms(n: u64) -> Duration {
 /// which one wins would then depend on the timer wheel, not on the rules.
 #[derive(Debug, Clone)]
 enum Spec {
-    Timeout { ms: u64 },
-    Breaker { failures: u32, open_ms: u64 },
-    Bulkhead { max: u32 },
-    Limiter { per_ms: u64, burst: u32 },
+    Timeout {
+        ms: u64,
+    },
+    Breaker {
+        failures: u32,
+        open_ms: u64,
+    },
+    Bulkhead {
+        max: u32,
+    },
+    Limiter {
+        per_ms: u64,
+        burst: u32,
+    },
+    /// Fault injection, seeded (both twins draw the same faults): aborts,
+    /// a forced failure outcome, a latency of 13 ms (no other timer of a
+    /// call falls on its multiples' sums).
+    Chaos {
+        seed: u64,
+        abort: f64,
+        forced: f64,
+        delayed: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +80,18 @@ fn spec() -> impl Strategy<Value = Spec> {
         (1u32..3).prop_map(|max| Spec::Bulkhead { max }),
         (prop::sample::select(vec![15u64, 45]), 1u32..4)
             .prop_map(|(per_ms, burst)| Spec::Limiter { per_ms, burst }),
+        (
+            0u64..1000,
+            prop::sample::select(vec![0.0, 0.3]),
+            prop::sample::select(vec![0.0, 0.3]),
+            prop::sample::select(vec![0.0, 0.5]),
+        )
+            .prop_map(|(seed, abort, forced, delayed)| Spec::Chaos {
+                seed,
+                abort,
+                forced,
+                delayed
+            }),
     ]
 }
 
@@ -129,6 +160,21 @@ fn build(specs: &[Spec], classify: bool) -> Twin {
             Spec::Limiter { per_ms, burst } => {
                 b.rate_limiter(RateLimiter::builder(&name).rate(1, ms(per_ms)).burst(burst))
             }
+            Spec::Chaos {
+                seed,
+                abort,
+                forced,
+                delayed,
+            } => {
+                let mut c = Chaos::builder(&name)
+                    .seed(seed)
+                    .abort(abort)
+                    .outcome(forced, Outcome::Failure);
+                if delayed > 0.0 {
+                    c = c.latency(delayed, ripcord::chaos::Latency::fixed(ms(13)));
+                }
+                b.chaos(c)
+            }
         };
     }
     if classify {
@@ -156,7 +202,12 @@ where
     let admitted = match p.admit() {
         Some(Ok(admitted)) => admitted,
         Some(Err(refused)) => return Err(refused),
-        None => panic!("every policy decides at once: {p:?}"),
+        // Fault injection may wait (an injected latency).
+        None => match p.admit_waiting().await {
+            Some(Ok(admitted)) => admitted,
+            Some(Err(refused)) => return Err(refused),
+            None => panic!("every policy admits or refuses: {p:?}"),
+        },
     };
     let mut call = Box::pin(call);
     let Some(at) = admitted.deadline() else {

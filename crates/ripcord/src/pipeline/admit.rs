@@ -143,21 +143,23 @@ pub struct Admitted<T, E> {
     pipeline: Pipeline<T, E>,
     holds: Holds,
     deadline: Option<Deadline>,
-    /// An outcome forced by fault injection (see [`Taking::forced`]).
-    forced: Option<(u32, Outcome)>,
+    /// Outcomes forced by fault injection (see [`Taking::forced`]).
+    forced: Forced,
 }
 
+/// Outcomes forced by fault injection, outermost first: each with the
+/// number of hand-outs taken before (outside) it. Empty — and allocation
+/// free — unless a fault injection forced one.
+type Forced = Vec<(u32, Outcome)>;
+
 /// The outcome for the hand-out with `left` hand-outs outside it: the one
-/// forced by fault injection inside it, if any, else `judged()`.
+/// the outermost fault injection inside it forced, if any (as the walk of
+/// `execute` leaves it), else `judged()`.
 #[inline]
-fn forced_or(
-    forced: Option<(u32, Outcome)>,
-    left: usize,
-    judged: impl FnOnce() -> Outcome,
-) -> Outcome {
-    match forced {
-        Some((outside, o)) if left < outside as usize => o,
-        _ => judged(),
+fn forced_or(forced: &Forced, left: usize, judged: impl FnOnce() -> Outcome) -> Outcome {
+    match forced.iter().find(|(outside, _)| left < *outside as usize) {
+        Some((_, o)) => *o,
+        None => judged(),
     }
 }
 
@@ -309,20 +311,25 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             unreachable!("a refusal leaves its error")
         };
         let classify = self.inner.classify.as_deref();
+        // An outcome forced by fault injection inside some of them holds
+        // for them whatever stopped the call further in.
+        let forced = &taking.forced;
         if let Error::Inner(e) = refused {
             // The caller's own error, injected: judged like the call's.
             let r: Result<T, E> = Err(e);
-            taking
-                .holds
-                .give_back(|_| rules::outcome(classify, Ended::Call(&r)));
+            taking.holds.give_back(|left| {
+                forced_or(forced, left, || rules::outcome(classify, Ended::Call(&r)))
+            });
             let Err(e) = r else {
                 unreachable!("made above")
             };
             return Error::Inner(e);
         }
-        taking
-            .holds
-            .give_back(|_| rules::outcome(classify, Ended::Stopped(&refused)));
+        taking.holds.give_back(|left| {
+            forced_or(forced, left, || {
+                rules::outcome(classify, Ended::Stopped(&refused))
+            })
+        });
         refused
     }
 
@@ -354,7 +361,7 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
         match injection.fault {
             None => Ok(()),
             Some(Fault::Outcome(o)) => {
-                taking.forced.get_or_insert((taking.taken, o));
+                taking.forced.push((taking.taken, o));
                 Ok(())
             }
             Some(Fault::Stall) => {
@@ -391,9 +398,9 @@ struct Taking {
     holds: Holds,
     taken: u32,
     deadline: Option<Deadline>,
-    /// An outcome forced by fault injection on the hand-outs taken before it
-    /// (their number, the outcome).
-    forced: Option<(u32, Outcome)>,
+    /// Outcomes forced by fault injection on the hand-outs taken before
+    /// each (their number, the outcome), outermost first.
+    forced: Forced,
 }
 
 impl Taking {
@@ -403,7 +410,7 @@ impl Taking {
             holds: Holds::None,
             taken: 0,
             deadline: None,
-            forced: None,
+            forced: Vec::new(),
         }
     }
 
@@ -518,7 +525,7 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     pub fn record(mut self, result: &Result<T, E>) {
         let classify = self.pipeline.inner.classify.as_deref();
         std::mem::replace(&mut self.holds, Holds::None).give_back(|left| {
-            forced_or(self.forced, left, || {
+            forced_or(&self.forced, left, || {
                 rules::outcome(classify, Ended::Call(result))
             })
         });
@@ -529,9 +536,9 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
     /// an HTTP call ends, long after the head was classified.
     #[inline]
     pub fn record_outcome(mut self, outcome: Outcome) {
-        let forced = self.forced;
+        let forced = std::mem::take(&mut self.forced);
         std::mem::replace(&mut self.holds, Holds::None)
-            .give_back(|left| forced_or(forced, left, || outcome));
+            .give_back(|left| forced_or(&forced, left, || outcome));
     }
 
     /// The deadline passed before the call ended (the caller has dropped
@@ -546,19 +553,19 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
         let mut error = None;
         let outside = self.deadline.map_or(0, |d| d.outside as usize);
         let classify = self.pipeline.inner.classify.as_deref();
-        let forced = self.forced;
+        let forced = std::mem::take(&mut self.forced);
         std::mem::replace(&mut self.holds, Holds::None).each(|left, held| {
             if left >= outside {
                 // Inside the timeout: cut off by its deadline.
                 return held.give_back(|| {
-                    forced_or(forced, left, || rules::outcome(classify, Ended::CutOff))
+                    forced_or(&forced, left, || rules::outcome(classify, Ended::CutOff))
                 });
             }
             // Outside it: the timeout unwinds first (its event before any
             // of theirs), and they see its error.
             let error = &*error.get_or_insert_with(|| self.expire());
             held.give_back(|| {
-                forced_or(forced, left, || {
+                forced_or(&forced, left, || {
                     rules::outcome(classify, Ended::Stopped(error))
                 })
             });

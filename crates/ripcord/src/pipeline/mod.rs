@@ -63,7 +63,7 @@
 //! | a bulkhead or rate-limiter refusal, an inner breaker's rejection | **Ignored** |
 //! | a fault injected inside it ([`chaos`](crate::chaos)): abort, reset, stall | **Failure** |
 //! | an injected `error` | as the call's own error |
-//! | a forced outcome injected inside it | that outcome |
+//! | a forced outcome injected inside it | that outcome, whatever ends the call further in |
 //! | a failed inner fallback chain | Failure |
 //! | the pipeline's future dropped (cancelled from outside) | Ignored |
 //!
