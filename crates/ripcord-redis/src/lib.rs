@@ -85,6 +85,8 @@
 //! | `<prefix>:{<name>}:reports` | hash | one field per instance: `"<epoch> <calls> <failures> <slow> <at µs> <stale after µs>"` |
 //! | `<prefix>:instances` | hash | one field per instance: its last heartbeat, `"<at µs> <stale after µs>"` |
 //! | `<prefix>:{<name>}:gcra` | hash | a [`RedisRateLimiter`]: `v`, `origin` (Unix seconds), `tat` (ns since origin) |
+//! | `<prefix>:{<scope>}:fault` | string, with a TTL | a [fleet-wide fault](#fleet-wide-faults): its [`ChaosConfig`](ripcord::ChaosConfig) as JSON |
+//! | `<prefix>:fault-audit` | list | fault changes, newest first, the last 1,000: `{"at": <unix ms>, "scope", "actor", "action": "set" or "clear", "config", "ttl_ms"}` |
 //! | `<prefix>:events` | channel | transitions: `1,<state>,<epoch>,<open µs>,<calls>,<failures>,<slow>,<instances>,<override µs or -1>,<manual>;` then name, actor and reason as `<len>:<bytes>` |
 //!
 //! (The empty breaker name is spelled `\0` in keys, so its hash tag is never
@@ -138,6 +140,20 @@
 //! Redis: a loopback TCP relay that adds latency, blackholes traffic, resets
 //! open connections or refuses new ones on command, and heals.
 //!
+//! ## Fleet-wide faults
+//!
+//! A fault drill switched on through the store reaches every instance on the
+//! prefix, lapses by itself and is audited, like a breaker override:
+//! [`RedisStore::set_fault`] stores a validated
+//! [`ChaosConfig`](ripcord::ChaosConfig) for a scope (a route, a breaker) with
+//! a TTL of at most one day and appends who did it to a capped audit list;
+//! [`RedisStore::clear_fault`] removes it early. Instances read
+//! [`RedisStore::faults`] — many scopes in one round trip, each with the time
+//! left — or [`RedisStore::list_faults`]; [`RedisStore::fault_audit`] lists
+//! the changes, newest first. The scope is the key's hash tag, so this works
+//! on a Cluster. A value that is not a valid fault is reported as a
+//! corruption and read as no fault.
+//!
 //! ## Redis Cluster
 //!
 //! [`RedisStoreBuilder::cluster`] uses redis-rs' Cluster client: a sync or a
@@ -173,4 +189,4 @@ mod store;
 
 pub use error::BuildError;
 pub use rate_limiter::{OnUnavailable, RedisRateLimiter, RedisRateLimiterBuilder};
-pub use store::{RedisStore, RedisStoreBuilder};
+pub use store::{FaultAction, FaultAudit, FaultError, FleetFault, RedisStore, RedisStoreBuilder};

@@ -1,11 +1,13 @@
 //! [`RedisStore`]: ripcord's [`StateStore`] on Redis.
 
 mod config;
+mod faults;
 mod listener;
 pub(crate) mod reply;
 pub(crate) mod scripts;
 
 pub use config::RedisStoreBuilder;
+pub use faults::{FaultAction, FaultAudit, FaultError, FleetFault};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
