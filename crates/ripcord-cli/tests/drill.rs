@@ -140,3 +140,36 @@ fn bad_arguments_exit_2_with_what_is_wrong() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_store_cut_degrades_the_store_and_callers_do_not_notice() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let out = drill(&[
+        "--schedule",
+        "ok 1s, cut 3s, ok 1s",
+        "--rate",
+        "50",
+        "--store",
+        &url,
+        "--slo",
+        "cut.errors=0%",
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let cut = &v["phases"][1];
+    assert_eq!(cut["kind"], "cut");
+    assert_eq!(cut["errors"], 0, "{cut}");
+    // The partition reached the proxy: its store was reported degraded
+    // within the three seconds of the phase.
+    assert!(
+        cut["times"]["store_degraded_after_s"].as_f64().is_some(),
+        "{cut}"
+    );
+}

@@ -39,7 +39,23 @@
 //! path_prefix = "/api"
 //! upstream = "api"
 //! pipeline = { timeout = "2s", retry = { max_attempts = 2 }, rate_limiter = { rate = 100, period = "1s" } }
+//! # fault = { abort_rate = 0.2, abort_status = 503, expires_after = "10m" }   # a drill
 //! ```
+//!
+//! # Drills
+//!
+//! A route's `fault` table ([`ChaosConfig`](ripcord::ChaosConfig)) injects
+//! faults into its requests inside its policies, where the upstream's own
+//! failures would be, so its breaker, retries and fallback act on them:
+//! `latency_rate` + `latency` (`"1.5s"`, `{ min, max }` or `{ mean, max }`),
+//! `abort_rate` (answered `abort_status`, default 503), `error_rate` (500),
+//! `reset_rate` (502), `stall_rate` (waits for the route's timeout: 504),
+//! each a share of requests; `seed`, `enabled` and `expires_after` as in the
+//! core. Injected answers carry `x-ripcord-policy: chaos`. The admin API
+//! starts, changes and stops a drill on any route at runtime
+//! (`PUT`/`DELETE /api/faults/{route}`, with the token and an expiry), and
+//! with `store`, a fault set in the store (`ripcord fleet fault`) reaches
+//! every proxy sharing it within a second and lapses by itself.
 //!
 //! # Pipelines
 //!

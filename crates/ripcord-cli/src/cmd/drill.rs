@@ -3,12 +3,14 @@
 //! demo), judged against SLOs with an exit code for CI.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ripcord_cli::drill::{self, parse_schedule, parse_slo, parse_slo_file, DrillError, Target};
 use ripcord_proxy::config::ProxyConfig;
 use ripcord_proxy::server::{Proxy, RunningProxy};
 use ripcord_proxy::upstream::{Behavior, Upstream};
+use ripcord_redis::relay::Relay;
 
 /// The schedule of a drill without `--schedule`.
 pub(crate) const DEFAULT_SCHEDULE: &str =
@@ -67,6 +69,11 @@ pub(crate) struct DrillArgs {
     /// route's `pipeline` table).
     #[arg(long, value_name = "FILE", conflicts_with = "target")]
     pipeline: Option<PathBuf>,
+    /// In-process: share the route's breaker through this Redis store
+    /// (`redis://host:port[/db]`), behind a relay that `cut` phases
+    /// partition; keys under a prefix of the drill's own.
+    #[arg(long, value_name = "URL", conflicts_with = "target")]
+    store: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -111,6 +118,44 @@ impl Failure {
 struct InProcess {
     proxy: Option<RunningProxy>,
     _upstream: Upstream,
+    /// The relay in front of the store, with `--store`.
+    relay: Option<Relay>,
+}
+
+/// The `host:port` of a `redis://` URL (user and password, database and
+/// query left out).
+fn store_address(url: &str) -> Result<String, Failure> {
+    let bad = || {
+        Failure::Usage(format!(
+            "--store `{}` is not a redis:// URL (`redis://[user[:password]@]host[:port][/db]`)",
+            crate::cmd::fleet::redact_url(url)
+        ))
+    };
+    let rest = url.strip_prefix("redis://").ok_or_else(bad)?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(if host.contains(':') && !host.ends_with(']') {
+        host.to_string()
+    } else {
+        format!("{host}:6379")
+    })
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let user = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    format!("redis://{user}{addr}{tail}")
 }
 
 /// A token for the in-process admin listener.
@@ -130,13 +175,31 @@ async fn in_process(args: &DrillArgs) -> Result<(InProcess, Target), Failure> {
     };
     let pipeline: toml::Table = toml::from_str(&pipeline)
         .map_err(|e| Failure::Usage(format!("the pipeline is not a TOML table: {e}")))?;
+    let relay = match &args.store {
+        Some(url) => {
+            let addr = store_address(url)?;
+            let upstream = tokio::net::lookup_host(&addr)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| Failure::Run(format!("cannot resolve the store address {addr}")))?;
+            let relay = Relay::start(upstream)
+                .map_err(|e| Failure::Run(format!("cannot start the store relay: {e}")))?;
+            Some((via(url, relay.addr()), relay))
+        }
+        None => None,
+    };
     let upstream = Upstream::bind(args.seed)
         .await
         .map_err(|e| Failure::Run(format!("cannot start the upstream: {e}")))?;
     upstream.set(Behavior::healthy().latency(Duration::from_millis(2)));
     let token = token();
+    let store = match &relay {
+        Some((url, _)) => format!("store = \"{url}\"\nstore_prefix = \"ripcord-{token}\"\n"),
+        None => String::new(),
+    };
     let text = format!(
-        r#"
+        r#"{store}
 [admin]
 listen = "127.0.0.1:0"
 token = "{token}"
@@ -181,6 +244,7 @@ upstream = "app"
         InProcess {
             proxy: Some(proxy),
             _upstream: upstream,
+            relay: relay.map(|(_, r)| r),
         },
         target,
     ))
@@ -202,7 +266,7 @@ pub(crate) async fn run(args: &DrillArgs, out: &mut impl std::io::Write) -> Resu
                 .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?,
         );
     }
-    if schedule.iter().any(|p| p.fault == drill::Fault::Cut) {
+    if args.store.is_none() && schedule.iter().any(|p| p.fault == drill::Fault::Cut) {
         return Err(Failure::Usage(DrillError::NoStoreCut.to_string()));
     }
     let (mut local, target) = match (&args.target, &args.admin, &args.route) {
@@ -241,7 +305,19 @@ pub(crate) async fn run(args: &DrillArgs, out: &mut impl std::io::Write) -> Resu
         slos,
     };
     let quiet = args.quiet;
-    let report = drill::run(&target, &schedule, &options, None, |p| {
+    // A `cut` phase partitions the proxy from its store: connections open
+    // now are cut and new ones hang, until the phase ends.
+    let cut: Option<drill::StoreCut> = local.as_ref().and_then(|l| l.relay.clone()).map(|relay| {
+        Arc::new(move |on: bool| {
+            if on {
+                relay.set_dropping(true);
+                relay.cut();
+            } else {
+                relay.heal();
+            }
+        }) as drill::StoreCut
+    });
+    let report = drill::run(&target, &schedule, &options, cut, |p| {
         if !quiet {
             eprintln!(
                 "[{}/{}] {} ({} left)",

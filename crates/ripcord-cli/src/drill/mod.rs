@@ -136,6 +136,8 @@ pub type StoreCut = Arc<dyn Fn(bool) + Send + Sync>;
 struct Observed {
     /// (time since the drill started, whether a watched breaker was open).
     states: Vec<(Duration, bool)>,
+    /// (time since the drill started, whether the proxy's store was degraded).
+    store: Vec<(Duration, bool)>,
     /// Responses per bucket of [`BUCKET`], by who answered.
     buckets: BTreeMap<u64, Bucket>,
 }
@@ -248,10 +250,11 @@ impl Admin {
         )))
     }
 
-    /// Whether a watched breaker is open now (from `/metrics`).
-    async fn any_open(&self, watched: &[String]) -> Option<bool> {
+    /// Whether a watched breaker is open now, and whether the store is
+    /// degraded (from `/metrics`).
+    async fn any_open(&self, watched: &[String]) -> Option<(bool, bool)> {
         let (status, text) = self.call(Method::GET, "/metrics", None).await.ok()?;
-        (status == 200).then(|| open_in(&text, watched))
+        (status == 200).then(|| (open_in(&text, watched), degraded_in(&text)))
     }
 }
 
@@ -274,6 +277,17 @@ fn open_in(text: &str, watched: &[String]) -> bool {
         let name_ok =
             watched.is_empty() || label("name").is_some_and(|n| watched.iter().any(|w| w == n));
         open && name_ok && value.trim().parse::<f64>().is_ok_and(|v| v > 0.0)
+    })
+}
+
+/// Whether `/metrics` text shows the store degraded.
+fn degraded_in(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.starts_with("ripcord_store_degraded")
+            && l.rsplit(' ')
+                .next()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
     })
 }
 
@@ -335,6 +349,9 @@ pub struct PhaseTimes {
     /// was seen closed again (0 when none opened; `None`: not by the end of
     /// the drill).
     pub recovered_after_s: Option<f64>,
+    /// For a `cut` phase: seconds from the cut until the proxy reported its
+    /// store degraded (`None`: not seen).
+    pub store_degraded_after_s: Option<f64>,
 }
 
 /// One SLO's verdict.
@@ -408,13 +425,8 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
-                if let Some(open) = admin.any_open(&watched).await {
-                    let at = started.elapsed();
-                    observed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .states
-                        .push((at, open));
+                if let Some(seen) = admin.any_open(&watched).await {
+                    record(&observed, started, seen);
                 }
             }
         })
@@ -437,13 +449,8 @@ pub async fn run(
         cut(false);
     }
     // A last look at the breakers, for the last phase's recovery.
-    if let Some(open) = admin.any_open(&target.breakers).await {
-        let at = started.elapsed();
-        observed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .states
-            .push((at, open));
+    if let Some(seen) = admin.any_open(&target.breakers).await {
+        record(&observed, started, seen);
     }
     scraper.abort();
     let (reports, bounds, histograms) = result?;
@@ -452,6 +459,14 @@ pub async fn run(
     Ok(Report::new(
         target, schedule, options, reports, bounds, histograms, observed,
     ))
+}
+
+/// Records one look at `/metrics`: (a watched breaker open, store degraded).
+fn record(observed: &Mutex<Observed>, started: Instant, (open, degraded): (bool, bool)) {
+    let at = started.elapsed();
+    let mut o = observed.lock().unwrap_or_else(|e| e.into_inner());
+    o.states.push((at, open));
+    o.store.push((at, degraded));
 }
 
 type Ran = (
@@ -572,6 +587,15 @@ impl Report {
                     .find(|(t, open)| !*open && *t >= to)
                     .map(|(t, _)| (*t - to).as_secs_f64())
             });
+            let store_degraded_after_s = (phase.fault == Fault::Cut)
+                .then(|| {
+                    observed
+                        .store
+                        .iter()
+                        .find(|(t, d)| *d && *t >= from && *t <= to)
+                        .map(|(t, _)| (*t - from).as_secs_f64())
+                })
+                .flatten();
             let l = &histograms[i];
             phases.push(PhaseReport {
                 phase: phase.to_string(),
@@ -598,6 +622,7 @@ impl Report {
                     max_ms: ms(l.max()),
                     tripped_after_s: tripped_after_s.flatten(),
                     recovered_after_s: recovered_after_s.flatten(),
+                    store_degraded_after_s,
                 },
             });
         }
@@ -737,6 +762,20 @@ impl Report {
                 secs(p.times.tripped_after_s, fault),
                 secs(p.times.recovered_after_s, fault),
             );
+        }
+        for p in self.phases.iter().filter(|p| p.kind == "cut") {
+            let _ = match p.times.store_degraded_after_s {
+                Some(s) => writeln!(
+                    out,
+                    "{}: the proxy saw its store degraded after {s:.2}s",
+                    p.phase
+                ),
+                None => writeln!(
+                    out,
+                    "{}: the proxy never reported its store degraded",
+                    p.phase
+                ),
+            };
         }
         if !self.slos.is_empty() {
             out.push('\n');
