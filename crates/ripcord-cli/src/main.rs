@@ -82,7 +82,9 @@ const FLEET_EXAMPLES: &str = "\
 Examples:
   ripcord fleet status --store redis://127.0.0.1:6379
   ripcord fleet open payments --config ripcord.toml --expires 10m
-  ripcord fleet reset payments --config ripcord.toml";
+  ripcord fleet reset payments --config ripcord.toml
+  ripcord fleet fault set checkout --abort 60% --expires 5m --config ripcord.toml   # a fleet-wide drill
+  ripcord fleet fault list --config ripcord.toml";
 
 /// `ripcord proxy --help`'s examples.
 const PROXY_EXAMPLES: &str = "\
@@ -139,7 +141,8 @@ enum Command {
     /// See and steer a fleet's breakers through its Redis store.
     ///
     /// Reads and changes the breakers of a whole fleet through its Redis
-    /// store: `status`, `open`, `disable`, `reset`. Exit 2 when the store
+    /// store: `status`, `open`, `disable`, `reset`, and fleet-wide drills
+    /// (`fault set|clear|list|audit`). Exit 2 when the store
     /// cannot be used or the configuration file is refused, 1 for an unknown
     /// breaker.
     #[command(after_long_help = FLEET_EXAMPLES)]

@@ -346,3 +346,104 @@ async fn the_store_can_come_from_a_proxy_configuration() {
     .await
     .expect("the test took longer than its limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_faults_are_set_listed_cleared_and_audited() {
+    let prefix = random_prefix();
+    let url = redis_url();
+    let store = |extra: &[&str]| {
+        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        a.extend(args(&["--store", &url, "--prefix", &prefix]));
+        a
+    };
+    let out = fleet(store(&[
+        "fault",
+        "set",
+        "checkout",
+        "--abort",
+        "60%",
+        "--status",
+        "503",
+        "--expires",
+        "5m",
+        "--actor",
+        "drill-test",
+    ]))
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("abort 60% (503)"), "{stdout}");
+
+    let out = fleet(store(&["fault", "list", "--json"])).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let list: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(list[0]["route"], "checkout", "{list}");
+    assert_eq!(list[0]["fault"]["abort_rate"], 0.6, "{list}");
+    assert!(list[0]["expires_in_ms"]
+        .as_u64()
+        .is_some_and(|ms| ms <= 300_000));
+
+    // What every proxy reads: the same fault, through the store's API.
+    let reader = ripcord_redis::RedisStore::builder(&url)
+        .key_prefix(&prefix)
+        .pubsub(false)
+        .build()
+        .await
+        .expect("store");
+    let seen = reader
+        .fault("checkout")
+        .await
+        .expect("read")
+        .expect("a fault");
+    assert_eq!(seen.config.abort_status, Some(503));
+
+    let out = fleet(store(&[
+        "fault",
+        "clear",
+        "checkout",
+        "--actor",
+        "drill-test",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(reader.fault("checkout").await.expect("read").is_none());
+    let out = fleet(store(&["fault", "audit"])).await;
+    let (stdout, _) = text(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].contains("clear checkout by drill-test"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("set checkout abort 60% (503) by drill-test"),
+        "{stdout}"
+    );
+
+    // Nothing to inject, or a share out of range: a usage error.
+    for bad in [
+        vec!["fault", "set", "checkout", "--expires", "5m"],
+        vec![
+            "fault",
+            "set",
+            "checkout",
+            "--abort",
+            "2",
+            "--expires",
+            "5m",
+        ],
+        vec![
+            "fault",
+            "set",
+            "checkout",
+            "--abort",
+            "10%",
+            "--expires",
+            "2days",
+        ],
+    ] {
+        let out = fleet(store(&bad)).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {:?}", text(&out));
+    }
+}

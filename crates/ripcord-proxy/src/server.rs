@@ -712,6 +712,13 @@ impl Proxy {
         state.replace_faults(faults);
 
         let (stop, _) = watch::channel(None::<Duration>);
+        if let Some(store) = &store {
+            tokio::spawn(fleet_faults(
+                store.clone(),
+                Arc::clone(&state),
+                stop.subscribe(),
+            ));
+        }
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -811,6 +818,95 @@ impl Proxy {
             workers,
             admin,
         })
+    }
+}
+
+/// How often a proxy with a store reads the fleet's faults.
+pub const FLEET_FAULT_POLL: Duration = Duration::from_secs(1);
+
+/// Applies the faults set in the store (`ripcord fleet fault`) to the
+/// routes of the same name, every [`FLEET_FAULT_POLL`], until the proxy
+/// stops: a fault set (or changed) there starts on the route with the time
+/// left as its expiry, so it lapses here too when the store cannot be
+/// reached; one cleared there stops here, unless the route's drill was
+/// replaced locally (admin API) since. A store that does not answer changes
+/// nothing.
+async fn fleet_faults(
+    store: RedisStore,
+    state: Arc<ProxyState>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    // Per route: the fleet's fault this proxy applies.
+    let mut applied: HashMap<String, ChaosConfig> = HashMap::new();
+    let mut tick = tokio::time::interval(FLEET_FAULT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(Option::is_some) => return,
+        }
+        let entries = state.faults();
+        let names: Vec<&str> = entries.iter().map(|e| e.route.as_str()).collect();
+        let Ok(found) = store.faults(&names).await else {
+            continue;
+        };
+        for (entry, fleet) in entries.iter().zip(found) {
+            apply_fleet_fault(entry, fleet, &mut applied);
+        }
+    }
+}
+
+/// One route's step of [`fleet_faults`].
+fn apply_fleet_fault(
+    entry: &FaultEntry,
+    fleet: Option<ripcord_redis::FleetFault>,
+    applied: &mut HashMap<String, ChaosConfig>,
+) {
+    match fleet {
+        Some(f) => {
+            let expiry = f.expires_in.max(Duration::from_millis(1));
+            let fresh = applied.get(&entry.route) != Some(&f.config);
+            // Set again with a new expiry: the route follows it.
+            let moved = entry
+                .chaos
+                .expires_in()
+                .is_none_or(|left| left.abs_diff(expiry) > FLEET_FAULT_POLL * 2);
+            if !fresh && !moved {
+                return;
+            }
+            let config = ChaosConfig {
+                enabled: true,
+                expires_after: Some(expiry),
+                ..f.config.clone()
+            };
+            match entry.chaos.reconfigure(config.clone()) {
+                Ok(()) => {
+                    if fresh {
+                        tracing::info!(target: crate::LOG_TARGET, route = %entry.route, expires_in = ?expiry, "a fleet drill started on the route");
+                    }
+                    applied.insert(entry.route.clone(), f.config);
+                }
+                Err(e) => {
+                    tracing::warn!(target: crate::LOG_TARGET, route = %entry.route, error = %e, "the fleet's fault for the route is refused");
+                }
+            }
+        }
+        None => {
+            let Some(was) = applied.remove(&entry.route) else {
+                return;
+            };
+            // Still the fleet's (not replaced by a local drill since).
+            let now = entry.chaos.config();
+            let same = ChaosConfig {
+                enabled: true,
+                expires_after: now.expires_after,
+                ..was
+            } == now;
+            if same {
+                entry.chaos.disable();
+                tracing::info!(target: crate::LOG_TARGET, route = %entry.route, "the fleet drill on the route stopped");
+            }
+        }
     }
 }
 

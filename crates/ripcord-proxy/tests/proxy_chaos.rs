@@ -250,3 +250,81 @@ async fn policies_of(c: &proxy_support::TestClient, url: &str, n: usize) -> Vec<
     }
     out
 }
+
+/// Polls `url` until it answers `status`, within a bound ten times what a
+/// healthy run needs (the proxies read the store's faults every second).
+async fn answers(c: &proxy_support::TestClient, url: &str, status: u16) -> bool {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if get(c, url).await.status == status {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_fault_reaches_every_proxy_sharing_the_store_and_lapses() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let prefix = format!("ripcord-test-fleet-fault-{}", proxy_support::unique());
+    let up = Upstream::start().await;
+    let head = format!("store = \"{url}\"\nstore_prefix = \"{prefix}\"\n");
+    let a = start(&format!("{head}{}", config(&up, ""))).await;
+    let b = start(&format!("{head}{}", config(&up, ""))).await;
+    let c = client();
+    let (ua, ub) = (format!("{}/x", base(&a)), format!("{}/x", base(&b)));
+    assert_eq!(get(&c, &ua).await.status, 200);
+    assert_eq!(get(&c, &ub).await.status, 200);
+
+    let store = ripcord_redis::RedisStore::builder(&url)
+        .key_prefix(&prefix)
+        .pubsub(false)
+        .build()
+        .await
+        .expect("the test's store");
+    let drill = ripcord::ChaosConfig {
+        abort_rate: 1.0,
+        abort_status: Some(418),
+        ..ripcord::ChaosConfig::default()
+    };
+    store
+        .set_fault("app", &drill, Duration::from_secs(600), "test")
+        .await
+        .expect("set");
+    assert!(
+        answers(&c, &ua, 418).await,
+        "proxy a never saw the fleet's fault"
+    );
+    assert!(
+        answers(&c, &ub, 418).await,
+        "proxy b never saw the fleet's fault"
+    );
+    let view = raw_http::get(a.admin_addr(), "/api/faults/app")
+        .await
+        .json();
+    assert_eq!(view["active"], true, "{view}");
+
+    // Cleared in the store: stopped everywhere.
+    assert!(store.clear_fault("app", "test").await.expect("clear"));
+    assert!(answers(&c, &ua, 200).await, "proxy a kept the fault");
+    assert!(answers(&c, &ub, 200).await, "proxy b kept the fault");
+
+    // Set for four seconds: seen, then it lapses by itself (with no clear).
+    store
+        .set_fault("app", &drill, Duration::from_secs(4), "test")
+        .await
+        .expect("set");
+    assert!(
+        answers(&c, &ua, 418).await,
+        "proxy a never saw the second fault"
+    );
+    assert!(answers(&c, &ua, 200).await, "the fault did not lapse on a");
+    assert!(answers(&c, &ub, 200).await, "the fault did not lapse on b");
+    let audit = store.fault_audit(10).await.expect("audit");
+    assert_eq!(audit.len(), 3, "{audit:?}");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}

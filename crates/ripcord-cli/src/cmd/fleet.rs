@@ -9,6 +9,10 @@
 //!   every instance applies within one sync interval, or at once by pub/sub).
 //!   `--expires 10m` lets an `open` or `disable` lapse back to closed by itself.
 //!
+//! - `ripcord fleet fault set ROUTE --abort 60% --expires 5m` starts a drill on
+//!   a route of every proxy sharing the store (`clear`, `list` and `audit`
+//!   too); it lapses by itself.
+//!
 //! The command talks to the store directly; it never links a breaker of its
 //! own, so it leaves no window report behind.
 
@@ -57,6 +61,134 @@ pub(crate) enum FleetAction {
     Disable(MutateArgs),
     /// Put a breaker back to closed, with an empty window, on every instance.
     Reset(ResetArgs),
+    /// Start, list and stop fleet-wide drills: faults on a route of every
+    /// proxy sharing the store.
+    ///
+    /// A fault set here reaches every proxy on the store within a second,
+    /// lapses by itself at `--expires`, and is kept in the store's audit.
+    #[command(subcommand)]
+    Fault(FaultAction),
+}
+
+/// The actions of `ripcord fleet fault`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum FaultAction {
+    /// Inject faults into a route on every proxy, until `--expires`.
+    Set(FaultSetArgs),
+    /// Stop the fleet's faults on a route.
+    Clear {
+        /// The route.
+        route: String,
+        /// Where the fleet keeps its state.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Who is acting, for the audit (default: `$USER via ripcord fleet`).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
+    },
+    /// List the routes with a fleet fault, and the time each has left.
+    List {
+        /// Where the fleet keeps its state.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show who set and cleared which faults, newest first.
+    Audit {
+        /// Where the fleet keeps its state.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `ripcord fleet fault set`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FaultSetArgs {
+    /// The route (its name in the proxies' configuration).
+    pub(crate) route: String,
+    /// Where the fleet keeps its state.
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Share of requests aborted (`60%` or `0.6`), answered `--status`.
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub(crate) abort: Option<f64>,
+    /// The status aborted requests are answered with (default 503).
+    #[arg(long, value_name = "CODE")]
+    pub(crate) status: Option<u16>,
+    /// Share of requests answered 500.
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub(crate) error: Option<f64>,
+    /// Share of requests answered as a reset connection (502).
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub(crate) reset: Option<f64>,
+    /// Share of requests stalled until the route's timeout (504).
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub(crate) stall: Option<f64>,
+    /// A latency injected before the request (e.g. `1500ms`), into
+    /// `--latency-share` of them (default all).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) latency: Option<Duration>,
+    /// Share of requests delayed by `--latency`.
+    #[arg(long, value_parser = parse_share, value_name = "SHARE", requires = "latency")]
+    pub(crate) latency_share: Option<f64>,
+    /// Seed of the draws (default: each proxy its own).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// How long the drill lasts (1s to 1 day).
+    #[arg(long, value_parser = parse_fault_expiry, value_name = "DURATION")]
+    pub(crate) expires: Duration,
+    /// Who is acting, for the audit (default: `$USER via ripcord fleet`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) actor: Option<String>,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.trim().parse::<f64>(),
+    };
+    match v {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a share from 0 to 100% (e.g. `60%` or `0.6`)"
+        )),
+    }
+}
+
+fn parse_fault_expiry(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > ripcord::chaos::MAX_FAULT_DURATION {
+        return Err(format!("`{s}` is out of range: from 1s to 1day"));
+    }
+    Ok(d)
+}
+
+impl FaultSetArgs {
+    /// The fault table the options describe.
+    fn config(&self) -> ripcord::ChaosConfig {
+        ripcord::ChaosConfig {
+            seed: self.seed,
+            abort_rate: self.abort.unwrap_or(0.0),
+            abort_status: self.status,
+            error_rate: self.error.unwrap_or(0.0),
+            reset_rate: self.reset.unwrap_or(0.0),
+            stall_rate: self.stall.unwrap_or(0.0),
+            latency_rate: match self.latency {
+                Some(_) => self.latency_share.unwrap_or(1.0),
+                None => 0.0,
+            },
+            latency: self.latency.map(ripcord::chaos::Latency::fixed),
+            ..ripcord::ChaosConfig::default()
+        }
+    }
 }
 
 /// Where the fleet's state lives.
@@ -228,6 +360,9 @@ pub(crate) enum FleetError {
         /// What to do instead, for the message.
         hint: &'static str,
     },
+    /// The fault asked for is not valid.
+    #[error("the fault is refused: {0}")]
+    BadFault(String),
     /// Writing the output failed.
     #[error("could not write the output")]
     Output(#[from] std::io::Error),
@@ -243,6 +378,7 @@ impl FleetError {
             | FleetError::Store { .. }
             | FleetError::Config(_)
             | FleetError::NoStore(_) => 2,
+            FleetError::BadFault(_) => 2,
             FleetError::UnknownBreaker { .. } | FleetError::Output(_) => 1,
         }
     }
@@ -369,9 +505,169 @@ fn default_actor() -> String {
     }
 }
 
+/// A fault in words: `abort 60% (503), latency 1.5s (100%)`.
+fn fault_words(c: &ripcord::ChaosConfig) -> String {
+    let pct = |r: f64| format!("{}%", (r * 1000.0).round() / 10.0);
+    let mut parts = Vec::new();
+    if let Some(l) = c.latency.filter(|_| c.latency_rate > 0.0) {
+        parts.push(format!("latency {l} ({})", pct(c.latency_rate)));
+    }
+    if c.abort_rate > 0.0 {
+        parts.push(format!(
+            "abort {} ({})",
+            pct(c.abort_rate),
+            c.abort_status.unwrap_or(503)
+        ));
+    }
+    for (r, what) in [
+        (c.error_rate, "error"),
+        (c.reset_rate, "reset"),
+        (c.stall_rate, "stall"),
+    ] {
+        if r > 0.0 {
+            parts.push(format!("{what} {}", pct(r)));
+        }
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Runs `ripcord fleet fault …`.
+async fn fault(action: &FaultAction, out: &mut impl Write) -> Result<(), FleetError> {
+    match action {
+        FaultAction::Set(a) => {
+            let config = a.config();
+            if !config.injects() {
+                return Err(FleetError::BadFault(
+                    "no fault given: pass --abort, --error, --reset, --stall or --latency".into(),
+                ));
+            }
+            if let Err((field, message)) = ripcord_proxy::config::check_fault(&config) {
+                return Err(FleetError::BadFault(format!("`{field}`: {message}")));
+            }
+            let store = Store::connect(&a.store).await?;
+            let actor = a.actor.clone().unwrap_or_else(default_actor);
+            store
+                .store
+                .set_fault(&a.route, &config, a.expires, &actor)
+                .await
+                .map_err(|e| match e {
+                    ripcord_redis::FaultError::Store(e) => store.failed(e),
+                    other => FleetError::BadFault(other.to_string()),
+                })?;
+            writeln!(
+                out,
+                "route {}: {} on every proxy for {}",
+                a.route,
+                fault_words(&config),
+                humantime::format_duration(a.expires)
+            )?;
+        }
+        FaultAction::Clear {
+            route,
+            store,
+            actor,
+        } => {
+            let store = Store::connect(store).await?;
+            let actor = actor.clone().unwrap_or_else(default_actor);
+            let was = store
+                .store
+                .clear_fault(route, &actor)
+                .await
+                .map_err(|e| store.failed(e))?;
+            if was {
+                writeln!(out, "route {route}: the fleet's fault is cleared")?;
+            } else {
+                writeln!(out, "route {route}: no fleet fault was set")?;
+            }
+        }
+        FaultAction::List { store, json } => {
+            let store = Store::connect(store).await?;
+            let faults = store
+                .store
+                .list_faults()
+                .await
+                .map_err(|e| store.failed(e))?;
+            if *json {
+                let rows: Vec<serde_json::Value> = faults
+                    .iter()
+                    .map(|(route, f)| {
+                        serde_json::json!({
+                            "route": route,
+                            "expires_in_ms": u64::try_from(f.expires_in.as_millis()).unwrap_or(u64::MAX),
+                            "fault": f.config,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{:#}", serde_json::Value::Array(rows))?;
+            } else if faults.is_empty() {
+                writeln!(
+                    out,
+                    "no fleet fault in the store at {} under prefix `{}`",
+                    store.url, store.prefix
+                )?;
+            } else {
+                for (route, f) in &faults {
+                    let left = Duration::from_secs(f.expires_in.as_secs());
+                    writeln!(
+                        out,
+                        "{route}: {} ({} left)",
+                        fault_words(&f.config),
+                        humantime::format_duration(left)
+                    )?;
+                }
+            }
+        }
+        FaultAction::Audit { store, limit, json } => {
+            let store = Store::connect(store).await?;
+            let entries = store
+                .store
+                .fault_audit(*limit)
+                .await
+                .map_err(|e| store.failed(e))?;
+            for e in &entries {
+                let at =
+                    e.at.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or(0);
+                if *json {
+                    let v = serde_json::json!({
+                        "at_ms": at,
+                        "route": e.scope,
+                        "actor": e.actor,
+                        "action": e.action.as_str(),
+                        "fault": e.config,
+                        "ttl_ms": e.ttl.map(|t| t.as_millis() as u64),
+                    });
+                    writeln!(out, "{v}")?;
+                } else {
+                    let what = match &e.config {
+                        Some(c) => format!(" {}", fault_words(c)),
+                        None => String::new(),
+                    };
+                    writeln!(
+                        out,
+                        "{} {} {}{} by {}",
+                        humantime::format_rfc3339_seconds(e.at),
+                        e.action.as_str(),
+                        e.scope,
+                        what,
+                        e.actor
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `ripcord fleet` and writes its output to `out`.
 pub(crate) async fn run(args: &FleetArgs, out: &mut impl Write) -> Result<(), FleetError> {
     match &args.action {
+        FleetAction::Fault(action) => fault(action, out).await?,
         FleetAction::Status { name, store, json } => {
             let store = Store::connect(store).await?;
             let views = match name {
