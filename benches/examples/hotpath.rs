@@ -220,6 +220,40 @@ const CASES: &[Case] = &[
             .unwrap();
         measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
     }),
+    ("pipeline_execute_four_chaos_off", |n| {
+        // The same, with fault injection inside, switched off.
+        let rt = timer_runtime();
+        let _in_runtime = rt.enter();
+        let p = four_with(ripcord::Chaos::builder("bench").abort(0.5).enabled(false));
+        measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
+    }),
+    ("pipeline_execute_four_chaos_spared", |n| {
+        // The same, fault injection on but sparing every call of the run.
+        let rt = timer_runtime();
+        let _in_runtime = rt.enter();
+        let p = four_with(
+            ripcord::Chaos::builder("bench")
+                .outcome(1e-9, ripcord::Outcome::Success)
+                .seed(1),
+        );
+        measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
+    }),
+    ("chaos_decide_off", |n| {
+        let c = ripcord::Chaos::builder("bench")
+            .abort(0.5)
+            .enabled(false)
+            .build()
+            .unwrap();
+        measure(n, || c.decide());
+    }),
+    ("chaos_decide_spared", |n| {
+        let c = ripcord::Chaos::builder("bench")
+            .outcome(1e-9, ripcord::Outcome::Success)
+            .seed(1)
+            .build()
+            .unwrap();
+        measure(n, || c.decide());
+    }),
     ("tower_retry_timeout_concurrency_limit", |n| {
         // tower's equivalent stack (no breaker: tower has none).
         let rt = timer_runtime();
@@ -288,4 +322,20 @@ fn main() {
         Some((_, run)) => run(n),
         None => panic!("unknown case {which:?}; `hotpath list` prints the cases"),
     }
+}
+
+/// The pipeline bench's four policies with fault injection `chaos` inside.
+fn four_with(chaos: ripcord::ChaosBuilder) -> Pipeline<u64, ()> {
+    Pipeline::<u64, ()>::builder()
+        .timeout(Duration::from_secs(2))
+        .retry(
+            Retry::builder("bench")
+                .max_attempts(3)
+                .backoff(Backoff::fixed(Duration::from_millis(10))),
+        )
+        .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
+        .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
+        .chaos(chaos)
+        .build()
+        .unwrap()
 }

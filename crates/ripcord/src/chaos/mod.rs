@@ -219,19 +219,27 @@ struct Plan {
 const BLOCK_BITS: u32 = 10;
 const BLOCK_MASK: u64 = (1 << BLOCK_BITS) - 1;
 
-/// The `n`-th call's two draws (fault, latency), as shares of 2⁶⁴: the
-/// elements of its block's stretch of the two sequences, at positions a
-/// keyed shuffle of the block gives (see the [module docs](self)).
+/// The `n`-th call's draws — one for its fault ([`fault_draw`]), one for
+/// its latency ([`latency_draw`]) — are shares of 2⁶⁴: the elements of its
+/// block's stretch of the two sequences, at positions a shuffle of the
+/// block keyed by this gives (see the [module docs](self)).
 #[inline]
-fn draws(seed: u64, n: u64) -> (u64, u64) {
-    let block = n & !BLOCK_MASK;
-    let key = mix(seed ^ block);
-    let i = block | shuffle(n & BLOCK_MASK, key);
-    let j = block | shuffle(n & BLOCK_MASK, key.rotate_left(29));
-    (
-        seed.wrapping_add(i.wrapping_mul(GOLDEN)),
-        seed.rotate_left(32).wrapping_add(j.wrapping_mul(SILVER)),
-    )
+fn block_key(seed: u64, n: u64) -> u64 {
+    mix(seed ^ (n & !BLOCK_MASK))
+}
+
+/// The `n`-th call's fault draw (see [`block_key`]).
+#[inline]
+fn fault_draw(seed: u64, n: u64, key: u64) -> u64 {
+    let i = (n & !BLOCK_MASK) | shuffle(n & BLOCK_MASK, key);
+    seed.wrapping_add(i.wrapping_mul(GOLDEN))
+}
+
+/// The `n`-th call's latency draw (see [`block_key`]).
+#[inline]
+fn latency_draw(seed: u64, n: u64, key: u64) -> u64 {
+    let j = (n & !BLOCK_MASK) | shuffle(n & BLOCK_MASK, key.rotate_left(29));
+    seed.rotate_left(32).wrapping_add(j.wrapping_mul(SILVER))
 }
 
 /// SplitMix64's finalizer: a well-spread function of `z`.
@@ -351,8 +359,11 @@ impl Chaos {
         }
         let n = inner.calls.fetch_add(1, Ordering::Relaxed);
         let seed = inner.seed.load(Ordering::Relaxed);
-        let (x, y) = draws(seed, n);
-        let delayed = y < inner.latency_cut.load(Ordering::Relaxed);
+        let key = block_key(seed, n);
+        let x = fault_draw(seed, n, key);
+        // The latency's draw only when a latency is configured.
+        let latency_cut = inner.latency_cut.load(Ordering::Relaxed);
+        let delayed = latency_cut != 0 && latency_draw(seed, n, key) < latency_cut;
         if !delayed && x >= inner.fault_cuts[4].load(Ordering::Relaxed) {
             if inner.events.active() {
                 self.emit(EventKind::FaultSkipped);

@@ -507,6 +507,10 @@ where
             };
             policies.push(self.make(entry, &name, rename.is_some())?);
         }
+        let walk_end = match policies.last() {
+            Some(Policy::Chaos(_)) => policies.len() - 1,
+            _ => policies.len(),
+        };
         let direct = policies.iter().all(super::admit::is_direct);
         let admissible = policies.iter().all(super::admit::is_admissible);
         Ok(Pipeline {
@@ -515,6 +519,7 @@ where
                 policies: policies.into_boxed_slice(),
                 classify: self.classify.clone(),
                 chaos_error: self.chaos_error.clone(),
+                walk_end,
                 direct,
                 admissible,
             }),

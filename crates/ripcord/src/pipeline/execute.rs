@@ -215,6 +215,41 @@ async fn race<Fut: Future>(fut: Fut, deadline: Option<Deadline>) -> Result<Fut::
     .await
 }
 
+/// What fault injection does to a call it hit (see [`inject`]).
+enum Injected<E> {
+    /// Make the call.
+    Go,
+    /// Make the call; the breakers outside record this.
+    Forced(Outcome),
+    /// Do not: the walk stops here.
+    Stop(Stop<E>),
+}
+
+/// Runs an injection on a call: waits its latency (inside the deadline),
+/// then says what becomes of the call. Boxed by the walk: it is off the hot
+/// path, and one await point keeps the walk's future small.
+async fn inject<T, E>(
+    inner: &Inner<T, E>,
+    chaos: &crate::Chaos,
+    injection: crate::chaos::Injection,
+    deadline: Option<Deadline>,
+) -> Injected<E> {
+    if let Some(d) = injection.delay {
+        if let Err(k) = race(tokio::time::sleep(d), deadline).await {
+            return Injected::Stop(Stop::Expired(k));
+        }
+    }
+    match injection.fault {
+        None => Injected::Go,
+        Some(Fault::Outcome(o)) => Injected::Forced(o),
+        Some(Fault::Stall) => match race(std::future::pending::<()>(), deadline).await {
+            Err(k) => Injected::Stop(Stop::Expired(k)),
+            Ok(()) => unreachable!("a stall never ends"),
+        },
+        Some(fault) => Injected::Stop(Stop::Error(inner.injected(chaos, fault))),
+    }
+}
+
 /// The walk: inward through the policies from index `$from`, the call, and
 /// outward again. A macro, so that `Pipeline::execute` is itself the walk's
 /// future: an async fn awaiting another copies the inner future (about a
@@ -232,6 +267,8 @@ macro_rules! walk {
         let f = $f;
         let from: usize = $from;
         let policies = &*inner.policies;
+        // The policies walked with a frame each (see `Inner::walk_end`).
+        let framed = &policies[..inner.walk_end];
         let mut frames: Stack<Frame<'_>, INLINE_FRAMES> = Stack::new();
         // The runs of the retries entered, innermost last.
         let mut runs: Stack<RetryRun<'_>, INLINE_RUNS> = Stack::new();
@@ -243,7 +280,19 @@ macro_rules! walk {
             forced = None;
             // Inward: take what each policy hands out, then make the call.
             let mut flow: Result<T, Stop<E>> = loop {
-                let Some(policy) = policies.get(i) else {
+                let Some(policy) = framed.get(i) else {
+                    // An innermost fault injection decides at the call, with
+                    // no frame of its own: what it forces holds for every
+                    // breaker (all are outside it).
+                    if let Some(Policy::Chaos(c)) = policies.get(framed.len()) {
+                        if let Some(injection) = c.decide() {
+                            match Box::pin(inject(inner, c, injection, deadline)).await {
+                                Injected::Go => {}
+                                Injected::Forced(o) => forced = Some(o),
+                                Injected::Stop(stop) => break Err(stop),
+                            }
+                        }
+                    }
                     // The call itself, inside the deadline (which it can read
                     // with `timeout::current_deadline`).
                     break match deadline {
@@ -326,23 +375,10 @@ macro_rules! walk {
                     Policy::Chaos(c) => match c.decide() {
                         None => frames.push(Frame::Plain),
                         Some(injection) => {
-                            if let Some(d) = injection.delay {
-                                let slept = Box::pin(race(tokio::time::sleep(d), deadline)).await;
-                                if let Err(k) = slept {
-                                    break Err(Stop::Expired(k));
-                                }
-                            }
-                            match injection.fault {
-                                None => frames.push(Frame::Plain),
-                                Some(Fault::Outcome(o)) => frames.push(Frame::Forced(o)),
-                                Some(Fault::Stall) => {
-                                    let never = std::future::pending::<()>();
-                                    match Box::pin(race(never, deadline)).await {
-                                        Err(k) => break Err(Stop::Expired(k)),
-                                        Ok(()) => unreachable!("a stall never ends"),
-                                    }
-                                }
-                                Some(fault) => break Err(Stop::Error(inner.injected(c, fault))),
+                            match Box::pin(inject(inner, c, injection, deadline)).await {
+                                Injected::Go => frames.push(Frame::Plain),
+                                Injected::Forced(o) => frames.push(Frame::Forced(o)),
+                                Injected::Stop(stop) => break Err(stop),
                             }
                         }
                     },

@@ -143,6 +143,9 @@ pub(crate) struct Inner<T, E> {
     classify: Option<Arc<dyn Classify<T, E> + Send + Sync>>,
     /// The caller's error for an injected [`Fault::Error`].
     chaos_error: Option<ChaosError<E>>,
+    /// The policies `execute` walks with a frame each: all of them, but an
+    /// innermost fault injection, which decides at the call.
+    walk_end: usize,
     /// Whether every policy decides at once (see [`Pipeline::admit`]).
     direct: bool,
     /// Whether every policy admits or refuses (see
