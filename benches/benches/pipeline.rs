@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion};
-use ripcord::{Backoff, Bulkhead, Chaos, CircuitBreaker, Outcome, Pipeline, Retry};
+use ripcord::{Chaos, Outcome, Pipeline};
 use tower::retry::Policy;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -83,17 +83,7 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
-    let full = Pipeline::<u64, ()>::builder()
-        .timeout(TIMEOUT)
-        .retry(
-            Retry::builder("bench")
-                .max_attempts(3)
-                .backoff(Backoff::fixed(Duration::from_millis(10))),
-        )
-        .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
-        .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
-        .build()
-        .unwrap();
+    let full = ripcord_benches::four_policies().build().unwrap();
     g.bench_function("ripcord_timeout_retry_breaker_bulkhead", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -122,15 +112,7 @@ fn pipeline(c: &mut Criterion) {
                 .seed(1),
         ),
     ] {
-        let p = Pipeline::<u64, ()>::builder()
-            .timeout(TIMEOUT)
-            .retry(
-                Retry::builder("bench")
-                    .max_attempts(3)
-                    .backoff(Backoff::fixed(Duration::from_millis(10))),
-            )
-            .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
-            .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
+        let p = ripcord_benches::four_policies()
             .chaos(chaos)
             .build()
             .unwrap();

@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use failsafe::CircuitBreaker as _;
 use ripcord::{
-    Backoff, Bulkhead, CircuitBreaker, ManualClock, Outcome, Pipeline, RateLimiter, Registry,
-    Retry, Window,
+    Bulkhead, CircuitBreaker, ManualClock, Outcome, Pipeline, RateLimiter, Registry, Window,
 };
 use tower::Service;
 
@@ -207,35 +206,30 @@ const CASES: &[Case] = &[
         // The pipeline bench's four-policy case, as `Pipeline::execute`.
         let rt = timer_runtime();
         let _in_runtime = rt.enter();
-        let p = Pipeline::<u64, ()>::builder()
-            .timeout(Duration::from_secs(2))
-            .retry(
-                Retry::builder("bench")
-                    .max_attempts(3)
-                    .backoff(Backoff::fixed(Duration::from_millis(10))),
-            )
-            .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
-            .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
-            .build()
-            .unwrap();
+        let p = ripcord_benches::four_policies().build().unwrap();
         measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
     }),
     ("pipeline_execute_four_chaos_off", |n| {
         // The same, with fault injection inside, switched off.
         let rt = timer_runtime();
         let _in_runtime = rt.enter();
-        let p = four_with(ripcord::Chaos::builder("bench").abort(0.5).enabled(false));
+        let p = ripcord_benches::four_policies()
+            .chaos(ripcord::Chaos::builder("bench").abort(0.5).enabled(false))
+            .build()
+            .unwrap();
         measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
     }),
     ("pipeline_execute_four_chaos_spared", |n| {
         // The same, fault injection on but sparing every call of the run.
         let rt = timer_runtime();
         let _in_runtime = rt.enter();
-        let p = four_with(
-            ripcord::Chaos::builder("bench")
-                .outcome(1e-9, ripcord::Outcome::Success)
-                .seed(1),
-        );
+        let spared = ripcord::Chaos::builder("bench")
+            .outcome(1e-9, ripcord::Outcome::Success)
+            .seed(1);
+        let p = ripcord_benches::four_policies()
+            .chaos(spared)
+            .build()
+            .unwrap();
         measure(n, || poll_once(p.execute(|| std::future::ready(Ok(1)))));
     }),
     ("chaos_decide_off", |n| {
@@ -322,20 +316,4 @@ fn main() {
         Some((_, run)) => run(n),
         None => panic!("unknown case {which:?}; `hotpath list` prints the cases"),
     }
-}
-
-/// The pipeline bench's four policies with fault injection `chaos` inside.
-fn four_with(chaos: ripcord::ChaosBuilder) -> Pipeline<u64, ()> {
-    Pipeline::<u64, ()>::builder()
-        .timeout(Duration::from_secs(2))
-        .retry(
-            Retry::builder("bench")
-                .max_attempts(3)
-                .backoff(Backoff::fixed(Duration::from_millis(10))),
-        )
-        .circuit_breaker(CircuitBreaker::builder("bench").failure_rate(0.5))
-        .bulkhead(Bulkhead::builder("bench").max_concurrent(100))
-        .chaos(chaos)
-        .build()
-        .unwrap()
 }

@@ -58,6 +58,20 @@ async fn put_fault(
     .await
 }
 
+/// `DELETE /api/faults/app`, with the token if given.
+async fn delete_fault(proxy: &RunningProxy, token: Option<&str>) -> raw_http::Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    request(
+        proxy.admin_addr(),
+        "DELETE",
+        "/api/faults/app",
+        &headers,
+        b"",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routes_fault_table_answers_for_the_upstream() {
     let up = Upstream::start().await;
@@ -174,17 +188,9 @@ async fn a_drill_started_through_the_admin_api_runs_until_its_expiry() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(get(&c, &url).await.status, 500);
-    let r = request(proxy.admin_addr(), "DELETE", "/api/faults/app", &[], b"").await;
+    let r = delete_fault(&proxy, None).await;
     assert_eq!(r.status, 401);
-    let auth = format!("Bearer {TOKEN}");
-    let r = request(
-        proxy.admin_addr(),
-        "DELETE",
-        "/api/faults/app",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .await;
+    let r = delete_fault(&proxy, Some(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["active"], false);
     assert_eq!(get(&c, &url).await.status, 200);
@@ -218,15 +224,7 @@ async fn the_routes_breaker_trips_on_a_drill_and_closes_after_it() {
         "{policies:?}"
     );
 
-    let auth = format!("Bearer {TOKEN}");
-    let r = request(
-        proxy.admin_addr(),
-        "DELETE",
-        "/api/faults/app",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .await;
+    let r = delete_fault(&proxy, Some(TOKEN)).await;
     assert_eq!(r.status, 200);
     // After its open time, a probe reaches the healthy upstream and closes it.
     let end = Instant::now() + Duration::from_secs(10);
