@@ -83,8 +83,7 @@ Examples:
   ripcord fleet status --store redis://127.0.0.1:6379
   ripcord fleet open payments --config ripcord.toml --expires 10m
   ripcord fleet reset payments --config ripcord.toml
-  ripcord fleet fault set checkout --abort 60% --expires 5m --config ripcord.toml   # a fleet-wide drill
-  ripcord fleet fault list --config ripcord.toml";
+  ripcord fleet fault set checkout --abort 60% --expires 5m --config ripcord.toml   # a fleet-wide drill";
 
 /// `ripcord proxy --help`'s examples.
 const PROXY_EXAMPLES: &str = "\

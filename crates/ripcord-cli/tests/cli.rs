@@ -131,7 +131,7 @@ fn help_lists_one_line_per_subcommand() {
         let help = text(&out.stdout);
         assert_eq!(
             one_line_each(&help),
-            ["demo", "simulate", "fleet", "proxy", "check", "help"],
+            ["demo", "simulate", "fleet", "drill", "proxy", "check", "help"],
             "{help}"
         );
     }
@@ -140,14 +140,14 @@ fn help_lists_one_line_per_subcommand() {
     let help = text(&out.stdout);
     assert_eq!(
         one_line_each(&help),
-        ["status", "open", "disable", "reset", "help"],
+        ["status", "open", "disable", "reset", "fault", "help"],
         "{help}"
     );
 }
 
 #[test]
 fn every_subcommand_has_a_long_help_with_examples() {
-    for command in ["", "demo", "simulate", "fleet", "proxy", "check"] {
+    for command in ["", "demo", "simulate", "fleet", "drill", "proxy", "check"] {
         let args: Vec<&str> = command.split_whitespace().collect();
         let long: Vec<&str> = args.iter().copied().chain(["--help"]).collect();
         let help = text(&ripcord_with(&long).stdout);
