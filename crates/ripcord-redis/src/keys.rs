@@ -72,7 +72,8 @@ impl Keys {
     }
 }
 
-fn glob_escape(s: &str) -> String {
+/// `s` with the `SCAN MATCH` wildcards escaped.
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

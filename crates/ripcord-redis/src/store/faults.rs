@@ -16,7 +16,7 @@ use serde_json::{json, Value as Json};
 
 use super::{reply, ttl_millis, RedisStore};
 use crate::connection::Connection;
-use crate::keys::slot;
+use crate::keys::{glob_escape, slot};
 
 /// The part of a fault's key after its scope.
 const PART: &str = "fault";
@@ -474,18 +474,6 @@ fn cmd_arg(cmd: &Cmd, i: usize) -> String {
             _ => None,
         })
         .unwrap_or_default()
-}
-
-/// `s` with the `SCAN MATCH` wildcards escaped.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
