@@ -1279,7 +1279,7 @@ async fn attempt(
     // when none runs).
     let admitted = match route.fault.decide() {
         None => admitted,
-        Some(injection) => Box::pin(inject(&route.fault, injection, admitted)).await?,
+        Some(injection) => Box::pin(admitted.inject(&route.fault, injection)).await?,
     };
     let addr = route.upstream.pick();
     // The caller's deadline when it comes before the policies': what is
@@ -1391,42 +1391,6 @@ async fn attempt(
             };
             let body = upstream_body(inner, Some(verdict), loan, call.trailers);
             Ok(Response::from_parts(head, ProxyBody::Upstream(body)))
-        }
-    }
-}
-
-/// Runs an injected fault on an admitted attempt: waits out its latency
-/// (within the attempt's deadline), then lets the attempt go on, or ends it
-/// as the upstream's failure would — an abort, error or reset as
-/// [`Error::Injected`] (answered by [`Refusal`]'s status), a stall when the
-/// deadline cuts it off. The policies record a failure either way.
-async fn inject(
-    chaos: &ripcord::Chaos,
-    injection: ripcord::chaos::Injection,
-    admitted: Admitted<Response<ProxyBody>, BoxError>,
-) -> Result<Admitted<Response<ProxyBody>, BoxError>, Error<BoxError>> {
-    use ripcord::chaos::Fault;
-    let until = |at: Option<Instant>| async move {
-        match at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    if let Some(d) = injection.delay {
-        tokio::select! {
-            () = tokio::time::sleep(d) => {}
-            () = until(admitted.deadline()) => return Err(admitted.timed_out()),
-        }
-    }
-    match injection.fault {
-        None | Some(Fault::Outcome(_)) => Ok(admitted),
-        Some(Fault::Stall) => {
-            until(admitted.deadline()).await;
-            Err(admitted.timed_out())
-        }
-        Some(fault) => {
-            admitted.record_outcome(Outcome::Failure);
-            Err(Error::Injected(chaos.injected(fault)))
         }
     }
 }

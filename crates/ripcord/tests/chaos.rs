@@ -273,3 +273,47 @@ async fn a_configuration_file_places_the_fault_innermost() {
         .unwrap_err();
     assert!(err.contains("abort_rate"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_injection_beside_a_direct_pipeline_ends_the_admitted_call_as_the_walk_does() {
+    let breaker = CircuitBreaker::builder("b").build().unwrap();
+    let p: P = Pipeline::builder()
+        .timeout(
+            TimeoutPolicy::builder("t")
+                .timeout(ms(100))
+                .clock(TokioClock::new()),
+        )
+        .circuit_breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let admit = || p.admit().expect("a direct pipeline").expect("admitted");
+
+    let abort = Chaos::builder("a").abort(1.0).build().unwrap();
+    let r = admit().inject(&abort, abort.decide().unwrap()).await;
+    assert!(matches!(r, Err(Error::Injected(_))), "{r:?}");
+    assert_eq!(breaker.stats().failures(), 1);
+
+    // A latency past the deadline, a stall: the timeout's error, a failure.
+    let slow = Chaos::builder("l")
+        .latency(1.0, Latency::fixed(ms(500)))
+        .build()
+        .unwrap();
+    let r = admit().inject(&slow, slow.decide().unwrap()).await;
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    let stall = Chaos::builder("s").stall(1.0).build().unwrap();
+    let r = admit().inject(&stall, stall.decide().unwrap()).await;
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert_eq!(breaker.stats().failures(), 3);
+
+    // A forced outcome: the call is made, every breaker records the outcome.
+    let forced = Chaos::builder("o")
+        .outcome(1.0, Outcome::Failure)
+        .build()
+        .unwrap();
+    let admitted = admit()
+        .inject(&forced, forced.decide().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(admitted.finish(Ok(7)).unwrap(), 7);
+    assert_eq!(breaker.stats().failures(), 4);
+}

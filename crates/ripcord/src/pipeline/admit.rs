@@ -310,14 +310,19 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
         let Some(refused) = refused else {
             unreachable!("a refusal leaves its error")
         };
+        self.give_back_refused(taking.holds, &taking.forced, refused)
+    }
+
+    /// Gives `holds` back for a call stopped by `refused`, each judging it
+    /// (or taking the outcome fault injection forced inside it); returns
+    /// the error.
+    #[cold]
+    fn give_back_refused(&self, holds: Holds, forced: &Forced, refused: Error<E>) -> Error<E> {
         let classify = self.inner.classify.as_deref();
-        // An outcome forced by fault injection inside some of them holds
-        // for them whatever stopped the call further in.
-        let forced = &taking.forced;
         if let Error::Inner(e) = refused {
             // The caller's own error, injected: judged like the call's.
             let r: Result<T, E> = Err(e);
-            taking.holds.give_back(|left| {
+            holds.give_back(|left| {
                 forced_or(forced, left, || rules::outcome(classify, Ended::Call(&r)))
             });
             let Err(e) = r else {
@@ -325,7 +330,7 @@ impl<T: 'static, E: 'static> Pipeline<T, E> {
             };
             return Error::Inner(e);
         }
-        taking.holds.give_back(|left| {
+        holds.give_back(|left| {
             forced_or(forced, left, || {
                 rules::outcome(classify, Ended::Stopped(&refused))
             })
@@ -539,6 +544,52 @@ impl<T: 'static, E: 'static> Admitted<T, E> {
         let forced = std::mem::take(&mut self.forced);
         std::mem::replace(&mut self.holds, Holds::None)
             .give_back(|left| forced_or(&forced, left, || outcome));
+    }
+
+    /// Runs what fault injection `chaos`, placed inside every policy of
+    /// this call (where the dependency's own failures would be), decided
+    /// for it (`chaos.decide()`): waits an injected latency within the
+    /// deadline, and then hands the call back to be made, or ends it the way
+    /// the pipeline's walk does — an abort, error or reset as the error the
+    /// policies judge (a failure; an injected `error` as the caller's own
+    /// with [`chaos_error`](crate::PipelineBuilder::chaos_error)), a stall or a
+    /// latency past the deadline as [`timed_out`](Self::timed_out). A forced
+    /// outcome holds for every breaker of the call.
+    ///
+    /// For middleware that keeps a fault injection of its own beside a
+    /// direct pipeline, so that the pipeline keeps its fast path (the
+    /// proxy's route faults).
+    pub async fn inject(
+        mut self,
+        chaos: &crate::Chaos,
+        injection: crate::chaos::Injection,
+    ) -> Result<Self, Error<E>> {
+        if let Some(d) = injection.delay {
+            if within(self.deadline(), tokio::time::sleep(d))
+                .await
+                .is_none()
+            {
+                return Err(self.timed_out());
+            }
+        }
+        match injection.fault {
+            None => Ok(self),
+            Some(Fault::Outcome(o)) => {
+                // Inside every hand-out of the call.
+                self.forced.push((u32::MAX, o));
+                Ok(self)
+            }
+            Some(Fault::Stall) => {
+                within(self.deadline(), std::future::pending::<()>()).await;
+                Err(self.timed_out())
+            }
+            Some(fault) => {
+                let error = self.pipeline.inner.injected(chaos, fault);
+                let holds = std::mem::replace(&mut self.holds, Holds::None);
+                let forced = std::mem::take(&mut self.forced);
+                Err(self.pipeline.give_back_refused(holds, &forced, error))
+            }
+        }
     }
 
     /// The deadline passed before the call ended (the caller has dropped

@@ -248,7 +248,7 @@ impl<T, E> Inner<T, E> {
     /// The error a fault-injection policy's `fault` stops a call with: the
     /// caller's own for [`Fault::Error`] when the pipeline has a
     /// [`chaos_error`](PipelineBuilder::chaos_error), else [`Error::Injected`].
-    fn injected(&self, chaos: &Chaos, fault: Fault) -> Error<E> {
+    pub(super) fn injected(&self, chaos: &Chaos, fault: Fault) -> Error<E> {
         let injected = chaos.injected(fault);
         match &self.chaos_error {
             Some(make) if fault == Fault::Error => Error::Inner(make(&injected)),
