@@ -35,23 +35,26 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn a_drill_that_meets_its_slos_exits_0_and_one_that_misses_exits_1() {
+    // The bounds are the phases' lengths: the breaker opens during the
+    // fault (about 0.6 s into it when healthy), and closes again before the
+    // drill ends (about 0.8 s after the fault when healthy).
     let out = drill(&[
         "--schedule",
-        "ok 1s, fail 2s @ 100%, ok 3s",
+        "ok 1s, fail 3s @ 100%, ok 8s",
         "--rate",
         "50",
         "--slo",
-        "trip=2s",
+        "trip=3s",
         "--slo",
-        "recover=3s",
+        "recover=8s",
         "--slo",
         "ok.p99=1s",
     ]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("fail 2s @ 100%"), "{stdout}");
-    assert!(stdout.contains("held   trip=2s"), "{stdout}");
-    assert!(stdout.contains("held   recover=3s"), "{stdout}");
+    assert!(stdout.contains("fail 3s @ 100%"), "{stdout}");
+    assert!(stdout.contains("held   trip=3s"), "{stdout}");
+    assert!(stdout.contains("held   recover=8s"), "{stdout}");
 
     // No error at all while every request of a phase is aborted: impossible.
     let out = drill(&[
